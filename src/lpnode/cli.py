@@ -1,0 +1,236 @@
+"""The ``lpnode`` command.
+
+    lpnode up                       everything on one machine, offline, on 127.0.0.1
+    lpnode runner                   serve one pipeline + model over the ai-runner HTTP API
+    lpnode models pull|list|tiny    manage the models dir (a Hugging Face cache dir)
+    lpnode openapi                  write (or check) the runner's OpenAPI document
+
+Errors an operator can fix print as one ``lpnode: error: ...`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lpnode import __version__
+from lpnode.errors import LpnodeError
+
+DEFAULT_OPENAPI_PATH = Path("docs/openapi/runner.json")
+
+
+def _flag_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().upper(), value.strip()
+
+
+def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "runner",
+        help="serve one pipeline and model over the ai-runner HTTP API",
+        description="Serve one pipeline and model over the ai-runner HTTP API. Each flag defaults to the "
+        "ai-runner environment variable named in brackets.",
+    )
+    p.add_argument("--pipeline", help="pipeline to serve, e.g. text-to-image [PIPELINE]")
+    p.add_argument("--model-id", help="Hugging Face repo id of the model [MODEL_ID]")
+    p.add_argument(
+        "--models-dir",
+        "--model-dir",
+        type=Path,
+        dest="model_dir",
+        help="Hugging Face cache dir holding the model [MODEL_DIR, ~/.lpData/models]",
+    )
+    p.add_argument("--host", help="address to listen on [HOST, 127.0.0.1]")
+    p.add_argument("--port", type=int, help="port to listen on [PORT, 8000]")
+    p.add_argument("--auth-token", help="require 'Authorization: Bearer TOKEN' on job routes [AUTH_TOKEN]")
+    p.add_argument("--runner-version", dest="version", help="version reported on /version [VERSION]")
+    p.add_argument(
+        "--optimization-flag",
+        "-O",
+        action="append",
+        type=_flag_pair,
+        metavar="KEY=VALUE",
+        help="optimisation flag, e.g. -O SFAST=true (repeatable) [SFAST, DEEPCACHE, ...]",
+    )
+    p.add_argument("--max-in-flight", type=int, help="jobs run at once [RUNNER_MAX_IN_FLIGHT, 1]")
+    p.add_argument("--max-queue", type=int, help="jobs waiting beyond those; more get 503 [RUNNER_MAX_QUEUE, 4]")
+    p.add_argument(
+        "--safety-checker",
+        dest="safety_checker_id",
+        help="safety checker model id [SAFETY_CHECKER_MODEL_ID, CompVis/stable-diffusion-safety-checker]",
+    )
+    p.add_argument("--device", help="cuda, cuda:N, mps or cpu [RUNNER_DEVICE, first available]")
+    p.add_argument("--threads", type=int, help="torch CPU threads [TORCH_THREADS, torch default]")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("models", help="manage the models dir (pull, list, tiny)")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="{pull,list,tiny}")
+    dir_help = "Hugging Face cache dir [MODEL_DIR, ~/.lpData/models]"
+
+    pull = msub.add_parser("pull", help="download a model from the Hugging Face Hub (resumable)")
+    pull.add_argument("model_id", help="Hugging Face repo id, e.g. stabilityai/sd-turbo")
+    pull.add_argument("--models-dir", type=Path, help=dir_help)
+    pull.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only files matching GLOB (repeatable), e.g. --include '*.fp16.safetensors'",
+    )
+    pull.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip files matching GLOB")
+    pull.add_argument("--revision", help="branch, tag or commit (default: main)")
+    pull.add_argument("--token", help="Hugging Face token for gated or private repos [HF_TOKEN]")
+
+    ls = msub.add_parser("list", help="list the models in the models dir")
+    ls.add_argument("--models-dir", type=Path, help=dir_help)
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    tiny = msub.add_parser("tiny", help="build small random-weight models for offline demos and tests")
+    tiny.add_argument("--pipeline", default="all", help="pipeline to build for, or 'all' (default)")
+    tiny.add_argument("--models-dir", type=Path, help=dir_help)
+    tiny.add_argument("--force", action="store_true", help="rebuild models that already exist")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lpnode", description="Livepeer AI network node.")
+    parser.add_argument("--version", action="version", version=f"lpnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="run lpnode on this machine with built-in tiny models (offline)")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("~/.lpnode").expanduser(),
+        help="where models and state live (default ~/.lpnode)",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=8000, help="port of the runner (default 8000)")
+    _runner_parser(sub)
+    _models_parser(sub)
+    oa = sub.add_parser("openapi", help="write the runner's OpenAPI document")
+    oa.add_argument("--output", type=Path, default=DEFAULT_OPENAPI_PATH, help=f"default {DEFAULT_OPENAPI_PATH}")
+    oa.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code")
+    return parser
+
+
+def _cmd_runner(args: argparse.Namespace) -> int:
+    from lpnode.logs import configure_logging
+    from lpnode.runner.config import config_from_env
+    from lpnode.runner.pipelines import pipeline_class
+    from lpnode.runner.server import serve
+
+    configure_logging(args.log_level)
+    config = config_from_env(
+        pipeline=args.pipeline,
+        model_id=args.model_id,
+        model_dir=args.model_dir,
+        host=args.host,
+        port=args.port,
+        auth_token=args.auth_token,
+        version=args.version,
+        optimization_flags=dict(args.optimization_flag) if args.optimization_flag else None,
+        max_in_flight=args.max_in_flight,
+        max_queue=args.max_queue,
+        safety_checker_id=args.safety_checker_id,
+        device=args.device,
+        threads=args.threads,
+    )
+    pipeline_class(config.pipeline)  # unknown pipeline → one clear line before anything starts
+    serve(config)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from lpnode.runner import store
+
+    models_dir = (args.models_dir or store.models_dir_default()).expanduser()
+    if args.models_command == "pull":
+        path = store.pull(args.model_id, models_dir, args.include, args.exclude, args.revision, args.token)
+        print(f"{args.model_id} is in {path}")
+    elif args.models_command == "list":
+        models = store.list_models(models_dir)
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "model_id": m.model_id,
+                            "revision": m.revision,
+                            "size_bytes": m.size_bytes,
+                            "files": m.files,
+                            "pipelines": list(m.pipelines),
+                            "path": str(m.path),
+                        }
+                        for m in models
+                    ],
+                    indent=2,
+                )
+            )
+        elif not models:
+            print(f"no models in {models_dir}; fetch one with: lpnode models pull ORG/NAME --models-dir {models_dir}")
+        else:
+            width = max(len(m.model_id) for m in models)
+            print(f"{'MODEL':<{width}}  {'SIZE':>9}  {'FILES':>5}  PIPELINES")
+            for m in models:
+                print(
+                    f"{m.model_id:<{width}}  {store.human_size(m.size_bytes):>9}  {m.files:>5}  "
+                    f"{', '.join(m.pipelines) or '-'}"
+                )
+    else:
+        from lpnode.runner import tiny
+
+        built = tiny.build(models_dir, args.pipeline, force=args.force)
+        for model in built:
+            print(f"built {model.model_id}  ({model.pipeline or 'helper'}: {model.description})")
+        if not built:
+            print(f"tiny models for {args.pipeline} are already in {models_dir} (use --force to rebuild)")
+    return 0
+
+
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    from lpnode.runner.app import openapi_document
+
+    text = json.dumps(openapi_document(), indent=2, sort_keys=False) + "\n"
+    if args.check:
+        current = args.output.read_text() if args.output.is_file() else ""
+        if current != text:
+            print(
+                f"{args.output} is out of date; regenerate it with: lpnode openapi --output {args.output}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from lpnode.up import run_up
+
+    run_up(args.data_dir.expanduser(), args.host, args.port)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"runner": _cmd_runner, "models": _cmd_models, "openapi": _cmd_openapi, "up": _cmd_up}
+    try:
+        return handlers[args.command](args)
+    except LpnodeError as exc:
+        print(f"lpnode: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

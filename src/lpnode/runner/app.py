@@ -1,0 +1,136 @@
+"""The runner's ASGI app: one pipeline route plus health, hardware, version, metrics and OpenAPI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from lpnode import __version__
+from lpnode.runner import hardware
+from lpnode.runner.config import UPLOAD_LIMIT_BYTES, RunnerConfig
+from lpnode.runner.http import BodyLimitMiddleware, MetricsMiddleware, install_error_handlers
+from lpnode.runner.pipelines import pipeline_class, pipeline_names
+from lpnode.runner.routes import add_pipeline_route
+from lpnode.runner.service import RunnerService
+from lpnode.schemas import HardwareInformation, HardwareStats, HealthCheck, Version
+
+TITLE = "lpnode runner"
+DESCRIPTION = (
+    "Serves one AI pipeline and model over the Livepeer ai-runner HTTP API "
+    "(drop-in for a livepeer/ai-runner container)."
+)
+# Multipart overhead allowed on top of the 50 MiB per-file limit before the body is refused outright.
+BODY_LIMIT_BYTES = UPLOAD_LIMIT_BYTES + 1024 * 1024
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def _get(app: FastAPI, path: str, **kwargs: Any) -> Callable[[_Endpoint], _Endpoint]:
+    """Register a GET route and its trailing-slash twin (kept out of the OpenAPI document)."""
+
+    def register(func: _Endpoint) -> _Endpoint:
+        app.get(path, **kwargs)(func)
+        app.get(path + "/", include_in_schema=False, **{k: v for k, v in kwargs.items() if k == "response_model"})(func)
+        return func
+
+    return register
+
+
+def add_system_routes(app: FastAPI, service: RunnerService | None, pipeline: str, model_id: str, version: str) -> None:
+    @_get(app, "/health", response_model=HealthCheck, operation_id="health", summary="Health")
+    async def health() -> HealthCheck:
+        return HealthCheck(status=service.health() if service else "ERROR")  # type: ignore[arg-type]
+
+    @_get(
+        app, "/hardware/info", response_model=HardwareInformation, operation_id="hardware_info", summary="Hardware Info"
+    )
+    async def hardware_info() -> HardwareInformation:
+        gpus = await asyncio.to_thread(hardware.gpu_info)
+        return HardwareInformation(pipeline=pipeline, model_id=model_id, gpu_info=gpus)
+
+    @_get(app, "/hardware/stats", response_model=HardwareStats, operation_id="hardware_stats", summary="Hardware Stats")
+    async def hardware_stats() -> HardwareStats:
+        gpus = await asyncio.to_thread(hardware.gpu_stats)
+        return HardwareStats(pipeline=pipeline, model_id=model_id, gpu_stats=gpus)
+
+    @_get(app, "/version", response_model=Version, operation_id="version", summary="Version")
+    async def version_info() -> Version:
+        return Version(pipeline=pipeline, model_id=model_id, version=version)
+
+    if service is not None:
+        registry = service.metrics.registry
+
+        @_get(app, "/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(config: RunnerConfig, *, load: bool = True, on_ready: Callable[[], None] | None = None) -> FastAPI:
+    """The runner app for ``config``. The model starts loading when the app starts (``load``), so the
+    port is open and ``/health`` says LOADING meanwhile."""
+    cls = pipeline_class(config.pipeline)
+    service = RunnerService(config, cls, on_ready=on_ready)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if load:
+            service.start_loading()
+        yield
+        service.shutdown()
+
+    app = FastAPI(title=TITLE, description=DESCRIPTION, version=__version__, lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+    add_pipeline_route(app, cls.route, service, config.auth_token)
+    add_system_routes(app, service, config.pipeline, config.model_id, config.version)
+    app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT_BYTES)
+    known = {cls.route.path, "/health", "/hardware/info", "/hardware/stats", "/version", "/metrics"}
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=known)
+    _use_runner_openapi(app)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The runner API with every built-in pipeline's route: what ``docs/openapi/runner.json`` holds."""
+    app = FastAPI(title=TITLE, description=DESCRIPTION, version=__version__)
+    for name in pipeline_names():
+        add_pipeline_route(app, pipeline_class(name).route, None, "")
+    add_system_routes(app, None, "", "", "")
+    _use_runner_openapi(app)
+    return app.openapi()
+
+
+def _use_runner_openapi(app: FastAPI) -> None:
+    base = app.openapi
+
+    def runner_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _upstream_conventions(base())
+        return app.openapi_schema
+
+    app.openapi = runner_openapi  # type: ignore[method-assign]
+
+
+def _upstream_conventions(doc: dict[str, Any]) -> dict[str, Any]:
+    """Shape the generated document like the upstream one: file fields as ``format: binary`` (what
+    OpenAPI 3.0 code generators read), no ``default: null``, and the 200 schema named ``data``."""
+    for schema in doc.get("components", {}).get("schemas", {}).values():
+        for prop in schema.get("properties", {}).values():
+            if prop.get("contentMediaType") == "application/octet-stream":
+                del prop["contentMediaType"]
+                prop["format"] = "binary"
+            if "default" in prop and prop["default"] is None:
+                del prop["default"]
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            if "generate" not in operation.get("tags", []):
+                continue
+            content = operation["responses"]["200"]["content"]["application/json"]
+            content["schema"]["x-speakeasy-name-override"] = "data"
+    return doc

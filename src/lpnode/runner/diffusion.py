@@ -1,0 +1,152 @@
+"""What the diffusers-based pipelines share: loading from the models dir, seeds, step callbacks
+(so a disconnected client stops the job between steps) and turning images into ``Media``."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from lpnode.errors import BadRequestError, ModelNotFoundError, ModelStoreError
+from lpnode.logs import log_event
+from lpnode.runner.device import has_fp16_weights, repo_folder, weights_dtype
+from lpnode.runner.media import png_data_url
+from lpnode.runner.pipelines.base import Job, LoadContext
+from lpnode.runner.safety import SafetyChecker
+from lpnode.schemas import Media
+
+log = logging.getLogger("lpnode.runner")
+
+MAX_SEED = 2**63 - 1
+
+
+def pull_hint(model_id: str, model_dir: Path) -> str:
+    return f"fetch it with: lpnode models pull {model_id} --models-dir {model_dir}"
+
+
+def cached_file(model_dir: Path, model_id: str, filename: str) -> Path | None:
+    """Path of ``filename`` in the cached snapshot of ``model_id``, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model_id, filename, cache_dir=str(model_dir))
+    return Path(found) if isinstance(found, str) else None
+
+
+def read_model_index(ctx: LoadContext, model_id: str | None = None) -> dict[str, Any]:
+    """The diffusers ``model_index.json`` of a cached model; ModelNotFoundError with the fix if absent."""
+    model_id = model_id or ctx.model_id
+    path = cached_file(ctx.model_dir, model_id, "model_index.json")
+    if path is None:
+        if not repo_folder(ctx.model_dir, model_id).is_dir():
+            raise ModelNotFoundError(
+                f"model {model_id!r} is not in the models dir {ctx.model_dir}; " + pull_hint(model_id, ctx.model_dir)
+            )
+        raise ModelNotFoundError(
+            f"model {model_id!r} in {ctx.model_dir} has no model_index.json: it is not a diffusers "
+            f"pipeline or its download is incomplete; " + pull_hint(model_id, ctx.model_dir)
+        )
+    index: dict[str, Any] = json.loads(path.read_text())
+    return index
+
+
+def load_diffusers(cls: Any, ctx: LoadContext, model_id: str | None = None, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(model_id, cache_dir=MODEL_DIR)`` with the dtype/variant rules, moved to
+    the device, progress bars off. Library errors become ModelStoreError with the model named."""
+    import torch
+
+    model_id = model_id or ctx.model_id
+    if not ctx.allow_downloads:
+        index = read_model_index(ctx, model_id)
+        if "safety_checker" in index and "safety_checker" not in kwargs:
+            # The safety check is ours (see SafetyChecker): it flags, never blanks, images.
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+    dtype = weights_dtype(ctx.device, ctx.model_dir, model_id, bfloat16=ctx.flag("BFLOAT16"))
+    options: dict[str, Any] = {"cache_dir": str(ctx.model_dir), "torch_dtype": dtype}
+    if dtype == torch.float16 and has_fp16_weights(ctx.model_dir, model_id):
+        options["variant"] = "fp16"
+    if not ctx.allow_downloads:
+        options["local_files_only"] = True
+    try:
+        pipe = cls.from_pretrained(model_id, **options, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelStoreError(f"could not load {model_id!r} from {ctx.model_dir}: {exc}") from exc
+    pipe.to(ctx.device)
+    pipe.set_progress_bar_config(disable=True)
+    log_event(
+        log,
+        "diffusers pipeline loaded",
+        model_id=model_id,
+        cls=type(pipe).__name__,
+        dtype=str(dtype).removeprefix("torch."),
+        device=ctx.device,
+    )
+    return pipe
+
+
+def step_callbacks(pipe: Any, job: Job) -> dict[str, Any]:
+    """Keyword arguments that make ``pipe`` call ``job.checkpoint()`` after every denoising step."""
+    params = inspect.signature(pipe.__call__).parameters
+    if "callback_on_step_end" in params:
+
+        def on_step_end(_pipe: Any, _step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            job.checkpoint()
+            return kwargs
+
+        return {"callback_on_step_end": on_step_end}
+    if "callback" in params:
+        return {"callback": lambda *_: job.checkpoint(), "callback_steps": 1}
+    return {}
+
+
+def accepted_kwargs(pipe: Any, candidates: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``candidates`` that ``pipe.__call__`` accepts."""
+    params = inspect.signature(pipe.__call__).parameters
+    return {k: v for k, v in candidates.items() if k in params}
+
+
+def split_prompts(name: str, text: str) -> dict[str, str]:
+    """``"a|b|c"`` → ``{name: "a", name_2: "b", name_3: "c"}`` (multi-encoder models such as SDXL/SD3)."""
+    parts = [p.strip() for p in text.split("|", 3)[:3]] if text else [""]
+    out = {name: parts[0]}
+    for i, part in enumerate(parts[1:], start=2):
+        out[f"{name}_{i}"] = part
+    return out
+
+
+def choose_seed(seed: int | None) -> int:
+    """The request's seed, or a random one when absent."""
+    return random.randint(0, 2**32 - 1) if seed is None else seed
+
+
+def check_seed(seed: int | None, count: int = 1) -> None:
+    if seed is not None and not 0 <= seed <= MAX_SEED - count:
+        raise BadRequestError(f"seed must be between 0 and {MAX_SEED - count}, got {seed}.")
+
+
+def check_size(height: int, width: int) -> None:
+    if height <= 0 or width <= 0 or height % 8 or width % 8:
+        raise BadRequestError(
+            f"`height` and `width` have to be positive and divisible by 8 but are {height} and {width}."
+        )
+
+
+def generator(device: str, seed: int) -> Any:
+    import torch
+
+    gen_device = "cpu" if device.startswith("mps") else device
+    return torch.Generator(gen_device).manual_seed(seed)
+
+
+def to_media(images: Sequence[Image.Image], seeds: Sequence[int], checker: SafetyChecker | None) -> list[Media]:
+    """PNG data URLs with their seeds and NSFW flags (all False when the check is off)."""
+    flags = checker.flags(list(images)) if checker is not None else [False] * len(images)
+    return [
+        Media(url=png_data_url(img), seed=seed, nsfw=bool(flag))
+        for img, seed, flag in zip(images, seeds, flags, strict=True)
+    ]

@@ -1,0 +1,104 @@
+"""LoRA adapters for the diffusion pipelines: the ``loras`` request field, parsed and applied.
+
+``loras`` is a JSON object mapping a Hugging Face repo id to a weight ≥ 0, at most 4 per request.
+Up to 12 adapters stay loaded; the least recently used one is dropped beyond that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from lpnode.errors import LoraLoadingError
+from lpnode.logs import log_event
+from lpnode.runner.device import repo_folder
+from lpnode.runner.pipelines.base import LoadContext
+
+log = logging.getLogger("lpnode.runner")
+
+MAX_PER_REQUEST = 4
+MAX_LOADED = 12
+
+
+def parse_loras(raw: str) -> dict[str, float]:
+    """The ``loras`` field as ``{repo_id: weight}``; LoraLoadingError (400) saying what is wrong."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        raise LoraLoadingError(f"Unable to parse '{raw}' as JSON.") from None
+    if not isinstance(data, dict):
+        raise LoraLoadingError(
+            'loras must be a JSON object mapping repo ids to weights, e.g. {"nerijs/pixel-art-xl": 1.2}.'
+        )
+    if len(data) > MAX_PER_REQUEST:
+        raise LoraLoadingError(f"Too many LoRas provided. Maximum is {MAX_PER_REQUEST}.")
+    weights: dict[str, float] = {}
+    for repo, weight in data.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise LoraLoadingError("All strengths must be numbers greater than or equal to 0.0.")
+        if not repo or repo.count("/") != 1:
+            raise LoraLoadingError(f"LoRa repository '{repo}' is not a Hugging Face repo id (org/name).")
+        weights[repo] = float(weight)
+    return weights
+
+
+def _adapter_name(repo: str) -> str:
+    return repo.replace("/", "--").replace(".", "_")
+
+
+class LoraAdapters:
+    """The adapters loaded into one diffusers pipeline. Used from one worker thread at a time."""
+
+    def __init__(self, pipe: Any, ctx: LoadContext) -> None:
+        self._pipe = pipe
+        self._ctx = ctx
+        self._loaded: OrderedDict[str, str] = OrderedDict()  # repo -> adapter name, oldest first
+        self._active = False
+
+    def apply(self, weights: dict[str, float]) -> None:
+        """Make exactly ``weights`` active (none when empty)."""
+        if not weights:
+            if self._active:
+                self._pipe.disable_lora()
+                self._active = False
+            return
+        for repo in weights:
+            self._ensure_loaded(repo)
+        names = [self._loaded[repo] for repo in weights]
+        self._pipe.set_adapters(names, adapter_weights=list(weights.values()))
+        self._pipe.enable_lora()
+        self._active = True
+
+    def _ensure_loaded(self, repo: str) -> None:
+        if repo in self._loaded:
+            self._loaded.move_to_end(repo)
+            return
+        if not hasattr(self._pipe, "load_lora_weights"):
+            raise LoraLoadingError(f"LoRas are not supported by model '{self._ctx.model_id}'.")
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise LoraLoadingError("LoRa support needs the 'peft' package installed on the runner.") from None
+        if not self._ctx.allow_downloads and not repo_folder(self._ctx.model_dir, repo).is_dir():
+            raise LoraLoadingError(f"LoRa repository '{repo}' not found.")
+        name = _adapter_name(repo)
+        options: dict[str, Any] = {"cache_dir": str(self._ctx.model_dir), "adapter_name": name}
+        if not self._ctx.allow_downloads:
+            options["local_files_only"] = True
+        try:
+            self._pipe.load_lora_weights(repo, **options)
+        except OSError:
+            raise LoraLoadingError(f"LoRa repository '{repo}' not found.") from None
+        except (ValueError, KeyError, RuntimeError) as exc:
+            log_event(log, "lora rejected", logging.WARNING, repo=repo, reason=str(exc).splitlines()[0])
+            raise LoraLoadingError(f"LoRa incompatible with base model: '{self._ctx.model_id}'.") from None
+        self._loaded[repo] = name
+        log_event(log, "lora loaded", repo=repo, adapter=name)
+        while len(self._loaded) > MAX_LOADED:
+            old_repo, old_name = self._loaded.popitem(last=False)
+            self._pipe.delete_adapters(old_name)
+            log_event(log, "lora evicted", repo=old_repo)

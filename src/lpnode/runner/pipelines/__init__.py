@@ -1,0 +1,38 @@
+"""The pipeline registry: pipeline name → the class that serves it, imported lazily.
+
+Adding a pipeline is one module here plus one line in ``_BUILTIN``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lpnode.errors import ConfigError
+from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec
+
+_BUILTIN: dict[str, str] = {
+    "text-to-image": "lpnode.runner.pipelines.text_to_image:TextToImagePipeline",
+    "image-to-image": "lpnode.runner.pipelines.image_to_image:ImageToImagePipeline",
+    "image-to-video": "lpnode.runner.pipelines.image_to_video:ImageToVideoPipeline",
+    "upscale": "lpnode.runner.pipelines.upscale:UpscalePipeline",
+}
+
+
+def pipeline_names() -> list[str]:
+    """Names of the built-in batch pipelines, in route order."""
+    return list(_BUILTIN)
+
+
+def pipeline_class(name: str) -> type[BatchPipeline[Any]]:
+    """The class serving pipeline ``name``; ConfigError naming the choices when there is none."""
+    target = _BUILTIN.get(name)
+    if target is None:
+        choices = ", ".join(_BUILTIN)
+        raise ConfigError(f"unknown pipeline {name!r}; choose one of: {choices}")
+    module_name, _, attr = target.partition(":")
+    cls: type[BatchPipeline[Any]] = getattr(importlib.import_module(module_name), attr)
+    return cls
+
+
+__all__ = ["BatchPipeline", "Job", "LoadContext", "RouteSpec", "pipeline_class", "pipeline_names"]

@@ -1,0 +1,102 @@
+"""What a batch pipeline is: a route description plus a model that turns params into a response.
+
+A pipeline module defines one :class:`BatchPipeline` subclass. Its ``route`` (a :class:`RouteSpec`)
+is all the HTTP layer needs: the generic route builder reads the params model (JSON or form), the
+response model and the error messages from it. The class body must import nothing heavy at module
+level, so the route can be mounted (and the port opened) before the model loads.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from lpnode.errors import JobCancelledError
+
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """How a pipeline appears over HTTP (path, OpenAPI names, body, response, error wording)."""
+
+    name: str  # the pipeline name, also the path: "text-to-image"
+    operation_id: str  # "genTextToImage"
+    sdk_name: str  # x-speakeasy-name-override, "textToImage"
+    summary: str
+    description: str
+    params: type[BaseModel]
+    response: type[BaseModel]
+    multipart: bool  # False: JSON body `params`; True: form fields, `bytes` fields are file uploads
+    default_error: str  # "Text-to-image pipeline error."
+    oom_error: str  # "Out of memory error. Try reducing output image resolution."
+    extra_error_codes: tuple[int, ...] = ()  # documented besides 400, 401, 422, 500 (e.g. 413, 415)
+    model_id_field: str = "model_id"
+
+    @property
+    def path(self) -> str:
+        return "/" + self.name
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What a pipeline needs to load its model."""
+
+    model_id: str
+    model_dir: Path
+    device: str  # "cuda", "mps" or "cpu"
+    optimization_flags: dict[str, str] = field(default_factory=dict)
+    safety_checker_id: str = ""
+    allow_downloads: bool = False
+
+    def flag(self, name: str) -> bool:
+        return self.optimization_flags.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Job:
+    """One request's run: lets the HTTP layer cancel it between model steps."""
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        self.steps_done = 0
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def checkpoint(self) -> None:
+        """Called between steps; raises :class:`JobCancelledError` once the job is cancelled."""
+        self.steps_done += 1
+        if self._cancelled.is_set():
+            raise JobCancelledError("client disconnected")
+
+
+class BatchPipeline(ABC, Generic[ParamsT]):
+    """One loaded model serving one route. Instances are used from one worker thread at a time
+    unless ``thread_safe`` is True."""
+
+    route: ClassVar[RouteSpec]
+    thread_safe: ClassVar[bool] = False
+
+    def __init__(self, ctx: LoadContext) -> None:
+        self.ctx = ctx
+        self.model_id = ctx.model_id
+
+    def check(self, params: ParamsT) -> None:
+        """Cheap validation run before the job is queued; raise BadRequestError to refuse it."""
+
+    @abstractmethod
+    def run(self, params: ParamsT, job: Job) -> BaseModel:
+        """Serve one request. Runs in a worker thread, never on the event loop."""
+
+
+PipelineFactory = Callable[[LoadContext], BatchPipeline[Any]]

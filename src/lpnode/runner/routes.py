@@ -1,0 +1,149 @@
+"""The generic route builder: one POST route per pipeline, built from its :class:`RouteSpec`.
+
+JSON pipelines take their params model as the body. Multipart pipelines get one ``Form`` parameter per
+field and one ``File`` parameter per ``bytes`` field, so FastAPI names the body ``Body_<operationId>``
+exactly as the upstream runner does. Every route checks auth, then the model id, then hands the params
+to the service, and stops the job if the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from lpnode.errors import PayloadTooLargeError
+from lpnode.runner.config import UPLOAD_LIMIT_BYTES
+from lpnode.runner.pipelines import RouteSpec
+from lpnode.runner.service import RunnerService
+from lpnode.schemas import HTTPError
+
+_bearer = HTTPBearer(auto_error=False)
+_KW = inspect.Parameter.KEYWORD_ONLY
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def auth_dependency(token: str) -> Any:
+    """A dependency that demands ``Authorization: Bearer <token>`` when ``token`` is set."""
+
+    async def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if not token:
+            return
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise HTTPException(401, detail={"msg": "Invalid bearer token."}, headers={"WWW-Authenticate": "Bearer"})
+
+    return require_token
+
+
+def _form_parameters(params_model: type[BaseModel]) -> list[inspect.Parameter]:
+    parameters = []
+    for name, field in params_model.model_fields.items():
+        if field.annotation is bytes:
+            annotation: Any = Annotated[UploadFile, File(description=field.description)]
+            parameters.append(inspect.Parameter(name, _KW, annotation=annotation))
+            continue
+        marker = Form(description=field.description)
+        annotation = Annotated[(field.annotation, *field.metadata, marker)]
+        default = inspect.Parameter.empty if field.is_required() else field.default
+        parameters.append(inspect.Parameter(name, _KW, annotation=annotation, default=default))
+    return parameters
+
+
+async def _read_upload(name: str, upload: UploadFile) -> bytes:
+    if upload.size is not None and upload.size > UPLOAD_LIMIT_BYTES:
+        raise PayloadTooLargeError("File size exceeds limit.")
+    data = await upload.read(UPLOAD_LIMIT_BYTES + 1)
+    if len(data) > UPLOAD_LIMIT_BYTES:
+        raise PayloadTooLargeError("File size exceeds limit.")
+    return data
+
+
+async def _until_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_until_disconnect(request: Request, service: RunnerService, params: BaseModel) -> Any:
+    """Serve ``params``; if the client goes away first, cancel the job and answer nobody."""
+    job = asyncio.ensure_future(service.submit(params))
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not job.done():
+        job.cancel()
+        await asyncio.wait({job})
+        return Response(status_code=499)
+    return job.result()
+
+
+def add_pipeline_route(app: FastAPI, spec: RouteSpec, service: RunnerService | None, auth_token: str) -> None:
+    """Mount ``spec``'s route (and its trailing-slash twin) on ``app``. Without a service the route
+    exists for the OpenAPI document only and answers 503."""
+    codes = sorted({400, 401, 500, 503, *spec.extra_error_codes, *((413,) if spec.multipart else ())})
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": HTTPError, "description": ERROR_DESCRIPTIONS[code]} for code in codes
+    }
+
+    async def handle(request: Request, params: BaseModel) -> Any:
+        if service is None:
+            raise HTTPException(503, detail={"msg": "No model is loaded."})
+        service.check_model_id(getattr(params, spec.model_id_field, ""))
+        return await run_until_disconnect(request, service, params)
+
+    if spec.multipart:
+        file_fields = [n for n, f in spec.params.model_fields.items() if f.annotation is bytes]
+
+        async def endpoint(request: Request, **values: Any) -> Any:
+            for name in file_fields:
+                values[name] = await _read_upload(name, values[name])
+            return await handle(request, spec.params.model_validate(values))
+
+        body_parameters = _form_parameters(spec.params)
+    else:
+
+        async def endpoint(request: Request, **values: Any) -> Any:
+            return await handle(request, values["params"])
+
+        body_parameters = [inspect.Parameter("params", _KW, annotation=Annotated[spec.params, Body()])]
+
+    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+            *body_parameters,
+        ]
+    )
+    endpoint.__name__ = spec.operation_id
+    common: dict[str, Any] = {
+        "response_model": spec.response,
+        "dependencies": [Depends(auth_dependency(auth_token))],
+    }
+    app.post(
+        spec.path,
+        operation_id=spec.operation_id,
+        summary=spec.summary,
+        description=spec.description,
+        tags=["generate"],
+        responses=responses,
+        openapi_extra={"x-speakeasy-name-override": spec.sdk_name},
+        **common,
+    )(endpoint)
+    app.post(spec.path + "/", include_in_schema=False, **common)(endpoint)

@@ -1,0 +1,49 @@
+"""Run a runner app under uvicorn (uvloop + httptools) on a socket bound up front, so a busy port is
+reported as one clear line instead of a server crash."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+
+from lpnode.errors import ConfigError
+from lpnode.runner.config import RunnerConfig
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: RunnerConfig, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. The model loads in the background once the port is open."""
+    if not config.allow_downloads:
+        # Read by huggingface_hub at import; serve what is in the models dir, never fetch silently.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import uvicorn
+
+    from lpnode.runner.app import create_app
+
+    sock = bind_socket(config.host, config.port)
+    app = create_app(config, on_ready=on_ready)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            lifespan="on",
+        )
+    )
+    server.run(sockets=[sock])

@@ -1,0 +1,229 @@
+"""The runner's core: loads the model off the event loop, tracks health, admits and runs jobs.
+
+Health moves LOADING → IDLE (loaded, nothing running) ⇄ OK (jobs running or queued), or
+LOADING → ERROR when the model cannot be loaded. go-livepeer hands a runner that started in LOADING
+back to its pool only once it reports IDLE, so IDLE is reported whenever the runner is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel
+
+from lpnode.errors import (
+    BadRequestError,
+    JobCancelledError,
+    JobError,
+    LpnodeError,
+    OutOfMemoryError,
+    PipelineFailedError,
+    UnavailableError,
+)
+from lpnode.logs import log_event
+from lpnode.runner.admission import Admission
+from lpnode.runner.config import RunnerConfig
+from lpnode.runner.metrics import RunnerMetrics
+from lpnode.runner.pipelines import BatchPipeline, Job, LoadContext, RouteSpec
+
+log = logging.getLogger("lpnode.runner")
+
+
+def map_pipeline_exception(exc: BaseException, route: RouteSpec) -> JobError:
+    """Turn whatever a model raised into an error a caller can read. Never exposes a traceback."""
+    if isinstance(exc, JobError):
+        return exc
+    text = str(exc)
+    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        _release_cuda_cache()
+        return OutOfMemoryError(route.oom_error)
+    if isinstance(exc, ValueError) and text:
+        return BadRequestError(f"{route.default_error.rstrip('.')}: {text.splitlines()[0]}")
+    log.error("pipeline failed", exc_info=exc, extra={"fields": {"pipeline": route.name}})
+    return PipelineFailedError(route.default_error)
+
+
+def _release_cuda_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+class RunnerService:
+    def __init__(
+        self,
+        config: RunnerConfig,
+        pipeline_cls: type[BatchPipeline[Any]],
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self._on_ready = on_ready
+        self.config = config
+        self.route = pipeline_cls.route
+        self._pipeline_cls = pipeline_cls
+        self.pipeline: BatchPipeline[Any] | None = None
+        self.status = "LOADING"
+        self.load_error = ""
+        self.load_seconds = 0.0
+        self.device = ""
+        self.metrics = RunnerMetrics(config.pipeline, config.model_id, config.version)
+        self.metrics.set_state("LOADING")
+        self.admission = Admission(config.max_in_flight, config.max_queue, on_change=self._update_gauges)
+        self._executor = ThreadPoolExecutor(max_workers=config.max_in_flight, thread_name_prefix="lpnode-job")
+        self._jobs: set[Job] = set()
+        self._loader: threading.Thread | None = None
+
+    # -- loading -------------------------------------------------------------------------------
+    def start_loading(self) -> None:
+        """Load the model in a background thread; the HTTP port is already open meanwhile."""
+        self._loader = threading.Thread(target=self._load, name="lpnode-model-load", daemon=True)
+        self._loader.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> None:
+        if self._loader is not None:
+            self._loader.join(timeout)
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        config = self.config
+        log_event(log, "loading model", pipeline=config.pipeline, model_id=config.model_id, models_dir=config.model_dir)
+        try:
+            import torch
+
+            from lpnode.runner.device import select_device
+
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            self.device = select_device(config.device)
+            ctx = LoadContext(
+                model_id=config.model_id,
+                model_dir=config.model_dir,
+                device=self.device,
+                optimization_flags=dict(config.optimization_flags),
+                safety_checker_id=config.safety_checker_id,
+                allow_downloads=config.allow_downloads,
+            )
+            self.pipeline = self._pipeline_cls(ctx)
+        except LpnodeError as exc:
+            self._fail(str(exc))
+            return
+        except Exception as exc:  # a library failed while loading: say what, keep serving /health
+            log.error("model load crashed", exc_info=exc)
+            self._fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return
+        self.load_seconds = time.monotonic() - started
+        self.metrics.load_seconds.set(self.load_seconds)
+        self.status = "READY"
+        self.metrics.set_state("IDLE")
+        log_event(
+            log,
+            "model loaded",
+            pipeline=config.pipeline,
+            model_id=config.model_id,
+            device=self.device,
+            seconds=round(self.load_seconds, 2),
+        )
+        if self._on_ready is not None:
+            self._on_ready()
+
+    def _fail(self, reason: str) -> None:
+        self.load_error = reason
+        self.status = "ERROR"
+        self.metrics.set_state("ERROR")
+        log_event(
+            log,
+            "model failed to load",
+            logging.ERROR,
+            pipeline=self.config.pipeline,
+            model_id=self.config.model_id,
+            reason=reason,
+        )
+
+    # -- health --------------------------------------------------------------------------------
+    def health(self) -> str:
+        if self.status != "READY":
+            return self.status
+        return "OK" if self.admission.in_flight or self.admission.queued else "IDLE"
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def check_model_id(self, requested: str) -> None:
+        if requested and requested != self.config.model_id:
+            raise BadRequestError(f"pipeline configured with {self.config.model_id} but called with {requested}.")
+
+    def _ready_pipeline(self) -> BatchPipeline[Any]:
+        if self.status == "LOADING":
+            raise UnavailableError(f"Model {self.config.model_id} is still loading; retry shortly.", retry_after=5)
+        if self.pipeline is None:
+            raise UnavailableError(f"Model {self.config.model_id} failed to load: {self.load_error}", retry_after=30)
+        return self.pipeline
+
+    async def submit(self, params: BaseModel) -> BaseModel:
+        """Run one request: checks, a slot, the model in a worker thread. Cancelling the calling task
+        (client disconnect) removes a queued job or stops a running one at its next step."""
+        pipeline = self._ready_pipeline()
+        pipeline.check(params)
+        queued_at = time.monotonic()
+        admitted = False
+        try:
+            async with self.admission.slot():
+                admitted = True
+                self.metrics.queue_seconds.observe(time.monotonic() - queued_at)
+                return await self._run(pipeline, params, Job())
+        except UnavailableError:
+            if not admitted:
+                self.metrics.rejected.inc()
+            raise
+        except asyncio.CancelledError:
+            if not admitted:
+                self.metrics.cancelled.inc()
+            raise
+
+    async def _run(self, pipeline: BatchPipeline[Any], params: BaseModel, job: Job) -> BaseModel:
+        loop = asyncio.get_running_loop()
+        self._jobs.add(job)
+        started = time.monotonic()
+        future = loop.run_in_executor(self._executor, _run_job, pipeline, params, job)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            job.cancel()
+            self.metrics.cancelled.inc()
+            await asyncio.wait([future])  # the slot stays taken until the model has really stopped
+            raise
+        except JobCancelledError:
+            raise
+        except Exception as exc:
+            raise map_pipeline_exception(exc, self.route) from None
+        finally:
+            elapsed = time.monotonic() - started
+            self.admission.record_duration(elapsed)
+            self.metrics.job_seconds.observe(elapsed)
+            self._jobs.discard(job)
+
+    def _update_gauges(self) -> None:
+        self.metrics.in_flight.set(self.admission.in_flight)
+        self.metrics.queued.set(self.admission.queued)
+        if self.status == "READY":
+            self.metrics.set_state(self.health())
+
+    def shutdown(self) -> None:
+        """Stop running jobs at their next step and drop queued ones."""
+        for job in list(self._jobs):
+            job.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_job(pipeline: BatchPipeline[Any], params: BaseModel, job: Job) -> BaseModel:
+    import torch
+
+    with torch.inference_mode():
+        return pipeline.run(params, job)
