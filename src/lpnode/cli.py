@@ -184,7 +184,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 )
     else:
         from lpnode.runner import tiny
+        from lpnode.runner.libraries import quiet_model_libraries
 
+        quiet_model_libraries()
         built = tiny.build(models_dir, args.pipeline, force=args.force)
         for model in built:
             print(f"built {model.model_id}  ({model.pipeline or 'helper'}: {model.description})")

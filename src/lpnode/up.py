@@ -26,9 +26,11 @@ def run_up(data_dir: Path, host: str, port: int) -> None:
     configure_logging("info")
     from lpnode.runner import tiny
     from lpnode.runner.config import config_from_env
+    from lpnode.runner.libraries import quiet_model_libraries
     from lpnode.runner.server import serve
 
     models_dir = data_dir / "models"
+    quiet_model_libraries()
     built = tiny.build(models_dir, UP_PIPELINE)
     for model in built:
         print(f"built tiny model {model.model_id} in {models_dir}", flush=True)

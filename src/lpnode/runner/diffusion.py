@@ -67,7 +67,7 @@ def load_diffusers(cls: Any, ctx: LoadContext, model_id: str | None = None, **kw
             # The safety check is ours (see SafetyChecker): it flags, never blanks, images.
             kwargs.update(safety_checker=None, requires_safety_checker=False)
     dtype = weights_dtype(ctx.device, ctx.model_dir, model_id, bfloat16=ctx.flag("BFLOAT16"))
-    options: dict[str, Any] = {"cache_dir": str(ctx.model_dir), "torch_dtype": dtype}
+    options: dict[str, Any] = {"cache_dir": str(ctx.model_dir), "dtype": dtype}
     if dtype == torch.float16 and has_fp16_weights(ctx.model_dir, model_id):
         options["variant"] = "fp16"
     if not ctx.allow_downloads:

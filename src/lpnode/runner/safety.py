@@ -57,7 +57,7 @@ class SafetyChecker:
                 options["local_files_only"] = True
             try:
                 processor = CLIPImageProcessor.from_pretrained(self.model_id, **options)
-                model: Any = StableDiffusionSafetyChecker.from_pretrained(self.model_id, torch_dtype=dtype, **options)
+                model: Any = StableDiffusionSafetyChecker.from_pretrained(self.model_id, dtype=dtype, **options)
             except (OSError, ValueError) as exc:
                 self._error = (
                     f"Safety checker unavailable: model {self.model_id!r} could not be loaded from the "

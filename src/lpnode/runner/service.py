@@ -100,6 +100,9 @@ class RunnerService:
             import torch
 
             from lpnode.runner.device import select_device
+            from lpnode.runner.libraries import quiet_model_libraries
+
+            quiet_model_libraries()
 
             if config.threads:
                 torch.set_num_threads(config.threads)
@@ -198,6 +201,8 @@ class RunnerService:
             job.cancel()
             self.metrics.cancelled.inc()
             await asyncio.wait([future])  # the slot stays taken until the model has really stopped
+            log_event(log, "job cancelled", reason="client disconnected", steps_done=job.steps_done,
+                      seconds=round(time.monotonic() - started, 2))
             raise
         except JobCancelledError:
             raise

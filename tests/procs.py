@@ -1,0 +1,99 @@
+"""Start real lpnode processes on loopback for tests, and always stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+LPNODE = [sys.executable, "-m", "lpnode.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"PIPELINE", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN"}}
+    # One torch thread: tiny models on a shared 2-core machine run fastest that way.
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TORCH_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+class RunnerProcess:
+    """An ``lpnode runner`` child process. Its output goes to a log file the test can read."""
+
+    def __init__(
+        self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        """With ``port`` given the runner must find it itself (e.g. from env PORT); otherwise a free
+        port is passed as --port."""
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*LPNODE, "runner", *([] if port else ["--port", str(self.port)]), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env or child_env(),
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self) -> str:
+        status: str = requests.get(self.base_url + "/health", timeout=5).json()["status"]
+        return status
+
+    def wait_status(self, wanted: set[str], timeout: float = 90.0) -> list[str]:
+        """Poll /health until its status is in ``wanted``; every status seen, in order."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runner exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status = self.health()
+            except requests.ConnectionError:
+                time.sleep(0.1)
+                continue
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            if status in wanted:
+                return seen
+            time.sleep(0.1)
+        raise AssertionError(f"runner never reached {wanted} (saw {seen}):\n{self.log()}")
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 120)
+        return requests.post(self.base_url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return requests.get(self.base_url + path, **kwargs)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LPNODE, *args], capture_output=True, text=True, env=env or child_env(), timeout=timeout)
