@@ -6,12 +6,14 @@ In one run, on one machine, with the same tiny text-to-image model, inputs and s
     runner's worker does), N times in a row. ``run()`` returns the encoded response, so this side already
     includes the safety check and the PNG + base64 data-URL encoding.
 (b) over HTTP: a real ``lpnode runner`` subprocess on 127.0.0.1, N sequential POSTs on one keep-alive
-    connection, then N POSTs from 4 client threads (each with its own keep-alive connection). The HTTP
+    connection, and N POSTs from 4 client threads (each with its own keep-alive connection). The HTTP
     side additionally pays request parsing/validation, JSON encoding of the response, the loopback
     transfer and, in the client, JSON decoding + base64 decoding of the image.
 
 Both sides use 1 torch thread (``torch.set_num_threads(1)`` here, ``--threads 1`` for the runner, and
-``OMP_NUM_THREADS=1`` for both), so the comparison is model time vs model time + serving.
+``OMP_NUM_THREADS=1`` for both), so the comparison is model time vs model time + serving. The timed
+requests of the three modes run in interleaved rounds, so slow patches of a shared VM hit all of them
+alike, and the runner's /metrics split the sequential HTTP latency into model time and serving time.
 
 Usage::
 
@@ -53,13 +55,13 @@ START_MARK = "<!-- runner_overhead:start -->"
 END_MARK = "<!-- runner_overhead:end -->"
 DOCS_INTRO = """# Benchmarks
 
-Benchmarks live in `benchmarks/`. Each one measures a *ratio* within a single run (two ways of doing the
-same work, on the same machine, minutes apart), so its verdict does not depend on how fast the machine
-is. The figures below come from a 2-core CPU machine with no GPU and the tiny random-weight models
-(`lpnode models tiny`); absolute times mean little, the ratios are the point.
+Benchmarks live in `benchmarks/`. Each one measures a *ratio* between two ways of doing the same work,
+both timed within a single run on the same machine, so its verdict does not depend on how fast the
+machine is. The figures below come from a 2-core CPU machine without a GPU, running the tiny
+random-weight models (`lpnode models tiny`). The absolute times mean little; the ratios are what matter.
 
-Each section is written by its script between `<!-- NAME:start -->` / `<!-- NAME:end -->` markers;
-rerun the script with `--write-docs` to refresh its own section without touching the others.
+Each script writes its own section between `<!-- NAME:start -->` / `<!-- NAME:end -->` markers.
+Rerunning a script with `--write-docs` refreshes that section and leaves the others alone.
 """
 
 
@@ -481,8 +483,10 @@ def docs_section(
             f"- After {args.warmup} warm-up requests per mode, the {args.requests} timed requests per mode "
             f"run in {args.rounds} interleaved rounds (in-process, HTTP c=1, HTTP c={args.concurrency}, "
             "repeat), so a slow patch of this shared VM hits all modes alike.",
-            "- The runner's own `/metrics` (job and request duration histograms) split the c=1 latency "
-            "into model time, route time and time outside the app.",
+            "- The end-to-end ratio also carries how fast the model itself happened to run in each "
+            "process (the last line below; a few % either way on this VM). The runner's own `/metrics` "
+            "(job and request duration histograms, over the same c=1 requests) isolate the serving cost: "
+            "model time, the route around it, and time outside the app.",
             "",
             f"Command: `{command}`",
             "",
@@ -539,7 +543,9 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def measure(args: argparse.Namespace, models_dir: Path, log_path: Path, port: int) -> tuple[Any, ...]:
+def measure(
+    args: argparse.Namespace, models_dir: Path, log_path: Path, port: int
+) -> tuple[Result, Result, Result, dict[str, float], bool]:
     """Start the runner, measure the three modes in interleaved rounds, always stop the runner."""
     body = {
         "prompt": "a lighthouse on a cliff at dusk",
@@ -593,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch / huggingface_hub are imported: one intra-op thread, never reach the network.
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # Ctrl-C and SIGTERM unwind through the finally blocks that stop the runner (even when started
+    # from a shell that ignores SIGINT in background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm)
     started = time.monotonic()
     try:
@@ -622,7 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(total {time.monotonic() - started:.0f}s)")
 
     if args.write_docs:
-        command = shlex.join(["python", "benchmarks/runner_overhead.py", *(argv if argv is not None else sys.argv[1:])])
+        command = shlex.join(
+            [".venv/bin/python", "benchmarks/runner_overhead.py", *(argv if argv is not None else sys.argv[1:])]
+        )
         write_docs(docs_section(command, machine_info(), args, results, v, same))
         print(f"wrote {DOCS.relative_to(ROOT)}")
     return 0

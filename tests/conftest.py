@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from procs import RunnerProcess, run_cli  # noqa: E402
+from procs import RunnerProcess, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +29,20 @@ def start_runner(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     started: list[RunnerProcess] = []
     logs = tmp_path_factory.mktemp("logs")
 
-    def start(pipeline: str, model_id: str, *extra: str, models: Path | None = None,
-              env: dict[str, str] | None = None) -> RunnerProcess:
-        args = ["--pipeline", pipeline, "--model-id", model_id, "--models-dir", str(models or models_dir),
-                "--safety-checker", "lpnode/tiny-safety-checker", *extra]
+    def start(
+        pipeline: str, model_id: str, *extra: str, models: Path | None = None, env: dict[str, str] | None = None
+    ) -> RunnerProcess:
+        args = [
+            "--pipeline",
+            pipeline,
+            "--model-id",
+            model_id,
+            "--models-dir",
+            str(models or models_dir),
+            "--safety-checker",
+            "lpnode/tiny-safety-checker",
+            *extra,
+        ]
         runner = RunnerProcess(args, logs / f"runner-{len(started)}.log", env=env)
         started.append(runner)
         return runner
@@ -40,4 +50,3 @@ def start_runner(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     yield start
     for runner in started:
         runner.stop()
-

@@ -46,7 +46,9 @@ class RunnerProcess:
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [*LPNODE, "runner", *([] if port else ["--port", str(self.port)]), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env or child_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env or child_env(),
         )
 
     def log(self) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lpnode import __version__
-from lpnode.errors import LpnodeError
+from lpnode.errors import ConfigError, LpnodeError
 
 DEFAULT_OPENAPI_PATH = Path("docs/openapi/runner.json")
 
@@ -187,7 +187,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         from lpnode.runner.libraries import quiet_model_libraries
 
         quiet_model_libraries()
-        built = tiny.build(models_dir, args.pipeline, force=args.force)
+        try:
+            built = tiny.build(models_dir, args.pipeline, force=args.force)
+        except ValueError as exc:  # unknown pipeline name
+            raise ConfigError(str(exc)) from None
         for model in built:
             print(f"built {model.model_id}  ({model.pipeline or 'helper'}: {model.description})")
         if not built:

@@ -74,8 +74,11 @@ def test_image_to_image_returns_images_of_the_input_size(img2img: RunnerProcess)
 def test_image_to_image_accepts_jpeg_and_grayscale(img2img: RunnerProcess) -> None:
     buffer = io.BytesIO()
     Image.new("L", (64, 64), 128).save(buffer, format="JPEG")
-    r = img2img.post("/image-to-image", data=form(prompt="x", num_inference_steps=2, seed=1),
-                     files={"image": ("in.jpg", buffer.getvalue(), "image/jpeg")})
+    r = img2img.post(
+        "/image-to-image",
+        data=form(prompt="x", num_inference_steps=2, seed=1),
+        files={"image": ("in.jpg", buffer.getvalue(), "image/jpeg")},
+    )
     assert r.status_code == 200, r.text[:500]
     assert decode(r.json()["images"][0]["url"]).mode == "RGB"
 
@@ -96,8 +99,11 @@ def test_instruct_pix2pix_models_are_served_as_image_to_image(pix2pix: RunnerPro
     [(b"definitely not an image", "not a readable image"), (b"", "is empty")],
 )
 def test_bad_image_bytes_get_400(img2img: RunnerProcess, payload: bytes, message_part: str) -> None:
-    r = img2img.post("/image-to-image", data=form(prompt="x", num_inference_steps=2),
-                     files={"image": ("in.png", payload, "image/png")})
+    r = img2img.post(
+        "/image-to-image",
+        data=form(prompt="x", num_inference_steps=2),
+        files={"image": ("in.png", payload, "image/png")},
+    )
     assert r.status_code == 400, r.text[:500]
     assert message_part in r.json()["detail"]["msg"]
 
@@ -117,15 +123,19 @@ def test_upload_over_50_mib_gets_413(img2img: RunnerProcess) -> None:
 
 
 def test_strength_out_of_range_gets_400(img2img: RunnerProcess) -> None:
-    r = img2img.post("/image-to-image", data=form(prompt="x", strength=1.5),
-                     files={"image": ("in.png", png_bytes(), "image/png")})
+    r = img2img.post(
+        "/image-to-image", data=form(prompt="x", strength=1.5), files={"image": ("in.png", png_bytes(), "image/png")}
+    )
     assert r.status_code == 400
     assert "strength" in r.json()["detail"]["msg"]
 
 
 def test_upscale_multiplies_the_size_by_four(upscaler: RunnerProcess) -> None:
-    r = upscaler.post("/upscale", data=form(prompt="sharp", num_inference_steps=2, seed=9),
-                      files={"image": ("in.png", png_bytes((32, 24)), "image/png")})
+    r = upscaler.post(
+        "/upscale",
+        data=form(prompt="sharp", num_inference_steps=2, seed=9),
+        files={"image": ("in.png", png_bytes((32, 24)), "image/png")},
+    )
     assert r.status_code == 200, r.text[:500]
     (media,) = r.json()["images"]
     assert media["seed"] == 9 and media["nsfw"] is False
@@ -133,8 +143,11 @@ def test_upscale_multiplies_the_size_by_four(upscaler: RunnerProcess) -> None:
 
 
 def test_upscale_seed_zero_is_kept(upscaler: RunnerProcess) -> None:
-    r = upscaler.post("/upscale", data=form(prompt="x", num_inference_steps=1, seed=0),
-                      files={"image": ("in.png", png_bytes((16, 16)), "image/png")})
+    r = upscaler.post(
+        "/upscale",
+        data=form(prompt="x", num_inference_steps=1, seed=0),
+        files={"image": ("in.png", png_bytes((16, 16)), "image/png")},
+    )
     assert r.status_code == 200, r.text[:500]
     assert r.json()["images"][0]["seed"] == 0
 
@@ -154,8 +167,9 @@ def test_image_to_video_returns_frames_of_the_requested_size(img2vid: RunnerProc
 
 
 def test_image_to_video_checks_sizes(img2vid: RunnerProcess) -> None:
-    r = img2vid.post("/image-to-video", data=form(height=60, width=64),
-                     files={"image": ("in.png", png_bytes(), "image/png")})
+    r = img2vid.post(
+        "/image-to-video", data=form(height=60, width=64), files={"image": ("in.png", png_bytes(), "image/png")}
+    )
     assert r.status_code == 400
     assert r.json()["detail"]["msg"] == (
         "`height` and `width` have to be positive and divisible by 8 but are 60 and 64."
@@ -163,7 +177,10 @@ def test_image_to_video_checks_sizes(img2vid: RunnerProcess) -> None:
 
 
 def test_image_to_video_with_safety_check_flags_every_frame(img2vid: RunnerProcess) -> None:
-    r = img2vid.post("/image-to-video", data=form(height=64, width=64, num_inference_steps=1, seed=1),
-                     files={"image": ("in.png", png_bytes(), "image/png")})
+    r = img2vid.post(
+        "/image-to-video",
+        data=form(height=64, width=64, num_inference_steps=1, seed=1),
+        files={"image": ("in.png", png_bytes(), "image/png")},
+    )
     assert r.status_code == 200, r.text[:500]
     assert {m["nsfw"] for m in r.json()["frames"][0]} == {False}

@@ -12,17 +12,29 @@ from procs import RunnerProcess, child_env, free_port, run_cli
 
 def test_runner_is_configured_by_the_ai_runner_environment(models_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = child_env(PIPELINE="text-to-image", MODEL_ID="lpnode/tiny-sdxl-turbo", MODEL_DIR=str(models_dir),
-                   AUTH_TOKEN="tok", VERSION="9.9.9", PORT=str(port), SAFETY_CHECKER_MODEL_ID="lpnode/tiny-safety-checker")
+    env = child_env(
+        PIPELINE="text-to-image",
+        MODEL_ID="lpnode/tiny-sdxl-turbo",
+        MODEL_DIR=str(models_dir),
+        AUTH_TOKEN="tok",
+        VERSION="9.9.9",
+        PORT=str(port),
+        SAFETY_CHECKER_MODEL_ID="lpnode/tiny-safety-checker",
+    )
     runner = RunnerProcess([], tmp_path / "env.log", env=env, port=port)
     try:
         assert runner.wait_status({"IDLE", "ERROR"})[-1] == "IDLE", runner.log()
         assert runner.get("/version").json() == {
-            "pipeline": "text-to-image", "model_id": "lpnode/tiny-sdxl-turbo", "version": "9.9.9"
+            "pipeline": "text-to-image",
+            "model_id": "lpnode/tiny-sdxl-turbo",
+            "version": "9.9.9",
         }
         assert runner.post("/text-to-image", json={"prompt": "x"}).status_code == 401
-        r = runner.post("/text-to-image", json={"prompt": "a|b", "width": 64, "height": 64, "num_inference_steps": 1},
-                        headers={"Authorization": "Bearer tok"})
+        r = runner.post(
+            "/text-to-image",
+            json={"prompt": "a|b", "width": 64, "height": 64, "num_inference_steps": 1},
+            headers={"Authorization": "Bearer tok"},
+        )
         assert r.status_code == 200, r.text[:300]
         assert "StableDiffusionXLPipeline" in runner.log()
     finally:
@@ -32,7 +44,9 @@ def test_runner_is_configured_by_the_ai_runner_environment(models_dir: Path, tmp
 
 
 def test_broken_model_dir_reports_error_and_a_readable_log_line(
-    start_runner, models_dir: Path, tmp_path: Path  # type: ignore[no-untyped-def]
+    start_runner,
+    models_dir: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     broken = tmp_path / "models"
     shutil.copytree(models_dir / "models--lpnode--tiny-text-to-image", broken / "models--lpnode--tiny-text-to-image")
@@ -70,8 +84,17 @@ def test_busy_port_is_one_clear_error(models_dir: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        result = run_cli("runner", "--pipeline", "text-to-image", "--model-id", "lpnode/tiny-text-to-image",
-                         "--models-dir", str(models_dir), "--port", str(port))
+        result = run_cli(
+            "runner",
+            "--pipeline",
+            "text-to-image",
+            "--model-id",
+            "lpnode/tiny-text-to-image",
+            "--models-dir",
+            str(models_dir),
+            "--port",
+            str(port),
+        )
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"lpnode: error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in result.stderr
@@ -87,8 +110,10 @@ def test_unknown_pipeline_and_missing_model_id_are_clear_errors() -> None:
 
 
 def test_ctrl_c_while_loading_stops_the_runner_cleanly(models_dir: Path, tmp_path: Path) -> None:
-    runner = RunnerProcess(["--pipeline", "image-to-video", "--model-id", "lpnode/tiny-image-to-video",
-                            "--models-dir", str(models_dir)], tmp_path / "sigint.log")
+    runner = RunnerProcess(
+        ["--pipeline", "image-to-video", "--model-id", "lpnode/tiny-image-to-video", "--models-dir", str(models_dir)],
+        tmp_path / "sigint.log",
+    )
     try:
         assert runner.wait_status({"LOADING", "IDLE"})[0] == "LOADING"
         runner.proc.send_signal(signal.SIGINT)

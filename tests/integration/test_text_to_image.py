@@ -22,7 +22,7 @@ SMALL = {"width": 64, "height": 64, "num_inference_steps": 2}
 def decode_png(url: str) -> Image.Image:
     prefix = "data:image/png;base64,"
     assert url.startswith(prefix)
-    image = Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))
+    image = Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
     assert image.format == "PNG"
     return image
 
@@ -67,8 +67,9 @@ def test_same_seed_gives_same_bytes_and_other_seed_differs(runner: RunnerProcess
 
 
 def test_second_image_of_a_batch_equals_a_single_image_with_its_seed(runner: RunnerProcess) -> None:
-    pair = runner.post("/text-to-image", json={"prompt": "x", "seed": 20, "num_images_per_prompt": 2, **SMALL},
-                       headers=AUTH).json()["images"]
+    pair = runner.post(
+        "/text-to-image", json={"prompt": "x", "seed": 20, "num_images_per_prompt": 2, **SMALL}, headers=AUTH
+    ).json()["images"]
     single = runner.post("/text-to-image", json={"prompt": "x", "seed": 21, **SMALL}, headers=AUTH).json()["images"]
     assert pair[1]["url"] == single[0]["url"]
 
@@ -103,16 +104,25 @@ def test_health_version_hardware_need_no_token(runner: RunnerProcess) -> None:
     ("body", "status", "message"),
     [
         ({"prompt": ""}, 400, "Prompt must be provided."),
-        ({"prompt": "x", "model_id": "someone/else"}, 400,
-         f"pipeline configured with {MODEL} but called with someone/else."),
-        ({"prompt": "x", "width": 60}, 400,
-         "`height` and `width` have to be positive and divisible by 8 but are 576 and 60."),
+        (
+            {"prompt": "x", "model_id": "someone/else"},
+            400,
+            f"pipeline configured with {MODEL} but called with someone/else.",
+        ),
+        (
+            {"prompt": "x", "width": 60},
+            400,
+            "`height` and `width` have to be positive and divisible by 8 but are 576 and 60.",
+        ),
         ({"prompt": "x", "num_images_per_prompt": 0}, 400, "num_images_per_prompt must be at least 1."),
         ({"prompt": "x", "seed": -1}, 400, "seed must be between 0 and 9223372036854775806, got -1."),
         ({"prompt": "x", "loras": "{nope"}, 400, "Unable to parse '{nope' as JSON."),
         ({"prompt": "x", "loras": '{"a/b": -1}'}, 400, "All strengths must be numbers greater than or equal to 0.0."),
-        ({"prompt": "x", "loras": '{"a/b":1,"c/d":1,"e/f":1,"g/h":1,"i/j":1}'}, 400,
-         "Too many LoRas provided. Maximum is 4."),
+        (
+            {"prompt": "x", "loras": '{"a/b":1,"c/d":1,"e/f":1,"g/h":1,"i/j":1}'},
+            400,
+            "Too many LoRas provided. Maximum is 4.",
+        ),
         ({"prompt": "x", "loras": '{"missing/lora": 1.0}', **SMALL}, 400, "LoRa repository 'missing/lora' not found."),
     ],
 )
@@ -167,9 +177,11 @@ def test_health_answers_while_a_job_runs_and_overflow_gets_503(runner: RunnerPro
     second = threading.Thread(target=call, args=("second",))
     second.start()  # queued (max-queue 1)
     deadline = time.monotonic() + 10
-    while 'lpnode_runner_jobs_queued{model_id="lpnode/tiny-text-to-image",pipeline="text-to-image"} 1.0' not in (
-        runner.get("/metrics").text
-    ) and time.monotonic() < deadline:
+    while (
+        'lpnode_runner_jobs_queued{model_id="lpnode/tiny-text-to-image",pipeline="text-to-image"} 1.0'
+        not in (runner.get("/metrics").text)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     overflow = runner.post("/text-to-image", json=slow_body(2), headers=AUTH)
     assert overflow.status_code == 503

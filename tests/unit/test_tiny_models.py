@@ -72,9 +72,7 @@ def test_registry() -> None:
 
 
 def test_unknown_pipeline_raises(tmp_path: Path) -> None:
-    with pytest.raises(
-        ValueError, match="unknown pipeline 'nope'; choose from: "
-    ) as exc:
+    with pytest.raises(ValueError, match="unknown pipeline 'nope'; choose from: ") as exc:
         tiny.build(tmp_path, "nope")
     for name in ["all", *tiny.pipelines()]:
         assert name in str(exc.value)
@@ -102,9 +100,7 @@ def test_second_build_rebuilds_nothing(models_dir: Path) -> None:
     assert before == after
 
 
-def test_pipeline_build_includes_safety_checker_and_is_deterministic(
-    models_dir: Path, tmp_path: Path
-) -> None:
+def test_pipeline_build_includes_safety_checker_and_is_deterministic(models_dir: Path, tmp_path: Path) -> None:
     ids = ["lpnode/tiny-safety-checker", "lpnode/tiny-upscale"]
     torch.manual_seed(123)
     expected_draw = torch.rand(3)
@@ -122,9 +118,7 @@ def test_pipeline_build_includes_safety_checker_and_is_deterministic(
     rebuilt = tiny.build(tmp_path, "upscale", force=True)
     assert sorted(m.model_id for m in rebuilt) == ids
     up = "lpnode/tiny-upscale"
-    assert _tree_digest(tiny.snapshot_dir(tmp_path, up)) == _tree_digest(
-        tiny.snapshot_dir(models_dir, up)
-    )
+    assert _tree_digest(tiny.snapshot_dir(tmp_path, up)) == _tree_digest(tiny.snapshot_dir(models_dir, up))
 
 
 def test_failed_save_leaves_no_snapshot(tmp_path: Path) -> None:
@@ -135,10 +129,7 @@ def test_failed_save_leaves_no_snapshot(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         _layout.write_snapshot(tmp_path, "lpnode/broken", broken)
     assert not _layout.is_present(tmp_path, "lpnode/broken")
-    assert (
-        list((_layout.repo_dir(tmp_path, "lpnode/broken") / "snapshots").iterdir())
-        == []
-    )
+    assert list((_layout.repo_dir(tmp_path, "lpnode/broken") / "snapshots").iterdir()) == []
 
 
 # --- load and run like a server -------------------------------------------------
@@ -158,9 +149,7 @@ def _t2i(d: Path, model_id: str) -> Any:
         kwargs = {"num_inference_steps": 1, "guidance_scale": 0.0}
     else:
         assert type(pipe).__name__ == "StableDiffusionPipeline"
-    out = pipe(
-        prompt="a photo of a cat", generator=torch.Generator().manual_seed(0), **kwargs
-    )
+    out = pipe(prompt="a photo of a cat", generator=torch.Generator().manual_seed(0), **kwargs)
     assert [im.size for im in out.images] == [(64, 64)]  # default size: 32 * 2
     out = pipe(prompt="a cat", height=48, width=80, **kwargs)
     assert out.images[0].size == (80, 48)
@@ -224,12 +213,7 @@ def test_load_and_run(models_dir: Path, model_id: str) -> None:
 def test_pix2pix_model_index(models_dir: Path) -> None:
     import json
 
-    index = json.loads(
-        (
-            tiny.snapshot_dir(models_dir, "lpnode/tiny-instruct-pix2pix")
-            / "model_index.json"
-        ).read_text()
-    )
+    index = json.loads((tiny.snapshot_dir(models_dir, "lpnode/tiny-instruct-pix2pix") / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionInstructPix2PixPipeline"
 
 

@@ -4,11 +4,15 @@ no progress bars or advisory chatter in a server's log; lpnode logs what matters
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 
 def quiet_model_libraries() -> None:
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers_logging: Any = diffusers.utils.logging
+    transformers_logging: Any = transformers.utils.logging
 
     diffusers_logging.disable_progress_bar()
     diffusers_logging.set_verbosity_error()

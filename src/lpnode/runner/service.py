@@ -201,8 +201,13 @@ class RunnerService:
             job.cancel()
             self.metrics.cancelled.inc()
             await asyncio.wait([future])  # the slot stays taken until the model has really stopped
-            log_event(log, "job cancelled", reason="client disconnected", steps_done=job.steps_done,
-                      seconds=round(time.monotonic() - started, 2))
+            log_event(
+                log,
+                "job cancelled",
+                reason="client disconnected",
+                steps_done=job.steps_done,
+                seconds=round(time.monotonic() - started, 2),
+            )
             raise
         except JobCancelledError:
             raise

@@ -61,9 +61,7 @@ def _selected(pipeline: str) -> list[Entry]:
         return entries()
     choices = pipelines()
     if pipeline not in choices:
-        raise ValueError(
-            f"unknown pipeline {pipeline!r}; choose from: {', '.join(['all', *choices])}"
-        )
+        raise ValueError(f"unknown pipeline {pipeline!r}; choose from: {', '.join(['all', *choices])}")
     wanted: set[str] = set()
     pending = [e.model.model_id for e in entries() if e.model.pipeline == pipeline]
     while pending:
@@ -74,9 +72,7 @@ def _selected(pipeline: str) -> list[Entry]:
     return [e for e in entries() if e.model.model_id in wanted]
 
 
-def build(
-    models_dir: Path, pipeline: str = "all", *, force: bool = False
-) -> list[TinyModel]:
+def build(models_dir: Path, pipeline: str = "all", *, force: bool = False) -> list[TinyModel]:
     """Build the tiny models for ``pipeline`` (``"all"``: every one) into ``models_dir``.
 
     Helper models they need (the safety checker) are built too. A model whose

@@ -45,9 +45,7 @@ def is_present(models_dir: Path, model_id: str) -> bool:
     return current == revision(model_id) and snapshot_dir(models_dir, model_id).is_dir()
 
 
-def write_snapshot(
-    models_dir: Path, model_id: str, save: Callable[[Path], None]
-) -> Path:
+def write_snapshot(models_dir: Path, model_id: str, save: Callable[[Path], None]) -> Path:
     """Write a snapshot of ``model_id`` with ``save(folder)`` and move it into place.
 
     ``save`` fills an empty temporary folder next to the final one; only when it

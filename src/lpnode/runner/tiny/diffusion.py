@@ -44,9 +44,7 @@ _SD_BETAS: dict[str, Any] = {
 # --- components ---------------------------------------------------------------
 
 
-def _clip_text_encoder(
-    key: str, tokenizer: Any, *, with_projection: bool = False
-) -> Any:
+def _clip_text_encoder(key: str, tokenizer: Any, *, with_projection: bool = False) -> Any:
     transformers = _lazy.transformers()
 
     config = transformers.CLIPTextConfig(
@@ -63,11 +61,7 @@ def _clip_text_encoder(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    cls = (
-        transformers.CLIPTextModelWithProjection
-        if with_projection
-        else transformers.CLIPTextModel
-    )
+    cls = transformers.CLIPTextModelWithProjection if with_projection else transformers.CLIPTextModel
     with seeded(key):
         return cls(config).eval()
 
@@ -218,15 +212,11 @@ def save_sdxl_turbo(folder: Path) -> None:
         # "modules ... should be kept in float32" log on every call.
         vae=_vae(f"{mid}/vae", (8, 16), scaling_factor=0.13025, force_upcast=False),
         text_encoder=_clip_text_encoder(f"{mid}/text_encoder", tokenizer),
-        text_encoder_2=_clip_text_encoder(
-            f"{mid}/text_encoder_2", tokenizer_2, with_projection=True
-        ),
+        text_encoder_2=_clip_text_encoder(f"{mid}/text_encoder_2", tokenizer_2, with_projection=True),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
         unet=unet,
-        scheduler=diffusers.EulerDiscreteScheduler(
-            **_SD_BETAS, timestep_spacing="trailing"
-        ),
+        scheduler=diffusers.EulerDiscreteScheduler(**_SD_BETAS, timestep_spacing="trailing"),
         add_watermarker=False,
     )
     _save(pipe, folder)

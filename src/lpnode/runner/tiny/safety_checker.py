@@ -21,9 +21,7 @@ SAFETY_CHECKER_ID = "lpnode/tiny-safety-checker"
 def save_safety_checker(folder: Path) -> None:
     """Write the safety checker and its ``CLIPImageProcessor`` into ``folder``."""
     transformers = _lazy.transformers()
-    module = importlib.import_module(
-        "diffusers.pipelines.stable_diffusion.safety_checker"
-    )
+    module = importlib.import_module("diffusers.pipelines.stable_diffusion.safety_checker")
 
     config = transformers.CLIPConfig(
         text_config={

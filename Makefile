@@ -1,0 +1,32 @@
+# lpnode — the two commands a user needs: `make up` and `make test`. Each sets itself up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of PyTorch; on a CUDA machine use e.g. `make TORCH=torch==2.13.0 ...` with your index.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lpnode-installed
+
+.PHONY: up test check openapi clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: $(STAMP)  ## run lpnode on this machine, offline, with tiny built-in models
+	$(BIN)/lpnode up
+
+test: $(STAMP)  ## run the test suite (real processes on loopback)
+	$(BIN)/python -m pytest
+
+check: $(STAMP)  ## lint, format check and strict type check
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+openapi: $(STAMP)  ## regenerate docs/openapi/runner.json from the code
+	$(BIN)/lpnode openapi --output docs/openapi/runner.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
