@@ -6,9 +6,11 @@ import base64
 import io
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
+import torch
 from PIL import Image
 
 from procs import RunnerProcess
@@ -228,3 +230,44 @@ def test_openapi_document_is_served(runner: RunnerProcess) -> None:
     doc = runner.get("/openapi.json").json()
     assert "/text-to-image" in doc["paths"]
     assert doc["components"]["schemas"]["TextToImageParams"]["required"] == ["prompt"]
+
+
+def test_loras_change_the_image_and_switch_off_again(runner: RunnerProcess) -> None:
+    def url(loras: str) -> str:
+        r = runner.post("/text-to-image", json={"prompt": "x", "seed": 5, "loras": loras, **SMALL}, headers=AUTH)
+        assert r.status_code == 200, r.text[:300]
+        return str(r.json()["images"][0]["url"])
+
+    plain = url("")
+    with_lora = url('{"lpnode/tiny-lora": 1.0}')
+    assert with_lora != plain
+    assert url('{"lpnode/tiny-lora": 1.0}') == with_lora
+    assert url('{"lpnode/tiny-lora": 0.0}') == plain
+    assert url("") == plain
+    assert "lora loaded" in runner.log()
+
+
+def test_loras_that_do_not_fit_are_clear_400s(runner: RunnerProcess, models_dir: Path) -> None:
+    # A LoRA whose tensors have the wrong shapes for this UNet, in a repo of its own.
+    from safetensors.torch import load_file, save_file
+
+    source = next((models_dir / "models--lpnode--tiny-lora").rglob("pytorch_lora_weights.safetensors"))
+    wrong = {k: torch.zeros(v.shape[0] + 3, v.shape[1] + 5) for k, v in load_file(source).items()}
+    snapshot = models_dir / "models--test--mismatched-lora" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    save_file(wrong, snapshot / "pytorch_lora_weights.safetensors")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+
+    def message(loras: str) -> str:
+        r = runner.post("/text-to-image", json={"prompt": "x", "loras": loras, **SMALL}, headers=AUTH)
+        assert r.status_code == 400, r.text[:300]
+        return str(r.json()["detail"]["msg"])
+
+    assert message('{"test/mismatched-lora": 1}') == "LoRa incompatible with base model: 'lpnode/tiny-text-to-image'."
+    assert message('{"lpnode/tiny-upscale": 1}') == (
+        "LoRa repository 'lpnode/tiny-upscale' needs exactly one .safetensors weights file at its top level; "
+        "found none."
+    )
+    # The runner still serves after refusing them.
+    assert runner.post("/text-to-image", json={"prompt": "x", **SMALL}, headers=AUTH).status_code == 200

@@ -31,6 +31,7 @@ IDS = [
     "lpnode/tiny-instruct-pix2pix",
     "lpnode/tiny-upscale",
     "lpnode/tiny-image-to-video",
+    "lpnode/tiny-lora",
 ]
 
 
@@ -68,7 +69,7 @@ def test_registry() -> None:
     for m in tiny.available():
         assert m.description and "\n" not in m.description
     helpers = [m.model_id for m in tiny.available() if m.pipeline == ""]
-    assert helpers == ["lpnode/tiny-safety-checker"]
+    assert sorted(helpers) == ["lpnode/tiny-lora", "lpnode/tiny-safety-checker"]
 
 
 def test_unknown_pipeline_raises(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from lpnode.errors import LoraLoadingError
@@ -73,6 +74,27 @@ class LoraAdapters:
         self._pipe.enable_lora()
         self._active = True
 
+    def _weight_name(self, repo: str) -> str:
+        """The LoRA weights file in the cached snapshot of ``repo`` (diffusers cannot guess it offline)."""
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            snapshot = Path(snapshot_download(repo, cache_dir=str(self._ctx.model_dir), local_files_only=True))
+        except (LocalEntryNotFoundError, OSError):
+            raise LoraLoadingError(f"LoRa repository '{repo}' not found.") from None
+        files = sorted(p.name for p in snapshot.glob("*.safetensors"))
+        if "pytorch_lora_weights.safetensors" in files:
+            return "pytorch_lora_weights.safetensors"
+        if len(files) > 1:
+            files = [f for f in files if "lora" in f.lower()] or files
+        if len(files) != 1:
+            found = ", ".join(files) or "none"
+            raise LoraLoadingError(
+                f"LoRa repository '{repo}' needs exactly one .safetensors weights file at its top level; found {found}."
+            )
+        return files[0]
+
     def _ensure_loaded(self, repo: str) -> None:
         if repo in self._loaded:
             self._loaded.move_to_end(repo)
@@ -89,6 +111,7 @@ class LoraAdapters:
         options: dict[str, Any] = {"cache_dir": str(self._ctx.model_dir), "adapter_name": name}
         if not self._ctx.allow_downloads:
             options["local_files_only"] = True
+            options["weight_name"] = self._weight_name(repo)
         try:
             self._pipe.load_lora_weights(repo, **options)
         except OSError:

@@ -40,7 +40,8 @@ def map_pipeline_exception(exc: BaseException, route: RouteSpec) -> JobError:
     if isinstance(exc, JobError):
         return exc
     text = str(exc)
-    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+    lowered = text.lower()
+    if "out of memory" in lowered or "not enough memory" in lowered or type(exc).__name__ == "OutOfMemoryError":
         _release_cuda_cache()
         return OutOfMemoryError(route.oom_error)
     if isinstance(exc, ValueError) and text:

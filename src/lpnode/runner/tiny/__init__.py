@@ -28,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import diffusion as diffusion  # registers its models
+from . import lora as lora  # registers its model
 from . import safety_checker as safety_checker  # registers its model
 from ._layout import is_present, write_snapshot
 from ._layout import snapshot_dir as _snapshot_dir

@@ -322,13 +322,14 @@ def save_image_to_video(folder: Path) -> None:
 
 
 _SC = (SAFETY_CHECKER_ID,)
+LORA_ID = "lpnode/tiny-lora"  # built by the lora module
 
 register(
     TEXT_TO_IMAGE_ID,
     "text-to-image",
     "SD1.5-style StableDiffusionPipeline, random weights, 64x64 by default",
     save_text_to_image,
-    needs=_SC,
+    needs=(*_SC, LORA_ID),
 )
 register(
     SDXL_TURBO_ID,
@@ -342,7 +343,7 @@ register(
     "image-to-image",
     "SD1.5-style pipeline for AutoPipelineForImage2Image, random weights",
     save_image_to_image,
-    needs=_SC,
+    needs=(*_SC, LORA_ID),
 )
 register(
     INSTRUCT_PIX2PIX_ID,
