@@ -5,6 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lpnode-installed
+UP_ARGS ?=
 
 .PHONY: up test check openapi clean
 
@@ -14,8 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-up: $(STAMP)  ## run lpnode on this machine, offline, with tiny built-in models
-	$(BIN)/lpnode up
+up: $(STAMP)  ## run lpnode on this machine, offline, with tiny built-in models (UP_ARGS="--port 8001")
+	$(BIN)/lpnode up $(UP_ARGS)
 
 test: $(STAMP)  ## run the test suite (real processes on loopback)
 	$(BIN)/python -m pytest

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lpnode import __version__
 from lpnode.runner import hardware
 from lpnode.runner.config import UPLOAD_LIMIT_BYTES, RunnerConfig
-from lpnode.runner.http import BodyLimitMiddleware, MetricsMiddleware, install_error_handlers
+from lpnode.runner.middleware import BodyLimitMiddleware, MetricsMiddleware, install_error_handlers
 from lpnode.runner.pipelines import pipeline_class, pipeline_names
 from lpnode.runner.routes import add_pipeline_route
 from lpnode.runner.service import RunnerService
@@ -84,7 +84,10 @@ def create_app(config: RunnerConfig, *, load: bool = True, on_ready: Callable[[]
         yield
         service.shutdown()
 
-    app = FastAPI(title=TITLE, description=DESCRIPTION, version=__version__, lifespan=lifespan)
+    # No /docs or /redoc: those pages load their scripts from a CDN, and a runner may be offline.
+    app = FastAPI(
+        title=TITLE, description=DESCRIPTION, version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.service = service
     install_error_handlers(app)
     add_pipeline_route(app, cls.route, service, config.auth_token)

@@ -64,7 +64,7 @@ def _form_parameters(params_model: type[BaseModel]) -> list[inspect.Parameter]:
     return parameters
 
 
-async def _read_upload(name: str, upload: UploadFile) -> bytes:
+async def _read_upload(upload: UploadFile) -> bytes:
     if upload.size is not None and upload.size > UPLOAD_LIMIT_BYTES:
         raise PayloadTooLargeError("File size exceeds limit.")
     data = await upload.read(UPLOAD_LIMIT_BYTES + 1)
@@ -114,7 +114,7 @@ def add_pipeline_route(app: FastAPI, spec: RouteSpec, service: RunnerService | N
 
         async def endpoint(request: Request, **values: Any) -> Any:
             for name in file_fields:
-                values[name] = await _read_upload(name, values[name])
+                values[name] = await _read_upload(values[name])
             return await handle(request, spec.params.model_validate(values))
 
         body_parameters = _form_parameters(spec.params)

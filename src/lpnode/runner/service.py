@@ -197,7 +197,7 @@ class RunnerService:
         started = time.monotonic()
         future = loop.run_in_executor(self._executor, _run_job, pipeline, params, job)
         try:
-            return await asyncio.shield(future)
+            result = await asyncio.shield(future)
         except asyncio.CancelledError:
             job.cancel()
             self.metrics.cancelled.inc()
@@ -213,12 +213,22 @@ class RunnerService:
         except JobCancelledError:
             raise
         except Exception as exc:
-            raise map_pipeline_exception(exc, self.route) from None
+            error = map_pipeline_exception(exc, self.route)
+            log_event(
+                log,
+                "job failed",
+                status=error.status_code,
+                reason=error.message,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            raise error from None
         finally:
             elapsed = time.monotonic() - started
             self.admission.record_duration(elapsed)
             self.metrics.job_seconds.observe(elapsed)
             self._jobs.discard(job)
+        log_event(log, "job finished", steps=job.steps_done, seconds=round(time.monotonic() - started, 3))
+        return result
 
     def _update_gauges(self) -> None:
         self.metrics.in_flight.set(self.admission.in_flight)

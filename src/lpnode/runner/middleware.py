@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the runner's routes: error rendering, the upload size cap, request metrics.
+"""The runner's HTTP edges: error rendering, the request body size cap and request metrics.
 
 Every error a client sees is JSON ``{"detail": {"msg": ...}}`` (422 keeps FastAPI's list shape);
 nothing renders a traceback.
