@@ -57,7 +57,9 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="KEY=VALUE",
         help="optimisation flag, e.g. -O SFAST=true (repeatable) [SFAST, DEEPCACHE, ...]",
     )
-    p.add_argument("--max-in-flight", type=int, help="jobs run at once [RUNNER_MAX_IN_FLIGHT, 1]")
+    p.add_argument(
+        "--max-in-flight", type=int, help="jobs run at once [RUNNER_MAX_IN_FLIGHT; 1, or the pipeline's default]"
+    )
     p.add_argument("--max-queue", type=int, help="jobs waiting beyond those; more get 503 [RUNNER_MAX_QUEUE, 4]")
     p.add_argument(
         "--safety-checker",

@@ -9,6 +9,7 @@
         ├── BadRequestError          400: the request cannot be served as given
         │   └── LoraLoadingError     400: a LoRA in `loras` is malformed, missing or incompatible
         ├── PayloadTooLargeError     413: an upload is over the size limit
+        ├── UnsupportedMediaError    415: an upload's format cannot be decoded
         ├── OutOfMemoryError         500: the device ran out of memory
         ├── PipelineFailedError      500: the model failed for a reason that is not the caller's
         ├── UnavailableError         503: loading, failed to load, or at capacity (carries Retry-After)
@@ -61,6 +62,10 @@ class LoraLoadingError(BadRequestError):
 
 class PayloadTooLargeError(JobError):
     status_code = 413
+
+
+class UnsupportedMediaError(JobError):
+    status_code = 415
 
 
 class OutOfMemoryError(JobError):

@@ -32,7 +32,7 @@ def test_reads_the_ai_runner_environment() -> None:
     assert config.auth_token == "t" and config.version == "0.14.1"
     assert dict(config.optimization_flags) == {"SFAST": "true", "DEEPCACHE": "false"}
     assert config.flag("SFAST") and not config.flag("DEEPCACHE") and not config.flag("TORCH_COMPILE")
-    assert (config.host, config.port, config.max_in_flight, config.max_queue) == ("127.0.0.1", 8000, 1, 4)
+    assert (config.host, config.port, config.max_in_flight, config.max_queue) == ("127.0.0.1", 8000, 0, 4)
 
 
 def test_flags_win_over_the_environment_and_merge_optimization_flags() -> None:

@@ -42,7 +42,7 @@ class RunnerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     optimization_flags: Mapping[str, str] = field(default_factory=dict)
-    max_in_flight: int = 1
+    max_in_flight: int = 0  # 0: the pipeline's own default (1 for diffusion, more for llm)
     max_queue: int = 4
     safety_checker_id: str = DEFAULT_SAFETY_CHECKER
     device: str = ""  # "" picks cuda, then mps, then cpu
@@ -79,7 +79,7 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
         "host": env.get("HOST", "") or "127.0.0.1",
         "port": _int(env, "PORT", 8000, 1),
         "optimization_flags": {k: env[k] for k in OPTIMIZATION_FLAGS if env.get(k)},
-        "max_in_flight": _int(env, "RUNNER_MAX_IN_FLIGHT", 1, 1),
+        "max_in_flight": _int(env, "RUNNER_MAX_IN_FLIGHT", 0, 1),
         "max_queue": _int(env, "RUNNER_MAX_QUEUE", 4, 0),
         "safety_checker_id": env.get("SAFETY_CHECKER_MODEL_ID", "") or DEFAULT_SAFETY_CHECKER,
         "device": env.get("RUNNER_DEVICE", ""),

@@ -8,15 +8,15 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from lpnode.errors import BadRequestError, ModelNotFoundError, ModelStoreError
+from lpnode.errors import BadRequestError, ModelStoreError
 from lpnode.logs import log_event
-from lpnode.runner.device import has_fp16_weights, repo_folder, weights_dtype
+from lpnode.runner.device import has_fp16_weights, weights_dtype
 from lpnode.runner.media import png_data_url
+from lpnode.runner.model_files import require_cached
 from lpnode.runner.pipelines.base import Job, LoadContext
 from lpnode.runner.safety import SafetyChecker
 from lpnode.schemas import Media
@@ -26,31 +26,10 @@ log = logging.getLogger("lpnode.runner")
 MAX_SEED = 2**63 - 1
 
 
-def pull_hint(model_id: str, model_dir: Path) -> str:
-    return f"fetch it with: lpnode models pull {model_id} --models-dir {model_dir}"
-
-
-def cached_file(model_dir: Path, model_id: str, filename: str) -> Path | None:
-    """Path of ``filename`` in the cached snapshot of ``model_id``, or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(model_id, filename, cache_dir=str(model_dir))
-    return Path(found) if isinstance(found, str) else None
-
-
 def read_model_index(ctx: LoadContext, model_id: str | None = None) -> dict[str, Any]:
     """The diffusers ``model_index.json`` of a cached model; ModelNotFoundError with the fix if absent."""
     model_id = model_id or ctx.model_id
-    path = cached_file(ctx.model_dir, model_id, "model_index.json")
-    if path is None:
-        if not repo_folder(ctx.model_dir, model_id).is_dir():
-            raise ModelNotFoundError(
-                f"model {model_id!r} is not in the models dir {ctx.model_dir}; " + pull_hint(model_id, ctx.model_dir)
-            )
-        raise ModelNotFoundError(
-            f"model {model_id!r} in {ctx.model_dir} has no model_index.json: it is not a diffusers "
-            f"pipeline or its download is incomplete; " + pull_hint(model_id, ctx.model_dir)
-        )
+    path = require_cached(ctx.model_dir, model_id, "model_index.json", kind="diffusers pipeline")
     index: dict[str, Any] = json.loads(path.read_text())
     return index
 

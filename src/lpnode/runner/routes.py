@@ -14,12 +14,13 @@ import inspect
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from lpnode.errors import PayloadTooLargeError
 from lpnode.runner.config import UPLOAD_LIMIT_BYTES
-from lpnode.runner.pipelines import RouteSpec
+from lpnode.runner.pipelines import Job, RouteSpec
 from lpnode.runner.service import RunnerService
 from lpnode.schemas import HTTPError
 
@@ -36,7 +37,7 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-def auth_dependency(token: str) -> Any:
+def auth_dependency(token: str, message: str = "Invalid bearer token.") -> Any:
     """A dependency that demands ``Authorization: Bearer <token>`` when ``token`` is set."""
 
     async def require_token(
@@ -45,7 +46,7 @@ def auth_dependency(token: str) -> Any:
         if not token:
             return
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(401, detail={"msg": "Invalid bearer token."}, headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, detail={"msg": message}, headers={"WWW-Authenticate": "Bearer"})
 
     return require_token
 
@@ -80,9 +81,10 @@ async def _until_disconnect(request: Request) -> None:
             return
 
 
-async def run_until_disconnect(request: Request, service: RunnerService, params: BaseModel) -> Any:
+async def run_until_disconnect(request: Request, service: RunnerService, params: BaseModel) -> Response:
     """Serve ``params``; if the client goes away first, cancel the job and answer nobody."""
-    job = asyncio.ensure_future(service.submit(params))
+    run = Job()
+    job = asyncio.ensure_future(service.submit(params, run))
     watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
         await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -92,7 +94,7 @@ async def run_until_disconnect(request: Request, service: RunnerService, params:
         job.cancel()
         await asyncio.wait({job})
         return Response(status_code=499)
-    return job.result()
+    return JSONResponse(job.result().model_dump(mode="json"), headers=run.headers)
 
 
 def add_pipeline_route(app: FastAPI, spec: RouteSpec, service: RunnerService | None, auth_token: str) -> None:
@@ -134,7 +136,7 @@ def add_pipeline_route(app: FastAPI, spec: RouteSpec, service: RunnerService | N
     endpoint.__name__ = spec.operation_id
     common: dict[str, Any] = {
         "response_model": spec.response,
-        "dependencies": [Depends(auth_dependency(auth_token))],
+        "dependencies": [Depends(auth_dependency(auth_token, spec.auth_message))],
     }
     app.post(
         spec.path,

@@ -78,8 +78,9 @@ class RunnerService:
         self.device = ""
         self.metrics = RunnerMetrics(config.pipeline, config.model_id, config.version)
         self.metrics.set_state("LOADING")
-        self.admission = Admission(config.max_in_flight, config.max_queue, on_change=self._update_gauges)
-        self._executor = ThreadPoolExecutor(max_workers=config.max_in_flight, thread_name_prefix="lpnode-job")
+        in_flight = config.max_in_flight or self.route.max_in_flight
+        self.admission = Admission(in_flight, config.max_queue, on_change=self._update_gauges)
+        self._executor = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="lpnode-job")
         self._jobs: set[Job] = set()
         self._loader: threading.Thread | None = None
 
@@ -170,7 +171,7 @@ class RunnerService:
             raise UnavailableError(f"Model {self.config.model_id} failed to load: {self.load_error}", retry_after=30)
         return self.pipeline
 
-    async def submit(self, params: BaseModel) -> BaseModel:
+    async def submit(self, params: BaseModel, job: Job | None = None) -> BaseModel:
         """Run one request: checks, a slot, the model in a worker thread. Cancelling the calling task
         (client disconnect) removes a queued job or stops a running one at its next step."""
         pipeline = self._ready_pipeline()
@@ -181,7 +182,7 @@ class RunnerService:
             async with self.admission.slot():
                 admitted = True
                 self.metrics.queue_seconds.observe(time.monotonic() - queued_at)
-                return await self._run(pipeline, params, Job())
+                return await self._run(pipeline, params, job or Job())
         except UnavailableError:
             if not admitted:
                 self.metrics.rejected.inc()

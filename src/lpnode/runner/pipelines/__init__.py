@@ -16,6 +16,11 @@ _BUILTIN: dict[str, str] = {
     "image-to-image": "lpnode.runner.pipelines.image_to_image:ImageToImagePipeline",
     "image-to-video": "lpnode.runner.pipelines.image_to_video:ImageToVideoPipeline",
     "upscale": "lpnode.runner.pipelines.upscale:UpscalePipeline",
+    "audio-to-text": "lpnode.runner.pipelines.audio_to_text:AudioToTextPipeline",
+    "segment-anything-2": "lpnode.runner.pipelines.segment_anything_2:SegmentAnything2Pipeline",
+    "llm": "lpnode.runner.pipelines.llm:LLMPipeline",
+    "image-to-text": "lpnode.runner.pipelines.image_to_text:ImageToTextPipeline",
+    "text-to-speech": "lpnode.runner.pipelines.text_to_speech:TextToSpeechPipeline",
 }
 
 

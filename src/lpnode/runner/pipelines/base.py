@@ -38,6 +38,8 @@ class RouteSpec:
     oom_error: str  # "Out of memory error. Try reducing output image resolution."
     extra_error_codes: tuple[int, ...] = ()  # documented besides 400, 401, 422, 500 (e.g. 413, 415)
     model_id_field: str = "model_id"
+    max_in_flight: int = 1  # default concurrency when the operator sets none
+    auth_message: str = "Invalid bearer token."
 
     @property
     def path(self) -> str:
@@ -65,6 +67,8 @@ class Job:
     def __init__(self) -> None:
         self._cancelled = threading.Event()
         self.steps_done = 0
+        # Response headers the pipeline wants sent, e.g. the audio duration a caller bills by.
+        self.headers: dict[str, str] = {}
 
     def cancel(self) -> None:
         self._cancelled.set()

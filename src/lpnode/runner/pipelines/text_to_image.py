@@ -15,18 +15,17 @@ from typing import Any
 from lpnode.errors import BadRequestError
 from lpnode.runner.diffusion import (
     accepted_kwargs,
-    cached_file,
     check_seed,
     check_size,
     choose_seed,
     generator,
     load_diffusers,
-    pull_hint,
     split_prompts,
     step_callbacks,
     to_media,
 )
 from lpnode.runner.loras import LoraAdapters, parse_loras
+from lpnode.runner.model_files import cached_file, pull_hint
 from lpnode.runner.optimizations import apply_optimizations
 from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec
 from lpnode.runner.safety import safety_checker_for

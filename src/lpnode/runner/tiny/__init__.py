@@ -27,9 +27,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import blip as blip  # image-to-text
 from . import diffusion as diffusion  # registers its models
+from . import llm as llm  # llm
 from . import lora as lora  # registers its model
 from . import safety_checker as safety_checker  # registers its model
+from . import sam2 as sam2  # segment-anything-2
+from . import vits as vits  # text-to-speech
+from . import whisper as whisper  # audio-to-text
 from ._layout import is_present, write_snapshot
 from ._layout import snapshot_dir as _snapshot_dir
 from ._registry import Entry, TinyModel, entries, entry

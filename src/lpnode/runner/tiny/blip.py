@@ -1,0 +1,1 @@
+"""Tiny blip models (being written)."""

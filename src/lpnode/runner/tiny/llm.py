@@ -1,0 +1,1 @@
+"""Tiny llm models (being written)."""

@@ -1,0 +1,1 @@
+"""Tiny sam2 models (being written)."""

@@ -1,0 +1,1 @@
+"""Tiny vits models (being written)."""

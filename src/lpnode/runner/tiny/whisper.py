@@ -1,0 +1,1 @@
+"""Tiny whisper models (being written)."""
