@@ -68,6 +68,18 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument("--device", help="cuda, cuda:N, mps or cpu [RUNNER_DEVICE, first available]")
     p.add_argument("--threads", type=int, help="torch CPU threads [TORCH_THREADS, torch default]")
+    p.add_argument(
+        "--llm-upstream",
+        dest="upstream_url",
+        metavar="URL",
+        help="llm: forward to this OpenAI-compatible server, e.g. http://127.0.0.1:11434 for Ollama [LLM_UPSTREAM_URL]",
+    )
+    p.add_argument(
+        "--llm-upstream-model",
+        dest="upstream_model",
+        metavar="NAME",
+        help="llm: the upstream's name for the model, e.g. llama3.1:8b [LLM_UPSTREAM_MODEL]",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -142,6 +154,8 @@ def _cmd_runner(args: argparse.Namespace) -> int:
         safety_checker_id=args.safety_checker_id,
         device=args.device,
         threads=args.threads,
+        upstream_url=args.upstream_url,
+        upstream_model=args.upstream_model,
     )
     pipeline_class(config.pipeline)  # unknown pipeline → one clear line before anything starts
     serve(config)

@@ -82,7 +82,7 @@ def create_app(config: RunnerConfig, *, load: bool = True, on_ready: Callable[[]
         if load:
             service.start_loading()
         yield
-        service.shutdown()
+        await service.shutdown()
 
     # No /docs or /redoc: those pages load their scripts from a CDN, and a runner may be offline.
     app = FastAPI(
@@ -122,9 +122,14 @@ def _use_runner_openapi(app: FastAPI) -> None:
 
 def _upstream_conventions(doc: dict[str, Any]) -> dict[str, Any]:
     """Shape the generated document like the upstream one: file fields as ``format: binary`` (what
-    OpenAPI 3.0 code generators read), no ``default: null``, and the 200 schema named ``data``."""
+    OpenAPI 3.0 code generators read), optional references as plain ``$ref``s, no ``default: null``,
+    and the 200 schema named ``data``."""
     for schema in doc.get("components", {}).get("schemas", {}).values():
         for prop in schema.get("properties", {}).values():
+            options = prop.get("anyOf", [])
+            if len(options) == 2 and {"type": "null"} in options and any("$ref" in o for o in options):
+                del prop["anyOf"]
+                prop["$ref"] = next(o["$ref"] for o in options if "$ref" in o)
             if prop.get("contentMediaType") == "application/octet-stream":
                 del prop["contentMediaType"]
                 prop["format"] = "binary"
@@ -132,7 +137,7 @@ def _upstream_conventions(doc: dict[str, Any]) -> dict[str, Any]:
                 del prop["default"]
     for item in doc.get("paths", {}).values():
         for operation in item.values():
-            if "generate" not in operation.get("tags", []):
+            if not operation.pop("x-lpnode-data-name", False):
                 continue
             content = operation["responses"]["200"]["content"]["application/json"]
             content["schema"]["x-speakeasy-name-override"] = "data"

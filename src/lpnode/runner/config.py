@@ -48,6 +48,9 @@ class RunnerConfig:
     device: str = ""  # "" picks cuda, then mps, then cpu
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     allow_downloads: bool = False
+    upstream_url: str = ""  # llm: forward generation to this OpenAI-compatible server (e.g. Ollama)
+    upstream_model: str = ""  # llm: the upstream's name for the model; default from a built-in table
+    upstream_api_key: str = ""
 
     def flag(self, name: str) -> bool:
         """True when optimisation flag ``name`` is set to a true-ish value."""
@@ -85,6 +88,9 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
         "device": env.get("RUNNER_DEVICE", ""),
         "threads": _int(env, "TORCH_THREADS", 0, 0),
         "allow_downloads": env.get("HF_HUB_OFFLINE", "1").strip() in {"0", "false"},
+        "upstream_url": env.get("LLM_UPSTREAM_URL", ""),
+        "upstream_model": env.get("LLM_UPSTREAM_MODEL", ""),
+        "upstream_api_key": env.get("LLM_UPSTREAM_API_KEY", ""),
     }
     for key, value in overrides.items():
         if value is None:
@@ -100,6 +106,8 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
         raise ConfigError("no pipeline given: set PIPELINE or pass --pipeline (e.g. text-to-image)")
     if not config.model_id:
         raise ConfigError("no model given: set MODEL_ID or pass --model-id (a Hugging Face repo id)")
+    if config.upstream_url and not config.upstream_url.startswith(("http://", "https://")):
+        raise ConfigError(f"the LLM upstream must be an http(s) URL, got {config.upstream_url!r}")
     if not 1 <= config.port <= 65535:
         raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
     return config

@@ -11,19 +11,23 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, File, Form, HTTPException, Request, Response, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from lpnode.errors import PayloadTooLargeError
+from lpnode.errors import JobError, PayloadTooLargeError
 from lpnode.runner.config import UPLOAD_LIMIT_BYTES
 from lpnode.runner.pipelines import Job, RouteSpec
 from lpnode.runner.service import RunnerService
 from lpnode.schemas import HTTPError
 
+log = logging.getLogger("lpnode.runner")
 _bearer = HTTPBearer(auto_error=False)
 _KW = inspect.Parameter.KEYWORD_ONLY
 
@@ -97,6 +101,62 @@ async def run_until_disconnect(request: Request, service: RunnerService, params:
     return JSONResponse(job.result().model_dump(mode="json"), headers=run.headers)
 
 
+async def _first_or_disconnect(request: Request, chunks: AsyncIterator[BaseModel]) -> BaseModel | None:
+    """The first chunk of a stream, or None when the client left before it came. Errors raised before
+    the first chunk (capacity, validation, model) propagate, so they get a proper HTTP status."""
+    first = asyncio.ensure_future(anext(chunks))
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({first, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not first.done():
+        first.cancel()
+        await asyncio.wait({first})
+        return None
+    return first.result()
+
+
+def _event(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+async def _event_stream(
+    first: BaseModel, chunks: AsyncGenerator[BaseModel, None], spec: RouteSpec
+) -> AsyncIterator[bytes]:
+    """``data: <chunk>`` events, then ``data: [DONE]``; an error after the first byte becomes a
+    ``data: {"error": ...}`` event (the status line has already been sent)."""
+    try:
+        yield _event(first.model_dump_json().encode())
+        async for chunk in chunks:
+            yield _event(chunk.model_dump_json().encode())
+        yield _event(b"[DONE]")
+    except JobError as exc:
+        yield _event(json.dumps({"error": exc.message}).encode())
+    except Exception:
+        log.exception("stream failed")
+        yield _event(json.dumps({"error": spec.default_error}).encode())
+    finally:
+        await chunks.aclose()
+
+
+async def stream_until_disconnect(
+    request: Request, service: RunnerService, params: BaseModel, spec: RouteSpec
+) -> Response:
+    """Answer with server-sent events. A client that disconnects stops the generation."""
+    chunks = service.stream(params, Job())
+    try:
+        first = await _first_or_disconnect(request, chunks)
+    except BaseException:
+        await chunks.aclose()
+        raise
+    if first is None:
+        await chunks.aclose()
+        return Response(status_code=499)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(_event_stream(first, chunks, spec), media_type="text/event-stream", headers=headers)
+
+
 def add_pipeline_route(app: FastAPI, spec: RouteSpec, service: RunnerService | None, auth_token: str) -> None:
     """Mount ``spec``'s route (and its trailing-slash twin) on ``app``. Without a service the route
     exists for the OpenAPI document only and answers 503."""
@@ -109,6 +169,8 @@ def add_pipeline_route(app: FastAPI, spec: RouteSpec, service: RunnerService | N
         if service is None:
             raise HTTPException(503, detail={"msg": "No model is loaded."})
         service.check_model_id(getattr(params, spec.model_id_field, ""))
+        if spec.streaming and getattr(params, "stream", False):
+            return await stream_until_disconnect(request, service, params, spec)
         return await run_until_disconnect(request, service, params)
 
     if spec.multipart:
@@ -145,7 +207,7 @@ def add_pipeline_route(app: FastAPI, spec: RouteSpec, service: RunnerService | N
         description=spec.description,
         tags=["generate"],
         responses=responses,
-        openapi_extra={"x-speakeasy-name-override": spec.sdk_name},
+        openapi_extra={"x-speakeasy-name-override": spec.sdk_name, "x-lpnode-data-name": spec.sdk_data_name},
         **common,
     )(endpoint)
     app.post(spec.path + "/", include_in_schema=False, **common)(endpoint)

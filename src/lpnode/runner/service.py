@@ -11,8 +11,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic import BaseModel
@@ -30,7 +31,7 @@ from lpnode.logs import log_event
 from lpnode.runner.admission import Admission
 from lpnode.runner.config import RunnerConfig
 from lpnode.runner.metrics import RunnerMetrics
-from lpnode.runner.pipelines import BatchPipeline, Job, LoadContext, RouteSpec
+from lpnode.runner.pipelines import BatchPipeline, Job, LoadContext, RouteSpec, StreamingPipeline
 
 log = logging.getLogger("lpnode.runner")
 
@@ -110,6 +111,9 @@ class RunnerService:
                 torch.set_num_threads(config.threads)
             self.device = select_device(config.device)
             ctx = LoadContext(
+                upstream_url=config.upstream_url,
+                upstream_model=config.upstream_model,
+                upstream_api_key=config.upstream_api_key,
                 model_id=config.model_id,
                 model_dir=config.model_dir,
                 device=self.device,
@@ -162,7 +166,8 @@ class RunnerService:
     # -- jobs ----------------------------------------------------------------------------------
     def check_model_id(self, requested: str) -> None:
         if requested and requested != self.config.model_id:
-            raise BadRequestError(f"pipeline configured with {self.config.model_id} but called with {requested}.")
+            end = "." if self.route.guard_period else ""
+            raise BadRequestError(f"pipeline configured with {self.config.model_id} but called with {requested}{end}")
 
     def _ready_pipeline(self) -> BatchPipeline[Any]:
         if self.status == "LOADING":
@@ -171,18 +176,16 @@ class RunnerService:
             raise UnavailableError(f"Model {self.config.model_id} failed to load: {self.load_error}", retry_after=30)
         return self.pipeline
 
-    async def submit(self, params: BaseModel, job: Job | None = None) -> BaseModel:
-        """Run one request: checks, a slot, the model in a worker thread. Cancelling the calling task
-        (client disconnect) removes a queued job or stops a running one at its next step."""
-        pipeline = self._ready_pipeline()
-        pipeline.check(params)
+    @asynccontextmanager
+    async def _admitted(self) -> AsyncIterator[None]:
+        """A slot for one job, counting refusals and queued clients that gave up."""
         queued_at = time.monotonic()
         admitted = False
         try:
             async with self.admission.slot():
                 admitted = True
                 self.metrics.queue_seconds.observe(time.monotonic() - queued_at)
-                return await self._run(pipeline, params, job or Job())
+                yield
         except UnavailableError:
             if not admitted:
                 self.metrics.rejected.inc()
@@ -192,17 +195,16 @@ class RunnerService:
                 self.metrics.cancelled.inc()
             raise
 
-    async def _run(self, pipeline: BatchPipeline[Any], params: BaseModel, job: Job) -> BaseModel:
-        loop = asyncio.get_running_loop()
+    @asynccontextmanager
+    async def _tracked(self, job: Job) -> AsyncIterator[None]:
+        """Time, count and log one running job; map whatever it raises to an error a caller can read."""
         self._jobs.add(job)
         started = time.monotonic()
-        future = loop.run_in_executor(self._executor, _run_job, pipeline, params, job)
         try:
-            result = await asyncio.shield(future)
-        except asyncio.CancelledError:
+            yield
+        except (asyncio.CancelledError, GeneratorExit):
             job.cancel()
             self.metrics.cancelled.inc()
-            await asyncio.wait([future])  # the slot stays taken until the model has really stopped
             log_event(
                 log,
                 "job cancelled",
@@ -223,13 +225,48 @@ class RunnerService:
                 seconds=round(time.monotonic() - started, 3),
             )
             raise error from None
+        else:
+            log_event(log, "job finished", steps=job.steps_done, seconds=round(time.monotonic() - started, 3))
         finally:
             elapsed = time.monotonic() - started
             self.admission.record_duration(elapsed)
             self.metrics.job_seconds.observe(elapsed)
             self._jobs.discard(job)
-        log_event(log, "job finished", steps=job.steps_done, seconds=round(time.monotonic() - started, 3))
-        return result
+
+    async def submit(self, params: BaseModel, job: Job | None = None) -> BaseModel:
+        """Run one request: checks, a slot, then the model (in a worker thread, or the pipeline's own
+        async path). Cancelling the calling task (client disconnect) removes a queued job or stops a
+        running one at its next step."""
+        pipeline = self._ready_pipeline()
+        pipeline.check(params)
+        job = job or Job()
+        async with self._admitted(), self._tracked(job):
+            if isinstance(pipeline, StreamingPipeline):
+                return await pipeline.complete(params, job)
+            return await self._in_worker(pipeline, params, job)
+
+    async def stream(self, params: BaseModel, job: Job) -> AsyncGenerator[BaseModel, None]:
+        """Serve one request as chunks. Closing the iterator (client gone) stops the pipeline."""
+        pipeline = self._ready_pipeline()
+        if not isinstance(pipeline, StreamingPipeline):
+            raise BadRequestError(f"The {self.route.name} pipeline does not stream.")
+        pipeline.check(params)
+        async with self._admitted(), self._tracked(job):
+            chunks = pipeline.stream(params, job)
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                await chunks.aclose()
+
+    async def _in_worker(self, pipeline: BatchPipeline[Any], params: BaseModel, job: Job) -> BaseModel:
+        future = asyncio.get_running_loop().run_in_executor(self._executor, _run_job, pipeline, params, job)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            job.cancel()
+            await asyncio.wait([future])  # the slot stays taken until the model has really stopped
+            raise
 
     def _update_gauges(self) -> None:
         self.metrics.in_flight.set(self.admission.in_flight)
@@ -237,11 +274,13 @@ class RunnerService:
         if self.status == "READY":
             self.metrics.set_state(self.health())
 
-    def shutdown(self) -> None:
-        """Stop running jobs at their next step and drop queued ones."""
+    async def shutdown(self) -> None:
+        """Stop running jobs at their next step, drop queued ones, close the pipeline's connections."""
         for job in list(self._jobs):
             job.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.pipeline is not None:
+            await self.pipeline.close()
 
 
 def _run_job(pipeline: BatchPipeline[Any], params: BaseModel, job: Job) -> BaseModel:

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 from lpnode.errors import ConfigError
-from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec
+from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec, StreamingPipeline
 
 _BUILTIN: dict[str, str] = {
     "text-to-image": "lpnode.runner.pipelines.text_to_image:TextToImagePipeline",
@@ -40,4 +40,12 @@ def pipeline_class(name: str) -> type[BatchPipeline[Any]]:
     return cls
 
 
-__all__ = ["BatchPipeline", "Job", "LoadContext", "RouteSpec", "pipeline_class", "pipeline_names"]
+__all__ = [
+    "BatchPipeline",
+    "Job",
+    "LoadContext",
+    "RouteSpec",
+    "StreamingPipeline",
+    "pipeline_class",
+    "pipeline_names",
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -40,6 +40,9 @@ class RouteSpec:
     model_id_field: str = "model_id"
     max_in_flight: int = 1  # default concurrency when the operator sets none
     auth_message: str = "Invalid bearer token."
+    guard_period: bool = True  # upstream ends the model_id guard message with "." on most routes
+    sdk_data_name: bool = True  # upstream names the 200 schema "data" for SDKs on most routes
+    streaming: bool = False  # a request with `stream: true` is answered with server-sent events
 
     @property
     def path(self) -> str:
@@ -56,6 +59,9 @@ class LoadContext:
     optimization_flags: dict[str, str] = field(default_factory=dict)
     safety_checker_id: str = ""
     allow_downloads: bool = False
+    upstream_url: str = ""  # llm: an OpenAI-compatible server to forward to (e.g. Ollama)
+    upstream_model: str = ""  # llm: the upstream's name for the model (e.g. llama3.1:8b)
+    upstream_api_key: str = ""
 
     def flag(self, name: str) -> bool:
         return self.optimization_flags.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
@@ -101,6 +107,25 @@ class BatchPipeline(ABC, Generic[ParamsT]):
     @abstractmethod
     def run(self, params: ParamsT, job: Job) -> BaseModel:
         """Serve one request. Runs in a worker thread, never on the event loop."""
+
+    async def close(self) -> None:
+        """Release what the pipeline holds besides memory (connections); called at shutdown."""
+
+
+class StreamingPipeline(BatchPipeline[ParamsT]):
+    """A pipeline that produces its answer piece by piece (llm). Its methods run on the event loop and
+    must hand blocking work to threads themselves; closing the stream (client gone) stops the work."""
+
+    def run(self, params: ParamsT, job: Job) -> BaseModel:
+        raise NotImplementedError("streaming pipelines answer through complete() and stream()")
+
+    @abstractmethod
+    def stream(self, params: ParamsT, job: Job) -> AsyncGenerator[BaseModel, None]:
+        """The answer as chunks; the last one carries the finish reason."""
+
+    @abstractmethod
+    async def complete(self, params: ParamsT, job: Job) -> BaseModel:
+        """The whole answer at once."""
 
 
 PipelineFactory = Callable[[LoadContext], BatchPipeline[Any]]
