@@ -140,8 +140,11 @@ def test_upscale_multiplies_the_size_by_four(upscaler: RunnerProcess) -> None:
     (media,) = r.json()["images"]
     assert media["seed"] == 9 and media["nsfw"] is False
     assert decode(media["url"]).size == (128, 96)
-    again = upscaler.post("/upscale", data=form(prompt="sharp", num_inference_steps=2, seed=9),
-                          files={"image": ("in.png", png_bytes((32, 24)), "image/png")})
+    again = upscaler.post(
+        "/upscale",
+        data=form(prompt="sharp", num_inference_steps=2, seed=9),
+        files={"image": ("in.png", png_bytes((32, 24)), "image/png")},
+    )
     assert again.json()["images"][0]["url"] == media["url"]
 
 
