@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, File, Form, HTTPException, Request, Response, UploadFile
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -98,7 +98,9 @@ async def run_until_disconnect(request: Request, service: RunnerService, params:
         job.cancel()
         await asyncio.wait({job})
         return Response(status_code=499)
-    return JSONResponse(job.result().model_dump(mode="json"), headers=run.headers)
+    # Encoding can take a while for big answers (SAM2 masks run to tens of MB): not on the event loop.
+    body = await asyncio.to_thread(job.result().model_dump_json)
+    return Response(body, media_type="application/json", headers=run.headers)
 
 
 async def _first_or_disconnect(request: Request, chunks: AsyncIterator[BaseModel]) -> BaseModel | None:
