@@ -31,10 +31,8 @@ import http.client
 import json
 import math
 import os
-import platform
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,24 +43,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs" / "benchmarks.md"
+import _common
+from _common import (
+    DOCS,
+    ROOT,
+    Deadline,
+    free_port,
+    http_get,
+    log_tail,
+    machine_info,
+    sigterm_as_interrupt,
+    stop_runner,
+    wait_idle,
+    write_docs,
+)
+
 MODEL_ID = "lpnode/tiny-text-to-image"
 SAFETY_ID = "lpnode/tiny-safety-checker"
 PIPELINE = "text-to-image"
 TARGET_OVERHEAD = 0.05  # HTTP serving may add at most 5% latency at concurrency 1
 START_MARK = "<!-- runner_overhead:start -->"
 END_MARK = "<!-- runner_overhead:end -->"
-DOCS_INTRO = """# Benchmarks
-
-Benchmarks live in `benchmarks/`. Each one measures a *ratio* between two ways of doing the same work,
-both timed within a single run on the same machine, so its verdict does not depend on how fast the
-machine is. The figures below come from a 2-core CPU machine without a GPU, running the tiny
-random-weight models (`lpnode models tiny`). The absolute times mean little; the ratios are what matter.
-
-Each script writes its own section between `<!-- NAME:start -->` / `<!-- NAME:end -->` markers.
-Rerunning a script with `--write-docs` refreshes that section and leaves the others alone.
-"""
 
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -98,18 +99,6 @@ class Result:
     @property
     def throughput(self) -> float:
         return self.requests / self.wall
-
-
-class Deadline:
-    """The time budget of the measurement: every loop checks it between requests."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-
-    def check(self, what: str) -> None:
-        if time.monotonic() > self.at:
-            raise TimeoutError(f"{what}: the benchmark exceeded its {self.seconds:.0f}s budget (--budget)")
 
 
 # -- the in-process side ----------------------------------------------------------------------------
@@ -163,19 +152,8 @@ class InProcess:
 # -- the HTTP side ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def start_runner(models_dir: Path, port: int, max_queue: int, log_path: Path) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "lpnode.cli",
-        "runner",
+    args = [
         "--pipeline",
         PIPELINE,
         "--model-id",
@@ -199,59 +177,7 @@ def start_runner(models_dir: Path, port: int, max_queue: int, log_path: Path) ->
         "--log-level",
         "warning",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    with log_path.open("wb") as log:
-        # Own session: a Ctrl-C in the terminal reaches only this script, which then stops the runner.
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_runner(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-def log_tail(log_path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def http_get(port: int, path: str, timeout: float = 5.0) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"GET {path} answered {response.status}")
-        return data
-    finally:
-        conn.close()
-
-
-def wait_idle(port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    status = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"runner exited with status {proc.returncode}:\n{log_tail(log_path)}")
-        try:
-            status = json.loads(http_get(port, "/health", timeout=2)).get("status", "?")
-        except (OSError, ValueError, RuntimeError):
-            status = "no answer"
-        if status in {"IDLE", "OK"}:
-            return
-        if status == "ERROR":
-            raise RuntimeError(f"runner failed to load the model:\n{log_tail(log_path)}")
-        time.sleep(0.2)
-    raise TimeoutError(f"runner not IDLE after {timeout:.0f}s (last status: {status}):\n{log_tail(log_path)}")
+    return _common.start_runner(args, log_path)
 
 
 def runner_timings(port: int) -> dict[str, float]:
@@ -374,30 +300,6 @@ class OverHttp:
 # -- reporting --------------------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, str]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    return {
-        "nproc": str(usable),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "os": f"{platform.system()} {platform.release()}",
-    }
-
-
 def table(results: list[Result]) -> str:
     rows = [
         "| mode | requests | mean (ms) | p50 (ms) | p95 (ms) | throughput (req/s) |",
@@ -503,18 +405,6 @@ def docs_section(
     )
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else DOCS_INTRO
-    if START_MARK in text and END_MARK in text:
-        head, _, rest = text.partition(START_MARK)
-        _, _, tail = rest.partition(END_MARK)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
-
-
 # -- main -------------------------------------------------------------------------------------------
 
 
@@ -537,10 +427,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Room for every concurrent request: the runner refuses (503) beyond in-flight + queue.
     args.max_queue = max(8, args.concurrency * 2)
     return args
-
-
-def _sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def measure(
@@ -602,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C and SIGTERM unwind through the finally blocks that stop the runner (even when started
     # from a shell that ignores SIGINT in background jobs).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="lpnode-bench-") as tmp:
@@ -634,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(
             [".venv/bin/python", "benchmarks/runner_overhead.py", *(argv if argv is not None else sys.argv[1:])]
         )
-        write_docs(docs_section(command, machine_info(), args, results, v, same))
+        write_docs(docs_section(command, machine_info(), args, results, v, same), START_MARK, END_MARK)
         print(f"wrote {DOCS.relative_to(ROOT)}")
     return 0
 

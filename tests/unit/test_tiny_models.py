@@ -32,6 +32,11 @@ IDS = [
     "lpnode/tiny-upscale",
     "lpnode/tiny-image-to-video",
     "lpnode/tiny-lora",
+    "lpnode/tiny-audio-to-text",
+    "lpnode/tiny-image-to-text",
+    "lpnode/tiny-text-to-speech",
+    "lpnode/tiny-segment-anything-2",
+    "lpnode/tiny-llm",
 ]
 
 
@@ -63,8 +68,13 @@ def test_registry() -> None:
     assert tiny.pipelines() == [
         "text-to-image",
         "image-to-image",
-        "upscale",
         "image-to-video",
+        "upscale",
+        "audio-to-text",
+        "segment-anything-2",
+        "llm",
+        "image-to-text",
+        "text-to-speech",
     ]
     for m in tiny.available():
         assert m.description and "\n" not in m.description

@@ -4,6 +4,7 @@ Field names, types, defaults and required sets follow the ai-runner OpenAPI docu
 generated from it (go-livepeer's runner client, the livepeer-ai SDK) talk to lpnode unchanged.
 """
 
+from lpnode.schemas.audio import AudioResponse, AudioToTextForm, Chunk, TextResponse, TextToSpeechParams
 from lpnode.schemas.common import (
     APIError,
     HealthCheck,
@@ -27,9 +28,14 @@ from lpnode.schemas.images import (
     UpscaleForm,
     VideoResponse,
 )
+from lpnode.schemas.llm import LLMChoice, LLMMessage, LLMRequest, LLMResponse, LLMTokenUsage
+from lpnode.schemas.vision import ImageToTextForm, ImageToTextResponse, MasksResponse, SegmentAnything2Form
 
 __all__ = [
     "APIError",
+    "AudioResponse",
+    "AudioToTextForm",
+    "Chunk",
     "GPUComputeInfo",
     "GPUUtilizationInfo",
     "HTTPError",
@@ -39,10 +45,21 @@ __all__ = [
     "HealthStatus",
     "ImageResponse",
     "ImageToImageForm",
+    "ImageToTextForm",
+    "ImageToTextResponse",
     "ImageToVideoForm",
+    "LLMChoice",
+    "LLMMessage",
+    "LLMRequest",
+    "LLMResponse",
+    "LLMTokenUsage",
+    "MasksResponse",
     "Media",
     "MediaURL",
+    "SegmentAnything2Form",
+    "TextResponse",
     "TextToImageParams",
+    "TextToSpeechParams",
     "UpscaleForm",
     "Version",
     "VideoResponse",

@@ -48,12 +48,12 @@ def available() -> list[TinyModel]:
 
 
 def pipelines() -> list[str]:
-    """Pipeline names that have at least one tiny model, in a stable order."""
-    names: list[str] = []
-    for model in available():
-        if model.pipeline and model.pipeline not in names:
-            names.append(model.pipeline)
-    return names
+    """Pipeline names that have at least one tiny model, in the runner's route order."""
+    from lpnode.runner.pipelines import pipeline_names
+
+    order = pipeline_names()
+    names = {m.pipeline for m in available() if m.pipeline}
+    return sorted(names, key=lambda name: order.index(name) if name in order else len(order))
 
 
 def snapshot_dir(models_dir: Path, model_id: str) -> Path:
