@@ -122,6 +122,19 @@ def generator(device: str, seed: int) -> Any:
     return torch.Generator(gen_device).manual_seed(seed)
 
 
+def generate_images(pipe: Any, kwargs: dict[str, Any], seed: int, count: int, device: str, job: Job) -> list[Any]:
+    """``count`` images, one call each with seed ``seed + i``, so image i is reproducible on its own
+    (and a batch never needs more memory than one image)."""
+    call = accepted_kwargs(pipe, kwargs)
+    images = []
+    for i in range(count):
+        output = pipe(
+            **call, num_images_per_prompt=1, generator=generator(device, seed + i), **step_callbacks(pipe, job)
+        )
+        images.append(output.images[0])
+    return images
+
+
 def to_media(images: Sequence[Image.Image], seeds: Sequence[int], checker: SafetyChecker | None) -> list[Media]:
     """PNG data URLs with their seeds and NSFW flags (all False when the check is off)."""
     flags = checker.flags(list(images)) if checker is not None else [False] * len(images)

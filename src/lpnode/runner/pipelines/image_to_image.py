@@ -12,14 +12,12 @@ from typing import Any
 
 from lpnode.errors import BadRequestError
 from lpnode.runner.diffusion import (
-    accepted_kwargs,
     check_seed,
     choose_seed,
-    generator,
+    generate_images,
     load_diffusers,
     read_model_index,
     split_prompts,
-    step_callbacks,
     to_media,
 )
 from lpnode.runner.loras import LoraAdapters, parse_loras
@@ -104,16 +102,8 @@ class ImageToImagePipeline(BatchPipeline[ImageToImageForm]):
         elif self.turbo:
             steps = max(params.num_inference_steps, 1)
             kwargs.update(guidance_scale=0.0, strength=max(1.0 / steps, params.strength))
-        kwargs = accepted_kwargs(self.pipe, kwargs)
-        seeds = [seed + i for i in range(params.num_images_per_prompt)]
-        images = []
-        for image_seed in seeds:
-            output = self.pipe(
-                **kwargs,
-                num_images_per_prompt=1,
-                generator=generator(self.ctx.device, image_seed),
-                **step_callbacks(self.pipe, job),
-            )
-            images.append(output.images[0])
+        count = params.num_images_per_prompt
+        images = generate_images(self.pipe, kwargs, seed, count, self.ctx.device, job)
+        seeds = [seed + i for i in range(count)]
         checker = self.safety if params.safety_check else None
         return ImageResponse(images=to_media(images, seeds, checker))

@@ -14,14 +14,12 @@ from typing import Any
 
 from lpnode.errors import BadRequestError
 from lpnode.runner.diffusion import (
-    accepted_kwargs,
     check_seed,
     check_size,
     choose_seed,
-    generator,
+    generate_images,
     load_diffusers,
     split_prompts,
-    step_callbacks,
     to_media,
 )
 from lpnode.runner.loras import LoraAdapters, parse_loras
@@ -131,17 +129,8 @@ class TextToImagePipeline(BatchPipeline[TextToImageParams]):
             kwargs.update(guidance_scale=0.0, num_inference_steps=self.lightning_steps)
         elif self.turbo:
             kwargs["guidance_scale"] = 0.0
-        kwargs = accepted_kwargs(self.pipe, kwargs)
-        seeds = [seed + i for i in range(params.num_images_per_prompt)]
-        images = []
-        for image_seed in seeds:
-            # One image per call, each with its own seed, so image i is reproducible on its own.
-            output = self.pipe(
-                **kwargs,
-                num_images_per_prompt=1,
-                generator=generator(self.ctx.device, image_seed),
-                **step_callbacks(self.pipe, job),
-            )
-            images.append(output.images[0])
+        count = params.num_images_per_prompt
+        images = generate_images(self.pipe, kwargs, seed, count, self.ctx.device, job)
+        seeds = [seed + i for i in range(count)]
         checker = self.safety if params.safety_check else None
         return ImageResponse(images=to_media(images, seeds, checker))
