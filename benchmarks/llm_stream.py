@@ -16,11 +16,16 @@ a client sending N streams to a default runner sees (the extra streams wait in t
 Per request: TTFT (request start to the first chunk with non-empty content), tokens/s per stream
 (completion tokens / (last chunk - first chunk)) and end-to-end tokens/s (completion tokens / whole
 request); per mode: aggregate tokens/s (all tokens / time in the mode's timed blocks) and CPU time
-per request (this process for in-process; the runner's process, plus this client's, for HTTP).
+per request: of the serving process (this one in-process, the runner over HTTP), of its event-loop
+thread alone (where the serving work happens; the generate threads are the same on both sides), and
+of this process as the HTTP client.
 
 Both sides use 1 torch thread (``torch.set_num_threads(1)`` here, ``--threads 1`` for the runner,
-``OMP_NUM_THREADS=1`` for both). The timed blocks of all modes run in interleaved rounds, so slow
-patches of a shared VM hit all of them alike.
+``OMP_NUM_THREADS=1`` for both). The machine is shared and noisy, so the timed requests run in rounds
+that interleave the modes finely: the two c=1 modes alternate request by request, then each
+concurrent mode sends one burst, the first mode rotating each round. Besides the ratios of the
+medians, the report gives the median of the side-by-side ratios (request pairs at c=1, rounds at
+c=N), and how busy other processes kept the machine meanwhile.
 
 Usage::
 
@@ -69,7 +74,6 @@ from _common import (
 
 MODEL_ID = "lpnode/tiny-llm"
 PIPELINE = "llm"
-DEFAULT_IN_FLIGHT = 4  # the llm route's own max_in_flight
 KEEP_ALIVE_REUSE = 3.0  # seconds a connection may idle before it is reopened (uvicorn closes at 5 s)
 PROMPT = "Write a short poem about a lighthouse on a cliff at dusk."
 START_MARK = "<!-- llm_stream:start -->"
@@ -460,7 +464,7 @@ def report_lines(out: Outcome, args: argparse.Namespace) -> list[str]:
         ratio_line(local1, http1, "c=1"),
         paired_line(local1, http1),
         ratio_line(local_n, http_n, f"c={c}, `--max-in-flight {c}`"),
-        ratio_line(local_n, http_default, f"c={c}, default {DEFAULT_IN_FLIGHT} in flight"),
+        ratio_line(local_n, http_default, f"c={c}, default {args.default_in_flight} in flight"),
         "",
         "Where the time goes:",
         "",
@@ -476,7 +480,7 @@ def report_lines(out: Outcome, args: argparse.Namespace) -> list[str]:
         f"- runner /metrics: at c=1 the job (admission to last chunk) takes {http1.runner_mean_ms('job'):.1f} ms of "
         f"a {http1.runner_mean_ms('request'):.1f} ms request; mean queue wait at c={c}: "
         f"{http_n.runner_mean_ms('queue'):.1f} ms with `--max-in-flight {c}`, "
-        f"{http_default.runner_mean_ms('queue'):.1f} ms with the default {DEFAULT_IN_FLIGHT} in flight.",
+        f"{http_default.runner_mean_ms('queue'):.1f} ms with the default {args.default_in_flight} in flight.",
     ]
     workers = executor_threads()
     if c > workers:
@@ -487,8 +491,8 @@ def report_lines(out: Outcome, args: argparse.Namespace) -> list[str]:
             f"{c - workers} of every {c} streams wait for a thread (TTFT about one whole generation: the p95)."
         )
     lines += [
-        f"- the machine is shared: during the timed rounds other processes kept {out.load.other:.2f} of its "
-        f"{out.load.cpus} CPUs busy on average, and the hypervisor stole {out.load.steal:.2f} CPUs.",
+        f"- the machine is shared: during the timed rounds other processes kept about {out.load.other:.1f} of "
+        f"its {out.load.cpus} CPUs busy on average, and the hypervisor stole about {out.load.steal:.1f} CPUs.",
         f"- same text in every stream, in-process and over HTTP (greedy): {'yes' if out.same_text else 'no'}",
     ]
     return lines
@@ -498,33 +502,49 @@ def docs_section(command: str, machine: dict[str, str], args: argparse.Namespace
     today = dt.datetime.now(dt.UTC).date().isoformat()
     c = args.concurrency
     local1 = out.modes[0]
+    d = args.default_in_flight
     reading = [
-        "Reading:",
+        "Reading (the probes and ranges quoted here come from the runs made while writing this benchmark, "
+        "not from the run above):",
         "",
-        "- **c=1**: the first token comes a few ms later over HTTP. A one-off probe of the runner (timestamps "
-        "at the ASGI call, at `stream()`, at the first chunk and at its send) put about 0.3 ms before the "
-        "request reaches the app, 0.7 ms from there to `stream()` (body parsing and validation, admission), "
-        "0.4 ms from the first chunk to its send (the route's wait-for-first-chunk tasks, the response "
-        "start, JSON encoding) and 0.1 ms on the loopback; chat template, prefill and the first token "
-        "(about 6 ms) are the same on both sides. While streaming, generation runs in its own thread and "
-        "never waits for the client, so HTTP costs tokens/s only through the loop thread's extra work per "
-        "chunk (JSON, the ASGI send chain, a socket write while holding the GIL): tens of µs against "
-        f"about {1e3 / local1.rate:.1f} ms per token of this tiny model, i.e. a few %, inside this VM's "
-        "noise. With a real model (tens of ms a token) it is negligible.",
-        f"- **c={c}**: Python runs one thread at a time. The `generate` threads and the event loop share "
-        "one GIL, and this model's decoding is mostly Python overhead, so the streams mostly take turns: "
-        f"aggregate tokens/s at c={c} is no higher than at c=1, on either side. The loop gets the GIL once "
-        "every few switch intervals (5 ms), and every step of a request (reading it, validating it, "
-        "starting the response, each chunk) needs it, so over HTTP, with more loop steps per request, TTFT "
-        "grows by tens of ms, while aggregate tokens/s stays within noise of in-process: the serving work "
-        "is small next to generation, it just waits its turn.",
-        f"- **default runner**: {DEFAULT_IN_FLIGHT} in flight admits half of a burst of {c}; the other half "
-        "waits in the runner's queue for a whole generation, which shows in TTFT p50/p95 and queue wait. "
-        "Per-stream tokens/s is higher (fewer streams share the GIL) and aggregate tokens/s is about the "
-        f"same: on this machine `--max-in-flight {c}` buys nothing but a different split of the wait.",
-        "- The VM is shared with other work and noisy (see the load line above): a block that runs "
-        "while another process takes a core comes out slower. The interleaving spreads that over all modes, "
-        "but single figures move by 10-20% between runs; the c=1 ratios are the steadiest.",
+        "- **c=1, TTFT**: a few ms more over HTTP. A probe of the runner (timestamps at the ASGI call, at "
+        "`stream()`, at the first chunk and at its send, on the same clock as the client) gave about 0.3 ms "
+        "from the client's send to the app, 0.7 ms from there to `stream()` (body parsing and validation, "
+        "admission), 0.4 ms from the first chunk to its send (the route's wait-for-first-chunk tasks, the "
+        "response start, JSON) and 0.1 ms back over loopback. The chat template, prefill and first token "
+        "(about 6 ms) cost the same on both sides.",
+        "- **c=1, tokens/s**: `generate` runs in its own thread and never waits for the consumer (the "
+        "backend's queue is unbounded), so serving slows generation only by competing with it: for the GIL, "
+        "through the event loop's extra work per chunk (the *event loop* column), and for the CPUs. Of the "
+        "loop's extra tens of µs a chunk, about 20 µs is the socket write (on loopback, `send()` runs the "
+        "receiving side's TCP path and wakes the client inside the sender's system call), a few µs the JSON, "
+        "and the rest the chain of async generators and ASGI `send` wrappers a chunk passes through "
+        "(`RunnerService.stream`, the route's event stream, Starlette's `StreamingResponse`, two "
+        "middlewares, uvicorn). A probe of per-thread scheduler statistics found the `generate` thread's own "
+        "CPU time the same on both sides (about 107 ms a request); over HTTP it also waited about 3 ms more "
+        "for a CPU (the client and the runner's extra work share the 2 cores with it, and with whatever else "
+        "runs on the VM) and about 4 ms more for the GIL: 5-7% end to end. Against "
+        f"{1e3 / local1.rate:.1f} ms a token for this tiny model, the ratio of the medians has ranged from "
+        "0.87 to 1.04 between runs, so read it as *within ~10%*. With a real model (tens of ms a token) "
+        "the same per-chunk cost is noise.",
+        f"- **c={c}**: one GIL for the `generate` threads and the event loop, and this model's decoding is "
+        f"mostly Python, so the streams take turns: aggregate tokens/s at c={c} is no higher than at c=1, "
+        "on either side. The HTTP / in-process aggregate ratio has ranged from 0.85 to 1.03 between runs: "
+        "the serving work takes a few % of the one interpreter's time, up to ~10%. TTFT grows more over "
+        "HTTP because a request needs more trips through the loop "
+        "(accept, read, parse, validate, start the response), and uvloop drops the GIL while it polls, so "
+        "each trip waits for the GIL behind the running `generate` threads (up to a 5 ms switch interval "
+        "each). The probe at c=8 gave about 3 ms from send to the app and 6 ms from the app to `stream()`, "
+        "against 0.3 and 0.7 ms at c=1. How much the threads lose handing the GIL around changes a lot "
+        f"from run to run (aggregate tokens/s at c={c} has ranged from about 250 to 570, CPU per request "
+        "from about 110 to 370 ms), so compare these rows only within one run.",
+        f"- **default runner**: {d} in flight admits {d} of a burst of {c}; the other {c - d} wait in the "
+        "runner's queue for a whole generation (the queue-wait line), which raises TTFT p50. Per-stream "
+        "tokens/s is higher (fewer streams share the GIL) and aggregate tokens/s about the same, so on this "
+        f"machine `--max-in-flight {c}` changes who waits, not how much gets done.",
+        "- The VM is shared and noisy (see the load line): a block that runs while another process holds a "
+        "core comes out slower. The interleaving spreads that over the modes, but single figures move by "
+        "10-20% between runs; the c=1 side-by-side medians are the steadiest figures.",
     ]
     return "\n".join(
         [
@@ -543,7 +563,7 @@ def docs_section(command: str, machine: dict[str, str], args: argparse.Namespace
             "asyncio HTTP/1.1 client on keep-alive connections (one per concurrent stream) that parses every "
             f"event as JSON. c=1 and c={c} go to a runner started with `--max-in-flight {c} --max-queue "
             f"{args.max_queue}`, so c={c} compares like for like with {c} in-process streams. **default** goes "
-            f"to a second runner with the llm route's default ({DEFAULT_IN_FLIGHT} in flight, `--max-queue "
+            f"to a second runner with the llm route's default ({args.default_in_flight} in flight, `--max-queue "
             f"{args.max_queue}`): what a client sending {c} streams to an unconfigured runner gets.",
             "- TTFT: request start to the first chunk with non-empty content. tokens/s per stream: completion "
             "tokens / (last chunk - first chunk); end to end: completion tokens / whole request; aggregate: all "
@@ -590,6 +610,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rounds = math.ceil(args.requests / args.concurrency)
     # Room for every concurrent stream in both runners: beyond in-flight + queue the runner answers 503.
     args.max_queue = args.concurrency
+    from lpnode.runner.pipelines.llm import LLMPipeline  # light: the route, not the model libraries
+
+    args.default_in_flight = LLMPipeline.route.max_in_flight
     return args
 
 
@@ -623,7 +646,7 @@ def measure(args: argparse.Namespace, models_dir: Path, tmp: Path) -> Outcome:
     c = args.concurrency
     local1, http1 = Mode("in-process", 1, False), Mode("HTTP", 1, True)
     local_n, http_n = Mode("in-process", c, False), Mode(f"HTTP, `--max-in-flight {c}`", c, True)
-    http_default = Mode(f"HTTP, default ({DEFAULT_IN_FLIGHT} in flight)", c, True)
+    http_default = Mode(f"HTTP, default ({args.default_in_flight} in flight)", c, True)
     procs: list[subprocess.Popen[bytes]] = []
     clients: list[SSEClient] = []
     loop_runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
@@ -694,7 +717,8 @@ def measure(args: argparse.Namespace, models_dir: Path, tmp: Path) -> Outcome:
             one_round(modes, n, i)
         elapsed, (busy_end, steal_end) = time.monotonic() - started, machine_cpu_seconds()
         load = Load(
-            other=(busy_end - busy - (own_cpu() - own)) / elapsed,
+            # Never below 0: the per-process and the machine-wide counters tick separately.
+            other=max(0.0, (busy_end - busy - (own_cpu() - own)) / elapsed),
             steal=(steal_end - steal) / elapsed,
             cpus=os.cpu_count() or 1,
         )

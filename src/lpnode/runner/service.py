@@ -111,6 +111,7 @@ class RunnerService:
                 torch.set_num_threads(config.threads)
             self.device = select_device(config.device)
             ctx = LoadContext(
+                max_in_flight=self.admission.max_in_flight,
                 upstream_url=config.upstream_url,
                 upstream_model=config.upstream_model,
                 upstream_api_key=config.upstream_api_key,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lpnode.errors import BadRequestError, ModelStoreError
@@ -20,8 +21,9 @@ _END = object()
 
 
 class _DeltaStreamer:
-    """A transformers streamer that decodes token by token and pushes whole characters to a queue
-    on the event loop (never half a UTF-8 sequence)."""
+    """A transformers streamer that detokenizes incrementally and pushes whole characters to a queue
+    on the event loop (never half a UTF-8 sequence). Each token costs a decode of a short window, not
+    of everything generated so far."""
 
     def __init__(self, tokenizer: Any, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], job: Job) -> None:
         self._tokenizer = tokenizer
@@ -30,8 +32,13 @@ class _DeltaStreamer:
         self._job = job
         self._prompt_seen = False
         self._tokens: list[int] = []
-        self._printed = 0
+        self._prefix = 0  # tokens before this index have been emitted and are context only
+        self._read = 0  # tokens before this index have been emitted
         self.generated = 0
+
+    def _decode(self, start: int, end: int | None = None) -> str:
+        text: str = self._tokenizer.decode(self._tokens[start:end], skip_special_tokens=True)
+        return text
 
     def put(self, value: Any) -> None:
         if not self._prompt_seen:  # the first call carries the prompt
@@ -41,15 +48,18 @@ class _DeltaStreamer:
         self.generated += len(ids)
         self._job.steps_done = self.generated
         self._tokens.extend(ids)
-        text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return  # wait for the rest of a multi-byte character
-        self._emit(text[self._printed :])
-        self._printed = len(text)
+        # Decode the new tokens together with the previous ones, so merges and spaces come out right.
+        before = self._decode(self._prefix, self._read)
+        after = self._decode(self._prefix)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._emit(after[len(before) :])
+            self._prefix, self._read = self._read, len(self._tokens)
 
     def end(self) -> None:
-        text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
-        self._emit(text[self._printed :])
+        before = self._decode(self._prefix, self._read)
+        after = self._decode(self._prefix)
+        if len(after) > len(before):
+            self._emit(after[len(before) :])
 
     def _emit(self, piece: str) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, (piece, self.generated))
@@ -91,6 +101,8 @@ class TransformersChat:
         self.model = model.to(ctx.device).eval()
         self.device = ctx.device
         self.context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
+        # One generate thread per admitted request: the runner's in-flight limit, not the loop's pool.
+        self._executor = ThreadPoolExecutor(max_workers=ctx.max_in_flight, thread_name_prefix="lpnode-llm")
         log_event(
             log,
             "llm loaded",
@@ -99,6 +111,9 @@ class TransformersChat:
             device=ctx.device,
             dtype=str(dtype).removeprefix("torch."),
         )
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _prompt(self, params: ChatParams) -> Any:
         try:
@@ -127,19 +142,22 @@ class TransformersChat:
     async def stream(self, params: ChatParams, job: Job) -> AsyncGenerator[Delta, None]:
         import torch
 
-        inputs = self._prompt(params)
-        prompt_tokens = int(inputs["input_ids"].shape[-1])
-        if self.context_tokens and prompt_tokens + params.max_tokens > self.context_tokens:
-            raise BadRequestError(
-                f"The prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the model's "
-                f"context of {self.context_tokens} tokens; lower max_tokens or shorten the conversation."
-            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         streamer = _DeltaStreamer(self.tokenizer, loop, queue, job)
+        prompt_tokens = 0
 
         def generate() -> None:
+            nonlocal prompt_tokens
             try:
+                inputs = self._prompt(params)  # the chat template runs here, not on the event loop
+                prompt_tokens = int(inputs["input_ids"].shape[-1])
+                if self.context_tokens and prompt_tokens + params.max_tokens > self.context_tokens:
+                    raise BadRequestError(
+                        f"The prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
+                        f"model's context of {self.context_tokens} tokens; lower max_tokens or shorten the "
+                        "conversation."
+                    )
                 with torch.inference_mode():
                     self.model.generate(
                         **inputs,
@@ -150,8 +168,7 @@ class TransformersChat:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        worker = loop.run_in_executor(None, generate)
-        completion = 0
+        worker = loop.run_in_executor(self._executor, generate)
         try:
             while (item := await queue.get()) is not _END:
                 piece, completion = item

@@ -59,6 +59,7 @@ class LoadContext:
     optimization_flags: dict[str, str] = field(default_factory=dict)
     safety_checker_id: str = ""
     allow_downloads: bool = False
+    max_in_flight: int = 1  # requests the runner admits at once (pipelines that run their own threads)
     upstream_url: str = ""  # llm: an OpenAI-compatible server to forward to (e.g. Ollama)
     upstream_model: str = ""  # llm: the upstream's name for the model (e.g. llama3.1:8b)
     upstream_api_key: str = ""
