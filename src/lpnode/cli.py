@@ -84,8 +84,8 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("models", help="manage the models dir (pull, list, tiny)")
-    msub = p.add_subparsers(dest="models_command", required=True, metavar="{pull,list,tiny}")
+    p = sub.add_parser("models", help="manage the models dir (pull, list, check, tiny)")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="{pull,list,check,tiny}")
     dir_help = "Hugging Face cache dir [MODEL_DIR, ~/.lpData/models]"
 
     pull = msub.add_parser("pull", help="download a model from the Hugging Face Hub (resumable)")
@@ -105,6 +105,10 @@ def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     ls = msub.add_parser("list", help="list the models in the models dir")
     ls.add_argument("--models-dir", type=Path, help=dir_help)
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    check = msub.add_parser("check", help="check an aiModels.json against the models dir")
+    check.add_argument("ai_models", metavar="AIMODELS", help="path of an aiModels.json, or pipeline:model_id:warm,...")
+    check.add_argument("--models-dir", type=Path, help=dir_help)
 
     tiny = msub.add_parser("tiny", help="build small random-weight models for offline demos and tests")
     tiny.add_argument("--pipeline", default="all", help="pipeline to build for, or 'all' (default)")
@@ -169,6 +173,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.models_command == "pull":
         path = store.pull(args.model_id, models_dir, args.include, args.exclude, args.revision, args.token)
         print(f"{args.model_id} is in {path}")
+    elif args.models_command == "check":
+        from lpnode.orchestrator.model_check import print_check
+
+        return print_check(args.ai_models, models_dir)
     elif args.models_command == "list":
         models = store.list_models(models_dir)
         if args.json:
@@ -247,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except LpnodeError as exc:
-        print(f"lpnode: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"lpnode: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -119,3 +119,60 @@ def test_up_prints_a_curl_line_that_works(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
     assert "Traceback" not in log_path.read_text()
+
+
+def test_models_check_reports_what_an_ai_models_file_needs(models_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "aiModels.json"
+    config.write_text(
+        json.dumps(
+            [
+                {
+                    "pipeline": "text-to-image",
+                    "model_id": "lpnode/tiny-text-to-image",
+                    "warm": True,
+                    "price_per_unit": 4768371,
+                    "optimization_flags": {"SFAST": True},
+                },
+                {
+                    "pipeline": "llm",
+                    "model_id": "meta-llama/Meta-Llama-3.1-8B-Instruct",
+                    "url": "http://llm:8000",
+                    "capacity": 4,
+                    "price_per_unit": 0.18,
+                    "currency": "USD",
+                    "pixels_per_unit": 1000000,
+                },
+            ]
+        )
+    )
+    ok = run_cli("models", "check", str(config), "--models-dir", str(models_dir))
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    assert re.fullmatch(r"    present \([0-9.]+ KB\)", lines.pop(2))
+    assert lines == [
+        'text-to-image "lpnode/tiny-text-to-image": warm, capacity 1, 4768371 wei per 1 unit(s)',
+        "    optimization flags: SFAST=true",
+        'llm "meta-llama/Meta-Llama-3.1-8B-Instruct": cold, capacity 4, 0.18 USD per 1000000 unit(s)',
+        "    external runner at http://llm:8000",
+    ]
+    missing = run_cli(
+        "models", "check", "upscale:stabilityai/stable-diffusion-x4-upscaler:false", "--models-dir", str(tmp_path)
+    )
+    assert missing.returncode == 1
+    assert f"MISSING: lpnode models pull stabilityai/stable-diffusion-x4-upscaler --models-dir {tmp_path}" in (
+        missing.stdout
+    )
+
+
+def test_models_check_prints_every_problem_of_a_bad_file(tmp_path: Path) -> None:
+    config = tmp_path / "aiModels.json"
+    config.write_text('[{"pipeline": "upscale", "model_id": "a/b", "price_per_unit": "1000"}, {"pipeline": "x"}]')
+    result = run_cli("models", "check", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        'lpnode: error: aiModels.json entry 1 (upscale, "a/b"): price_per_unit must be a number, got "1000"; '
+        "write it without quotes, e.g. 0.5"
+    )
+    assert len(lines) == 3 and all(line.startswith("lpnode: error: aiModels.json entry 2 (x): ") for line in lines[1:])
+    assert "Traceback" not in result.stderr
