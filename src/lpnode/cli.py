@@ -80,6 +80,12 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="NAME",
         help="llm: the upstream's name for the model, e.g. llama3.1:8b [LLM_UPSTREAM_MODEL]",
     )
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        default=None,
+        help="stop when the process that started the runner dies [RUNNER_EXIT_WITH_PARENT]",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -160,6 +166,7 @@ def _cmd_runner(args: argparse.Namespace) -> int:
         threads=args.threads,
         upstream_url=args.upstream_url,
         upstream_model=args.upstream_model,
+        exit_with_parent=args.exit_with_parent,
     )
     pipeline_class(config.pipeline)  # unknown pipeline → one clear line before anything starts
     serve(config)

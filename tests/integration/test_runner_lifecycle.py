@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from procs import RunnerProcess, child_env, free_port, run_cli
+import requests
+
+from procs import LPNODE, RunnerProcess, child_env, free_port, run_cli
 
 
 def test_runner_is_configured_by_the_ai_runner_environment(models_dir: Path, tmp_path: Path) -> None:
@@ -124,3 +130,59 @@ def test_ctrl_c_while_loading_stops_the_runner_cleanly(models_dir: Path, tmp_pat
     assert "Traceback" not in runner.log()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", runner.port))  # the port is free again
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in {"Z", "X"}
+
+
+def test_exit_with_parent_stops_the_runner_when_its_parent_is_killed(models_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    command = [
+        *LPNODE,
+        "runner",
+        "--pipeline",
+        "image-to-text",
+        "--model-id",
+        "lpnode/tiny-image-to-text",
+        "--models-dir",
+        str(models_dir),
+        "--port",
+        str(port),
+        "--exit-with-parent",
+    ]
+    launcher = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen({command!r})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert parent.stdout is not None
+        runner_pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        assert _running(runner_pid)
+        parent.kill()  # SIGKILL: the parent gets no chance to clean up
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _running(runner_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(runner_pid), "the runner outlived its parent"
+    finally:
+        parent.kill()
+        if parent.stdout is not None:
+            parent.stdout.close()
+        leftover = locals().get("runner_pid", 0)
+        if leftover and _running(leftover):
+            os.kill(leftover, signal.SIGKILL)

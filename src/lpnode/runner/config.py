@@ -51,6 +51,7 @@ class RunnerConfig:
     upstream_url: str = ""  # llm: forward generation to this OpenAI-compatible server (e.g. Ollama)
     upstream_model: str = ""  # llm: the upstream's name for the model; default from a built-in table
     upstream_api_key: str = ""
+    exit_with_parent: bool = False  # stop when the starting process dies (orchestrator-managed runners)
 
     def flag(self, name: str) -> bool:
         """True when optimisation flag ``name`` is set to a true-ish value."""
@@ -91,6 +92,7 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
         "upstream_url": env.get("LLM_UPSTREAM_URL", ""),
         "upstream_model": env.get("LLM_UPSTREAM_MODEL", ""),
         "upstream_api_key": env.get("LLM_UPSTREAM_API_KEY", ""),
+        "exit_with_parent": env.get("RUNNER_EXIT_WITH_PARENT", "").strip().lower() in {"1", "true", "yes"},
     }
     for key, value in overrides.items():
         if value is None:

@@ -34,6 +34,10 @@ def serve(config: RunnerConfig, on_ready: Callable[[], None] | None = None) -> N
     from lpnode.runner.app import create_app
 
     sock = bind_socket(config.host, config.port)
+    if config.exit_with_parent:
+        from lpnode.runner.parent_watch import exit_with_parent
+
+        exit_with_parent()
     app = create_app(config, on_ready=on_ready)
     server = uvicorn.Server(
         uvicorn.Config(
