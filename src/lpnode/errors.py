@@ -5,6 +5,7 @@
     ├── ModelStoreError              models dir problems
     │   ├── ModelNotFoundError       a model is not in the models dir
     │   └── HubUnreachableError      the Hugging Face Hub cannot be reached for a pull
+    ├── GrpcError (protocol)         a gRPC call failed; carries its gRPC status code
     └── JobError                     one request cannot be served; carries its HTTP status
         ├── BadRequestError          400: the request cannot be served as given
         │   └── LoraLoadingError     400: a LoRA in `loras` is malformed, missing or incompatible

@@ -1,0 +1,63 @@
+"""The Livepeer wire protocol: lp_rpc messages, gRPC and HTTP on one port, certificates, auth tokens, capabilities.
+
+Public names are re-exported here; ``lp_rpc_pb2`` is generated from ``lp_rpc.proto`` by ``scripts/gen-proto``.
+"""
+
+from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS, AuthTokens, TokenCheck, TokenProblem
+from lpnode.protocol.capabilities import (
+    PIPELINE_CAPABILITIES,
+    Capability,
+    ModelOffer,
+    build_capabilities,
+    build_capabilities_prices,
+    capabilities_in_bitstring,
+    capability_bitstring,
+    capability_for_pipeline,
+    pipeline_for_capability,
+    price_info,
+)
+from lpnode.protocol.certs import TlsFiles, create_certificate, ensure_certificate
+from lpnode.protocol.grpc_unary import GrpcError, GrpcUnaryApp, PeerInfo, StatusCode, UnaryMethod
+from lpnode.protocol.orchestrator_service import GET_ORCHESTRATOR, GetOrchestrator, orchestrator_methods
+from lpnode.protocol.same_port import (
+    SamePortApp,
+    ServerSettings,
+    is_grpc_request,
+    new_event_loop,
+    run_same_port,
+    serve_same_port,
+)
+
+__all__ = [
+    "GET_ORCHESTRATOR",
+    "PIPELINE_CAPABILITIES",
+    "TOKEN_VALIDITY_SECONDS",
+    "AuthTokens",
+    "Capability",
+    "GetOrchestrator",
+    "GrpcError",
+    "GrpcUnaryApp",
+    "ModelOffer",
+    "PeerInfo",
+    "SamePortApp",
+    "ServerSettings",
+    "StatusCode",
+    "TlsFiles",
+    "TokenCheck",
+    "TokenProblem",
+    "UnaryMethod",
+    "build_capabilities",
+    "build_capabilities_prices",
+    "capabilities_in_bitstring",
+    "capability_bitstring",
+    "capability_for_pipeline",
+    "create_certificate",
+    "ensure_certificate",
+    "is_grpc_request",
+    "new_event_loop",
+    "orchestrator_methods",
+    "pipeline_for_capability",
+    "price_info",
+    "run_same_port",
+    "serve_same_port",
+]

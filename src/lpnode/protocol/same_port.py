@@ -1,0 +1,170 @@
+"""gRPC and HTTP on one port, as go-livepeer serves its orchestrator.
+
+One hypercorn server runs one ASGI app, :class:`SamePortApp`, which sends HTTP/2 requests whose
+``content-type`` starts with ``application/grpc`` to the gRPC handler and everything else (lifespan
+included) to the HTTP app. ALPN cannot tell the two apart (gRPC clients and Go HTTP clients both offer
+only ``h2``), so routing is per request, not per connection.
+
+- With :class:`~lpnode.protocol.certs.TlsFiles`: TLS, ALPN ``h2`` and ``http/1.1``.
+- Without: plain HTTP/1.1, h2c with prior knowledge (what gRPC clients use for ``http://`` addresses)
+  and h2c via ``Upgrade``, all on the same port.
+
+Settings differ from hypercorn's defaults where those break gRPC clients: hypercorn closes a connection
+after 1000 requests and after 5 s idle without a GOAWAY, which long-lived gRPC channels see as failed
+calls, so both limits are raised far out of reach.
+
+Run it on :func:`new_event_loop` (``run_same_port`` does): at shutdown, asyncio waits up to 30 s for
+each TLS peer to answer the server's ``close_notify``, and grpcio clients with an idle channel do not,
+so without it SIGTERM takes 30 s whenever a gRPC client is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from lpnode.errors import ConfigError
+from lpnode.logs import log_event
+from lpnode.protocol.asgi import ASGIApp, Receive, Scope, Send
+from lpnode.protocol.certs import TlsFiles
+from lpnode.protocol.grpc_unary import GrpcUnaryApp, UnaryMethod
+
+log = logging.getLogger(__name__)
+
+TLS_CLOSE_TIMEOUT = 2.0
+"""Seconds to wait for a TLS peer's ``close_notify`` before dropping the connection."""
+
+
+class SamePortApp:
+    """ASGI app routing gRPC calls to ``grpc_app`` and all else to ``http_app`` (go-livepeer's rule)."""
+
+    def __init__(self, http_app: ASGIApp, grpc_app: ASGIApp) -> None:
+        self.http_app = http_app
+        self.grpc_app = grpc_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if is_grpc_request(scope):
+            await self.grpc_app(scope, receive, send)
+        else:
+            await self.http_app(scope, receive, send)
+
+
+def is_grpc_request(scope: Scope) -> bool:
+    """An HTTP/2 request with a gRPC content type."""
+    if scope["type"] != "http" or scope.get("http_version") != "2":
+        return False
+    return any(name == b"content-type" and value.startswith(b"application/grpc") for name, value in scope["headers"])
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how to listen. ``tls=None`` serves plain HTTP/1.1 + h2c."""
+
+    host: str
+    port: int
+    tls: TlsFiles | None = None
+    keep_alive_timeout: float = 600.0
+    """Idle seconds before a connection is closed; longer than any gRPC client's idle period."""
+    graceful_timeout: float = 5.0
+    """Seconds in-flight requests get to finish after SIGTERM/SIGINT."""
+
+
+def hypercorn_config(settings: ServerSettings) -> Config:
+    """The hypercorn configuration for ``settings``."""
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host and not settings.host.startswith("[") else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    if settings.tls is not None:
+        config.certfile = str(settings.tls.certfile)
+        config.keyfile = str(settings.tls.keyfile)
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.keep_alive_timeout = settings.keep_alive_timeout
+    config.keep_alive_max_requests = 2**62
+    config.graceful_timeout = settings.graceful_timeout
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = None
+    return config
+
+
+async def serve_same_port(
+    http_app: ASGIApp,
+    grpc_methods: Mapping[str, UnaryMethod[Any, Any]],
+    settings: ServerSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Serve ``http_app`` and ``grpc_methods`` on one port until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    In-flight requests get ``settings.graceful_timeout`` seconds to finish. Raises ``ConfigError`` when
+    the address cannot be bound or the certificate cannot be loaded.
+    """
+    config = hypercorn_config(settings)
+    if settings.tls is not None:
+        try:
+            config.create_ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load the TLS certificate {settings.tls.certfile} / key {settings.tls.keyfile}: {exc}; "
+                "delete both files to have a new pair made"
+            ) from exc
+    app = SamePortApp(http_app, GrpcUnaryApp(grpc_methods))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    scheme = "https" if settings.tls else "http"
+    log_event(log, "serving gRPC and HTTP on one port", address=f"{scheme}://{settings.host}:{settings.port}")
+    try:
+        await serve(cast(Any, app), config, shutdown_trigger=stop.wait, mode="asgi")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
+            "choose another port or stop the process using it"
+        ) from exc
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    log_event(log, "stopped serving", address=f"{scheme}://{settings.host}:{settings.port}")
+
+
+class _PromptTlsCloseLoop(asyncio.SelectorEventLoop):
+    """An event loop whose TLS servers give up on a silent peer's ``close_notify`` after TLS_CLOSE_TIMEOUT."""
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None and kwargs.get("ssl_shutdown_timeout") is None:
+            kwargs["ssl_shutdown_timeout"] = TLS_CLOSE_TIMEOUT
+        return await super().create_server(*args, **kwargs)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop to run :func:`serve_same_port` on, e.g. ``asyncio.Runner(loop_factory=new_event_loop)``."""
+    loop = _PromptTlsCloseLoop()
+    loop.set_exception_handler(_quiet_tls_close)
+    return loop
+
+
+def _quiet_tls_close(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A peer that never answers ``close_notify`` is normal (grpcio), not an error worth a traceback."""
+    exc = context.get("exception")
+    if isinstance(exc, TimeoutError) and "SSL shutdown timed out" in str(exc):
+        log_event(log, "TLS peer did not confirm close; connection dropped", logging.DEBUG)
+        return
+    loop.default_exception_handler(context)
+
+
+def run_same_port(
+    http_app: ASGIApp, grpc_methods: Mapping[str, UnaryMethod[Any, Any]], settings: ServerSettings
+) -> None:
+    """Blocking :func:`serve_same_port` on :func:`new_event_loop`, for a command's ``main``."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve_same_port(http_app, grpc_methods, settings))
