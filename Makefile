@@ -1,8 +1,7 @@
 # lpnode — the two commands a user needs: `make up` and `make test`. Each sets itself up on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
-# The PyTorch release to install (a CPU wheel of it lies on the project's build machines); override with
-# e.g. `make TORCH='torch==2.14.1' test`.
+# The PyTorch release to install; override with e.g. `make TORCH='torch==2.14.1' test`.
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lpnode-installed
