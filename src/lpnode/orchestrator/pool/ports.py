@@ -1,0 +1,67 @@
+"""Host ports for managed runners: go-livepeer's per-pipeline bases plus the slot, skipping busy ports.
+
+go-livepeer gives a container ``base + <colocation index><gpu id>`` (t2i on GPU 1 → 8001). Here slot ``s``
+first tries ``base + s``, then the other ports of the pipeline's block of 100 that end in the same digit
+(``base + s + 10``, ``+ 20``, … wrapping), so one busy port never blocks a slot.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Collection, Iterator, Mapping
+
+from lpnode.orchestrator.pool.errors import PoolConfigError
+
+PORT_BASES: Mapping[str, int] = {
+    "text-to-image": 8000,
+    "image-to-image": 8100,
+    "image-to-video": 8200,
+    "upscale": 8300,
+    "audio-to-text": 8400,
+    "llm": 8500,
+    "segment-anything-2": 8600,
+    "image-to-text": 8700,
+    "text-to-speech": 8800,
+    "live-video-to-video": 8900,
+}
+FALLBACK_BASE = 9000  # a pipeline without a base of its own
+
+
+def port_candidates(base: int, slot: int) -> Iterator[int]:
+    """The ports slot ``slot`` may use in the block ``base``..``base + 99``, in order of preference."""
+    if not 0 <= slot < 100:
+        raise PoolConfigError(f"slot {slot} is out of range; at most 100 slots are supported")
+    offsets = sorted(range(slot % 10, 100, 10), key=lambda offset: (offset < slot, offset))
+    return (base + offset for offset in offsets)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when ``host:port`` can be bound now (with SO_REUSEADDR, as the runner binds it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(
+    pipeline: str,
+    slot: int,
+    *,
+    host: str = "127.0.0.1",
+    taken: Collection[int] = (),
+    bases: Mapping[str, int] = PORT_BASES,
+    is_free: Callable[[str, int], bool] = port_is_free,
+) -> int:
+    """The first candidate port for (pipeline, slot) that is neither ``taken`` by the pool nor busy."""
+    base = bases.get(pipeline, FALLBACK_BASE)
+    for port in port_candidates(base, slot):
+        if port not in taken and is_free(host, port):
+            return port
+    raise PoolConfigError(
+        f"no free port for a {pipeline} runner in slot {slot} on {host} (tried {base + slot % 10}, "
+        f"{base + slot % 10 + 10}, … up to {base + 99}); stop what is listening there or change the port bases"
+    )

@@ -1,0 +1,150 @@
+"""Managed runners as child processes: ``lpnode runner`` configured by the ai-runner env contract.
+
+Each runner gets ``PIPELINE``, ``MODEL_ID``, ``MODEL_DIR``, ``HOST``/``PORT``, the entry's optimisation
+flags as ``KEY=value`` and ``RUNNER_EXIT_WITH_PARENT=1``, so it stops when this process dies, even by
+SIGKILL. Its output is appended to ``<log_dir>/<name>.log``. Stopping is SIGTERM, then SIGKILL after
+``stop_grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lpnode.logs import log_event
+from lpnode.orchestrator.pool.backend import RunnerSpec
+from lpnode.orchestrator.pool.external import runner_name
+from lpnode.orchestrator.pool.ports import PORT_BASES, pick_port
+
+log = logging.getLogger("lpnode.orchestrator.pool")
+KILL_WAIT_SECONDS = 5.0
+# Variables of the ai-runner contract that must come from the spec, never from our own environment.
+_CONTRACT_VARS = ("PIPELINE", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN", "PORT", "HOST")
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """How managed runners are started. ``env`` adds variables (e.g. ``TORCH_THREADS``, ``RUNNER_DEVICE``)."""
+
+    models_dir: Path
+    host: str = "127.0.0.1"
+    command: Sequence[str] = (sys.executable, "-m", "lpnode.cli", "runner")
+    env: Mapping[str, str] = field(default_factory=dict)
+    safety_checker_id: str = ""
+    version: str = ""
+    stop_grace: float = 10.0
+    port_bases: Mapping[str, int] = field(default_factory=lambda: dict(PORT_BASES))
+
+
+class ProcessHandle:
+    """One runner child process. ``stop`` is SIGTERM, then SIGKILL after ``grace`` seconds; bounded."""
+
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        url: str,
+        log_path: Path,
+        proc: asyncio.subprocess.Process,
+        grace: float,
+        on_stopped: Callable[[ProcessHandle], None],
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.url = url
+        self.headers: Mapping[str, str] = {}
+        self.log_path: Path | None = log_path
+        self.pid: int | None = proc.pid
+        self._proc = proc
+        self._grace = grace
+        self._on_stopped = on_stopped
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait_exit(self) -> int | None:
+        return await self._proc.wait()
+
+    async def stop(self) -> None:
+        try:
+            if self._proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(self._proc.wait(), self._grace)
+                except TimeoutError:
+                    log_event(
+                        log, "runner ignored SIGTERM; killing it", logging.WARNING, runner=self.name, pid=self.pid
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        self._proc.kill()
+                    await asyncio.wait_for(self._proc.wait(), KILL_WAIT_SECONDS)
+        finally:
+            self._on_stopped(self)
+
+
+class ProcessBackend:
+    managed = True
+
+    def __init__(self, settings: ProcessSettings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self._live: set[ProcessHandle] = set()
+
+    def runner_env(self, spec: RunnerSpec, port: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _CONTRACT_VARS}
+        env.update(self.settings.env)
+        env.update(
+            PIPELINE=spec.pipeline,
+            MODEL_ID=spec.model_id,
+            MODEL_DIR=str(self.settings.models_dir),
+            HOST=self.settings.host,
+            PORT=str(port),
+            RUNNER_EXIT_WITH_PARENT="1",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(spec.optimization_flags)
+        if self.settings.safety_checker_id:
+            env["SAFETY_CHECKER_MODEL_ID"] = self.settings.safety_checker_id
+        if self.settings.version:
+            env["VERSION"] = self.settings.version
+        return env
+
+    async def start(self, spec: RunnerSpec) -> ProcessHandle:
+        taken = {h.port for h in self._live}
+        port = pick_port(
+            spec.pipeline, spec.slot or 0, host=self.settings.host, taken=taken, bases=self.settings.port_bases
+        )
+        name = runner_name(spec.pipeline, spec.model_id, str(port))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as out:
+            out.write(f"--- lpnode pool: starting {name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            out.flush()
+            proc = await asyncio.create_subprocess_exec(
+                *self.settings.command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self.runner_env(spec, port),
+            )
+        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+        handle = ProcessHandle(
+            name, port, f"http://{host}:{port}", log_path, proc, self.settings.stop_grace, self._live.discard
+        )
+        self._live.add(handle)
+        log_event(log, "runner process started", runner=name, pid=proc.pid, port=port, log=str(log_path))
+        return handle
+
+    async def close(self) -> None:
+        handles = list(self._live)
+        await asyncio.gather(*(h.stop() for h in handles), return_exceptions=True)

@@ -1,0 +1,72 @@
+"""What :meth:`RunnerPool.snapshot` reports: per model and per runner, for advertising capacity and for a
+status page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lpnode.orchestrator.pool._state import Model
+
+
+@dataclass(frozen=True)
+class RunnerStatus:
+    """``state``: STARTING, LOADING, IDLE, OK (busy), UNHEALTHY (external, failing its health checks)."""
+
+    name: str
+    url: str
+    state: str
+    warm: bool
+    external: bool
+    capacity: int
+    in_use: int
+    slot: int | None
+    pid: int | None
+    version: str
+    log_path: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """``capacity``: concurrent requests the model may serve (managed: runners it may have; external:
+    the entries' ``capacity``). ``idle``: requests it can take right now without starting anything."""
+
+    pipeline: str
+    model_id: str
+    warm: bool
+    capacity: int
+    in_use: int
+    idle: int
+    version: str
+    runners: tuple[RunnerStatus, ...]
+
+
+def model_status(model: Model) -> ModelStatus:
+    runners = tuple(
+        RunnerStatus(
+            name=r.label,
+            url=r.handle.url if r.handle else "",
+            state=r.state,
+            warm=r.warm,
+            external=not r.managed,
+            capacity=r.capacity,
+            in_use=r.in_use,
+            slot=r.slot,
+            pid=r.handle.pid if r.handle else None,
+            version=r.version,
+            log_path=str(r.handle.log_path) if r.handle and r.handle.log_path else "",
+            problem=r.problem,
+        )
+        for r in model.runners
+    )
+    versions = [r.version for r in model.runners if r.ready and r.version]
+    return ModelStatus(
+        pipeline=model.pipeline,
+        model_id=model.model_id,
+        warm=model.warm,
+        capacity=model.capacity,
+        in_use=sum(r.in_use for r in model.runners),
+        idle=sum(r.capacity - r.in_use for r in model.runners if r.ready and r.in_use < r.capacity),
+        version=versions[0] if versions else "",
+        runners=runners,
+    )
