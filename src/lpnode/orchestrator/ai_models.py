@@ -21,19 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from lpnode.errors import ConfigError
+from lpnode.runner.pipelines import NETWORK_PIPELINES
 
-PIPELINES = (
-    "text-to-image",
-    "image-to-image",
-    "image-to-video",
-    "upscale",
-    "audio-to-text",
-    "segment-anything-2",
-    "llm",
-    "image-to-text",
-    "live-video-to-video",
-    "text-to-speech",
-)
+PIPELINES = NETWORK_PIPELINES
 FIELDS = (
     "pipeline",
     "model_id",

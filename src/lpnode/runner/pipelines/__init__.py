@@ -24,6 +24,11 @@ _BUILTIN: dict[str, str] = {
 }
 
 
+# Every pipeline of the Livepeer AI network, in the upstream route order: the batch ones above plus
+# live-video-to-video, which the live runner serves.
+NETWORK_PIPELINES: tuple[str, ...] = (*list(_BUILTIN)[:-1], "live-video-to-video", list(_BUILTIN)[-1])
+
+
 def pipeline_names() -> list[str]:
     """Names of the built-in batch pipelines, in route order."""
     return list(_BUILTIN)
@@ -41,6 +46,7 @@ def pipeline_class(name: str) -> type[BatchPipeline[Any]]:
 
 
 __all__ = [
+    "NETWORK_PIPELINES",
     "BatchPipeline",
     "Job",
     "LoadContext",
