@@ -99,3 +99,109 @@ class RunnerProcess:
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*LPNODE, *args], capture_output=True, text=True, env=env or child_env(), timeout=timeout)
+
+
+class OrchestratorProcess:
+    """An ``lpnode orchestrator`` child process on a free loopback port, TLS unless ``plain``."""
+
+    def __init__(
+        self,
+        ai_models: Path | str,
+        models_dir: Path,
+        data_dir: Path,
+        *extra: str,
+        plain: bool = False,
+        env: dict[str, str] | None = None,
+        go_flags: bool = False,
+    ) -> None:
+        self.port = free_port()
+        scheme = "http" if plain else "https"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.cert = None if plain else data_dir / "tls" / "cert.pem"
+        self.log_path = data_dir / "orchestrator.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        service = self.base_url if plain else f"127.0.0.1:{self.port}"
+        if go_flags:  # an operator's go-livepeer start line, binary name changed
+            args = ["-orchestrator", "-aiWorker", "-network", "offchain", f"-aiModels={ai_models}"]
+            args += ["-aiModelsDir", str(models_dir), "-serviceAddr", service, "-dataDir", str(data_dir)]
+        else:
+            args = ["--ai-models", str(ai_models), "--models-dir", str(models_dir)]
+            args += ["--service-addr", service, "--data-dir", str(data_dir)]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*LPNODE, "orchestrator", *args, *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env or child_env(SAFETY_CHECKER_MODEL_ID="lpnode/tiny-safety-checker"),
+        )
+
+    @property
+    def verify(self) -> str | bool:
+        """What ``requests`` needs to trust this node: its self-signed certificate."""
+        return str(self.cert) if self.cert else True
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"orchestrator exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if (not self.cert or self.cert.exists()) and self.get("/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"orchestrator not ready after {timeout:g}s:\n{self.log()}")
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return requests.get(self.base_url + path, verify=self.verify, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 120)
+        return requests.post(self.base_url + path, verify=self.verify, **kwargs)
+
+    def status(self) -> list[dict[str, Any]]:
+        models: list[dict[str, Any]] = self.get("/status").json()["models"]
+        return models
+
+    def runner_pids(self) -> list[int]:
+        """The pids of its runner processes ([] if it does not answer)."""
+        try:
+            return [r["pid"] for m in self.status() for r in m["runners"] if r["pid"]]
+        except (requests.RequestException, ValueError):
+            return []
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids: Sequence[int], timeout: float = 20.0) -> list[int]:
+    """Wait until none of ``pids`` runs; the ones still running at the timeout."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if pid_alive(pid)]
+        time.sleep(0.1)
+    return alive

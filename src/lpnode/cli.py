@@ -2,6 +2,7 @@
 
     lpnode up                       everything on one machine, offline, on 127.0.0.1
     lpnode runner                   serve one pipeline + model over the ai-runner HTTP API
+    lpnode orchestrator             serve an aiModels.json to Livepeer gateways (runner pool, gRPC, AI jobs)
     lpnode models pull|list|tiny    manage the models dir (a Hugging Face cache dir)
     lpnode openapi                  write (or check) the runner's OpenAPI document
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from lpnode import __version__
 from lpnode.errors import ConfigError, LpnodeError
+from lpnode.orchestrator.command import add_orchestrator_parser
 
 DEFAULT_OPENAPI_PATH = Path("docs/openapi/runner.json")
 
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=8000, help="port of the runner (default 8000)")
     _runner_parser(sub)
+    add_orchestrator_parser(sub)
     _models_parser(sub)
     oa = sub.add_parser("openapi", help="write the runner's OpenAPI document")
     oa.add_argument("--output", type=Path, default=DEFAULT_OPENAPI_PATH, help=f"default {DEFAULT_OPENAPI_PATH}")
@@ -170,6 +173,17 @@ def _cmd_runner(args: argparse.Namespace) -> int:
     )
     pipeline_class(config.pipeline)  # unknown pipeline → one clear line before anything starts
     serve(config)
+    return 0
+
+
+def _cmd_orchestrator(args: argparse.Namespace) -> int:
+    from lpnode.logs import configure_logging
+    from lpnode.orchestrator.command import log_level, settings_from_args
+    from lpnode.orchestrator.server import run_orchestrator
+
+    settings = settings_from_args(args)
+    configure_logging(log_level(args))
+    run_orchestrator(settings)
     return 0
 
 
@@ -258,7 +272,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"runner": _cmd_runner, "models": _cmd_models, "openapi": _cmd_openapi, "up": _cmd_up}
+    handlers = {
+        "runner": _cmd_runner,
+        "orchestrator": _cmd_orchestrator,
+        "models": _cmd_models,
+        "openapi": _cmd_openapi,
+        "up": _cmd_up,
+    }
     try:
         return handlers[args.command](args)
     except LpnodeError as exc:

@@ -8,11 +8,9 @@ prior knowledge and Upgrade in plain mode).
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ import requests
 
 from lpnode.protocol.lp_rpc_pb2 import OrchestratorInfo, OrchestratorRequest
 from procs import child_env, free_port
+from sdk import sdk_python
 
 GET_ORCHESTRATOR = "/net.Orchestrator/GetOrchestrator"
 
@@ -210,7 +209,6 @@ def test_busy_port_is_reported_with_what_to_do(tmp_path: Path) -> None:
     assert "choose another port" in result.stderr
 
 
-SDK_VERSION = "1.0.0"
 SDK_SCRIPT = """
 import sys
 from livepeer_gateway import get_orch_info
@@ -218,41 +216,6 @@ info = get_orch_info(sys.argv[1])
 caps = info.capabilities.constraints.PerCapability[27].models["stabilityai/sd-turbo"]
 print(info.transcoder, info.auth_token.session_id != "", caps.warm, caps.capacity, len(info.capabilities_prices))
 """
-
-
-def python_312_or_later() -> str | None:
-    """A working Python >= 3.12 interpreter: on PATH, or installed by pyenv (whose shims may not run it)."""
-    candidates = [shutil.which(name) for name in ("python3.13", "python3.12")]
-    candidates += [str(p) for p in sorted(Path.home().glob(".pyenv/versions/3.1[2-9]*/bin/python3"), reverse=True)]
-    for candidate in filter(None, candidates):
-        check = subprocess.run(
-            [candidate, "-c", "import sys; sys.exit(sys.version_info < (3, 12))"], capture_output=True, timeout=30
-        )
-        if check.returncode == 0:
-            return candidate
-    return None
-
-
-def sdk_python() -> Path:
-    """A Python 3.12+ venv with the livepeer-gateway SDK, made once and reused (first run: ~30 s, needs PyPI)."""
-    base = python_312_or_later()
-    if base is None:
-        pytest.skip("the livepeer-gateway SDK needs Python >= 3.12; none found on PATH or under ~/.pyenv/versions")
-    venv = Path(tempfile.gettempdir()) / f"lpnode-sdk-venv-{SDK_VERSION}"
-    python = venv / "bin" / "python"
-    marker = venv / ".installed"
-    if not marker.exists():
-        subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True, timeout=120)
-        install = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"livepeer-gateway=={SDK_VERSION}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if install.returncode != 0:
-            pytest.skip(f"could not install livepeer-gateway {SDK_VERSION}: {install.stderr[-500:]}")
-        marker.touch()
-    return python
 
 
 def test_livepeer_gateway_sdk_gets_orchestrator_info_over_tls(tmp_path: Path) -> None:

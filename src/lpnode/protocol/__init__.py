@@ -13,6 +13,7 @@ from lpnode.protocol.capabilities import (
     capabilities_in_bitstring,
     capability_bitstring,
     capability_for_pipeline,
+    incompatibility,
     pipeline_for_capability,
     price_info,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "capability_for_pipeline",
     "create_certificate",
     "ensure_certificate",
+    "incompatibility",
     "is_grpc_request",
     "new_event_loop",
     "orchestrator_methods",

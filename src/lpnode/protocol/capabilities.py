@@ -161,3 +161,54 @@ def _uint32(value: int, what: str) -> int:
     if not 0 <= value <= _UINT32_MAX:
         raise ConfigError(f"{what} must be between 0 and {_UINT32_MAX}, got {value}")
     return value
+
+
+def incompatibility(wanted: Capabilities, offered: Capabilities) -> str | None:
+    """Why a gateway's ``wanted`` capabilities cannot be served by ``offered``, or ``None`` when they can.
+
+    go-livepeer's ``CompatibleWith`` rules: every wanted capability is offered; the offer's mandatory
+    capabilities are all wanted; for each capability both sides constrain, every wanted model is offered,
+    a wanted warm model is offered warm, and the offered runner version is at least the wanted one.
+    A minimum node version is checked too when the gateway sets one.
+    """
+    if wanted.constraints.minVersion and _version_key(offered.version) < _version_key(wanted.constraints.minVersion):
+        return f"this node is version {offered.version or 'unknown'}, the gateway needs {wanted.constraints.minVersion}"
+    missing = capabilities_in_bitstring(wanted.bitstring) - capabilities_in_bitstring(offered.bitstring)
+    if missing:
+        return "capabilities not offered here: " + ", ".join(_capability_name(c) for c in sorted(missing))
+    unmet = capabilities_in_bitstring(offered.mandatories) - capabilities_in_bitstring(wanted.bitstring)
+    if unmet:
+        return "the gateway lacks mandatory capabilities: " + ", ".join(str(c) for c in sorted(unmet))
+    for cap, wanted_models in wanted.constraints.PerCapability.items():
+        if cap not in offered.constraints.PerCapability:
+            continue
+        offered_models = offered.constraints.PerCapability[cap].models
+        for model_id, want in wanted_models.models.items():
+            have = offered_models.get(model_id)
+            if have is None:
+                return f"{_capability_name(cap)} model {model_id!r} is not offered here"
+            if want.warm and not have.warm:
+                return f"{_capability_name(cap)} model {model_id!r} is offered cold, the gateway wants it warm"
+            if want.runnerVersion and _version_key(have.runnerVersion) < _version_key(want.runnerVersion):
+                return (
+                    f"{_capability_name(cap)} model {model_id!r} runs runner version "
+                    f"{have.runnerVersion or 'unknown'}, the gateway needs {want.runnerVersion}"
+                )
+    return None
+
+
+def _capability_name(cap: int) -> str:
+    try:
+        return pipeline_for_capability(cap)
+    except ValueError:
+        return f"capability {cap}"
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """A semver's (major, minor, patch) with any ``v`` prefix and prerelease/build suffix ignored; () if
+    it does not parse (which sorts below every version, as go-livepeer treats an unknown version)."""
+    core = version.strip().lstrip("v").split("-", 1)[0].split("+", 1)[0]
+    parts = core.split(".")
+    if not core or not all(p.isdigit() for p in parts):
+        return ()
+    return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))

@@ -67,6 +67,7 @@ class Model:
     externals: list[AIModelConfig] = field(default_factory=list)
     runners: list[Runner] = field(default_factory=list)
     failed_starts: int = 0  # consecutive, for the restart back-off
+    cold_starts: int = 0  # runners started by a request (not at boot)
 
     @property
     def managed_runners(self) -> int:

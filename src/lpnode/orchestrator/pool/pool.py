@@ -225,6 +225,7 @@ class RunnerPool:
 
     def _start_cold(self, model: Model) -> Runner:
         slot = self._slots.take()
+        model.cold_starts += 1
         after: asyncio.Task[None] | None = None
         if slot is None:
             victim = choose_victim(r for m in self._models.values() for r in m.runners if r.managed)

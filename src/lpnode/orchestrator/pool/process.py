@@ -42,6 +42,8 @@ class ProcessSettings:
     version: str = ""
     stop_grace: float = 10.0
     port_bases: Mapping[str, int] = field(default_factory=lambda: dict(PORT_BASES))
+    devices: Sequence[str] = ()
+    """GPU ids by slot (``CUDA_VISIBLE_DEVICES`` of a slot's runner); empty for emulated CPU slots."""
 
 
 class ProcessHandle:
@@ -113,6 +115,8 @@ class ProcessBackend:
             PYTHONUNBUFFERED="1",
         )
         env.update(spec.optimization_flags)
+        if spec.slot is not None and spec.slot < len(self.settings.devices):
+            env["CUDA_VISIBLE_DEVICES"] = self.settings.devices[spec.slot]
         if self.settings.safety_checker_id:
             env["SAFETY_CHECKER_MODEL_ID"] = self.settings.safety_checker_id
         if self.settings.version:

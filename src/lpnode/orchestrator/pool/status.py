@@ -39,6 +39,7 @@ class ModelStatus:
     idle: int
     version: str
     runners: tuple[RunnerStatus, ...]
+    cold_starts: int = 0
 
 
 def model_status(model: Model) -> ModelStatus:
@@ -69,4 +70,5 @@ def model_status(model: Model) -> ModelStatus:
         idle=sum(r.capacity - r.in_use for r in model.runners if r.ready and r.in_use < r.capacity),
         version=versions[0] if versions else "",
         runners=runners,
+        cold_starts=model.cold_starts,
     )

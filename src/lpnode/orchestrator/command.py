@@ -1,0 +1,150 @@
+"""``lpnode orchestrator``: its flags, with go-livepeer's spellings accepted beside ours.
+
+An operator's go-livepeer start script works with the binary name changed: ``-aiModels``,
+``-aiModelsDir``, ``-serviceAddr``, ``-httpAddr``, ``-orchSecret``, ``-nvidia``, ``-dataDir``,
+``-aiRunnerImage``, ``-aiRunnerImageOverrides``, ``-aiVerboseLogs``, ``-aiRunnerContainersPerGPU``,
+``-orchestrator``, ``-aiWorker``, ``-monitor``, ``-network offchain`` and ``-v`` mean what they mean there
+(``-flag=value`` too). Flags of on-chain mode are refused with a clear line, since only off-chain mode is
+served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lpnode.errors import ConfigError
+from lpnode.orchestrator.ai_models import load_ai_models
+from lpnode.orchestrator.settings import OrchestratorSettings, listen_address, parse_gpus, read_secret, service_url
+from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
+from lpnode.runner.pipelines import pipeline_names
+
+OFFCHAIN = "offchain"
+_TRUE = {"1", "t", "true", "yes", "on"}
+_FALSE = {"0", "f", "false", "no", "off"}
+
+
+def _go_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_orchestrator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "orchestrator",
+        help="serve the models of an aiModels.json to Livepeer gateways",
+        description="Run an orchestrator: start and supervise the runners of an aiModels.json and serve "
+        "AI jobs and GetOrchestrator on one port. go-livepeer spellings of the flags are accepted too.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--ai-models", "-aiModels", dest="ai_models", help="aiModels.json, or pipeline:model_id:warm,...")
+    p.add_argument(
+        "--models-dir", "-aiModelsDir", dest="models_dir", type=Path, help="models dir (default DATA_DIR/models)"
+    )
+    p.add_argument(
+        "--service-addr",
+        "-serviceAddr",
+        dest="service_addr",
+        default="127.0.0.1:8935",
+        help="public HOST:PORT gateways reach (https:// assumed; http:// serves plain) (default 127.0.0.1:8935)",
+    )
+    p.add_argument(
+        "--http-addr", "-httpAddr", dest="http_addr", default="", help="listen HOST:PORT if not the service's"
+    )
+    p.add_argument("--orch-secret", "-orchSecret", dest="orch_secret", default="", help="shared secret, or a file")
+    p.add_argument(
+        "--runner-backend", choices=("process", "docker"), default="process", help="how runners run (default process)"
+    )
+    p.add_argument("--nvidia", "-nvidia", default="", help="GPUs: all, or ids such as 0,1 (default: CPU slots)")
+    p.add_argument("--slots", type=int, default=0, help="CPU runner slots without GPUs (default: one per runner)")
+    p.add_argument(
+        "--runners-per-gpu", "-aiRunnerContainersPerGPU", dest="runners_per_gpu", type=int, default=1, help="default 1"
+    )
+    p.add_argument(
+        "--data-dir", "-dataDir", dest="data_dir", type=Path, default=Path("~/.lpnode"), help="default ~/.lpnode"
+    )
+    p.add_argument("--result-ttl", type=float, default=600.0, help="seconds results stay fetchable (default 600)")
+    p.add_argument(
+        "--auth-token-ttl", type=int, default=TOKEN_VALIDITY_SECONDS, help="seconds a session token is valid (1800)"
+    )
+    p.add_argument("--runner-image", "-aiRunnerImage", dest="runner_image", default="", help="docker: default image")
+    p.add_argument(
+        "--runner-image-overrides", "-aiRunnerImageOverrides", dest="image_overrides", default="", help="docker: JSON"
+    )
+    p.add_argument(
+        "--verbose-runner-logs", "-aiVerboseLogs", dest="verbose", nargs="?", const=True, default=False, type=_go_bool
+    )
+    p.add_argument("--network", "-network", default=OFFCHAIN, help="only offchain is served")
+    p.add_argument("-orchestrator", dest="role_orchestrator", nargs="?", const=True, default=True, type=_go_bool)
+    p.add_argument("-aiWorker", dest="role_ai_worker", nargs="?", const=True, default=True, type=_go_bool)
+    p.add_argument("-monitor", dest="monitor", nargs="?", const=True, default=True, type=_go_bool)
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
+
+
+def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
+    """Check the flags and build the settings; every problem is a one-line ``ConfigError``."""
+    if args.network != OFFCHAIN:
+        raise ConfigError(f"-network {args.network}: only off-chain mode is served here; use -network offchain")
+    if not args.role_orchestrator:
+        raise ConfigError("-orchestrator=false: this command runs an orchestrator; leave the flag out")
+    if not args.ai_models:
+        raise ConfigError("give --ai-models FILE (an aiModels.json), or an inline pipeline:model_id:warm list")
+    if args.slots < 0 or args.runners_per_gpu < 1 or args.auth_token_ttl < 1 or args.result_ttl <= 0:
+        raise ConfigError(
+            "--slots must be 0 or more, --runners-per-gpu and --auth-token-ttl 1 or more, --result-ttl positive"
+        )
+    configs, warnings = load_ai_models(args.ai_models)
+    served = set(pipeline_names())
+    for config in configs:
+        if config.pipeline not in served and not config.external:
+            warnings.append(
+                f"{config.pipeline} {config.model_id!r} is skipped: this node does not serve that pipeline yet"
+            )
+    configs = [c for c in configs if c.pipeline in served or c.external]
+    for line in warnings:
+        print(f"lpnode: warning: {line}", flush=True)
+    if not configs:
+        raise ConfigError(f"{args.ai_models} lists no models; add at least one entry")
+    data_dir = args.data_dir.expanduser()
+    service = service_url(args.service_addr)
+    host, port = listen_address(service, args.http_addr)
+    gpus: list[str] = []
+    if args.nvidia:
+        from lpnode.runner.hardware import gpu_info
+
+        gpus = parse_gpus(args.nvidia, list(gpu_info()))
+    overrides = args.image_overrides
+    if args.runner_image:
+        parsed = json.loads(overrides) if overrides.strip() else {}
+        if isinstance(parsed, dict):
+            parsed.setdefault("default", args.runner_image)
+            overrides = json.dumps(parsed)
+    return OrchestratorSettings(
+        ai_models=configs,
+        models_dir=(args.models_dir or data_dir / "models").expanduser(),
+        data_dir=data_dir,
+        service_url=service,
+        listen_host=host,
+        listen_port=port,
+        orch_secret=read_secret(args.orch_secret),
+        runner_backend=args.runner_backend,
+        gpus=gpus,
+        runners_per_gpu=args.runners_per_gpu,
+        cpu_slots=args.slots,
+        image_overrides=overrides,
+        verbose_runner_logs=args.verbose,
+        result_ttl=args.result_ttl,
+        auth_token_ttl=args.auth_token_ttl,
+    )
+
+
+def log_level(args: argparse.Namespace) -> str:
+    if args.verbosity is not None:
+        return "debug" if args.verbosity >= 5 else "info"
+    return str(args.log_level)

@@ -1,0 +1,238 @@
+"""The orchestrator's AI job routes: check the caller, lease a runner, relay the job, pass the answer on.
+
+Checks run in go-livepeer's order and answer its status codes: a bad ``Livepeer-Payment`` is 402, bad
+segment credentials (token, capabilities) 403, a body without a usable model 400/415, no capacity 503
+``insufficient capacity``, a runner failure 500, a runner's refusal of the input 400. Error bodies are
+plain text, as go-livepeer writes them.
+
+The body streams to the runner (see :mod:`lpnode.orchestrator.job_body`); the runner's answer streams
+back, server-sent events included, unless results must be re-hosted (:mod:`lpnode.orchestrator.rehost`).
+The runner's capacity is held until the last byte of the answer is sent, and released however the
+request ends. A client that goes away cancels the runner call, which stops the job on the runner. A
+``Lpnode-Timeout: <seconds>`` header bounds the job until its answer starts (waiting for a cold runner
+included): past it the job is cancelled and the caller gets 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
+from typing import TypeVar
+
+import aiohttp
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from lpnode.errors import BadRequestError, JobCancelledError, JobError, PipelineFailedError
+from lpnode.logs import log_event
+from lpnode.orchestrator.credentials import check_credentials
+from lpnode.orchestrator.job_body import JobBody, read_model_id
+from lpnode.orchestrator.metrics import OrchestratorMetrics
+from lpnode.orchestrator.pool import LeasedRunner, RunnerPool
+from lpnode.orchestrator.rehost import WORKER_AUTHORIZATION, needs_rehosting, rehost
+from lpnode.orchestrator.results import ResultStore, new_request_id
+from lpnode.orchestrator.runner_errors import runner_error
+from lpnode.protocol.auth_token import AuthTokens
+from lpnode.protocol.lp_rpc_pb2 import Capabilities
+
+log = logging.getLogger("lpnode.orchestrator.jobs")
+TIMEOUT_HEADER = "lpnode-timeout"
+ERROR_BODY_LIMIT = 1024 * 1024
+_PASSED_HEADERS = ("content-type", "x-audio-duration", "cache-control")
+_T = TypeVar("_T")
+
+
+class GatewayTimeoutError(JobError):
+    status_code = 504
+
+
+class JobRelay:
+    """Serves ``POST /<pipeline>`` for the batch pipelines by relaying to the pool's runners."""
+
+    def __init__(
+        self,
+        pool: RunnerPool,
+        store: ResultStore,
+        tokens: AuthTokens,
+        capabilities: Callable[[], Capabilities],
+        metrics: OrchestratorMetrics,
+        session: Callable[[], aiohttp.ClientSession],
+        service_url: str,
+    ) -> None:
+        self.pool = pool
+        self.store = store
+        self.tokens = tokens
+        self.capabilities = capabilities
+        self.metrics = metrics
+        self.session = session
+        self.service_url = service_url.rstrip("/")
+
+    async def handle(self, request: Request) -> Response:
+        pipeline = request.url.path.strip("/")
+        started = time.perf_counter()
+        stack = AsyncExitStack()
+        labels: dict[str, str] = {"pipeline": pipeline, "model_id": ""}
+
+        async def finish(status: int) -> None:
+            await stack.aclose()
+            self.metrics.jobs.labels(**labels, status=str(status)).inc()
+            self.metrics.job_seconds.labels(**labels).observe(time.perf_counter() - started)
+
+        try:
+            timeout = _timeout(request.headers.get(TIMEOUT_HEADER))
+            async with asyncio.timeout(timeout):
+                check_credentials(request.headers, self.tokens, self.capabilities())
+                body = await read_model_id(request.headers.get("content-type", ""), request.stream())
+                labels["model_id"] = body.model_id or self._only_model(pipeline)
+                deadline = time.monotonic() + timeout if timeout is not None else None
+                runner = await stack.enter_async_context(self.pool.lease(pipeline, labels["model_id"], deadline))
+                gauge = self.metrics.in_flight.labels(**labels)
+                gauge.inc()
+                stack.callback(gauge.dec)
+                response = await self._relay(request, pipeline, runner, body, stack)
+        except TimeoutError:
+            response = error_response(GatewayTimeoutError(f"the job did not finish within {timeout or 0:g}s"))
+        except JobError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # a bug: log it whole, answer a plain 500 without a traceback
+            log.exception("job failed unexpectedly", extra={"fields": {"pipeline": pipeline}})
+            response = error_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
+        if isinstance(response, _RelayedStream):
+            response.on_close = finish
+        else:
+            await finish(response.status_code)
+        return response
+
+    def _only_model(self, pipeline: str) -> str:
+        """An omitted model_id means the pipeline's only model; with several, the caller must choose."""
+        models = [m for p, m in self.pool.snapshot() if p == pipeline]
+        if len(models) == 1:
+            return models[0]
+        if not models:
+            raise BadRequestError(f"{pipeline} is not served here")
+        raise BadRequestError(f"model_id is required; {pipeline} models served here: {', '.join(models)}")
+
+    async def _relay(
+        self, request: Request, pipeline: str, runner: LeasedRunner, body: JobBody, stack: AsyncExitStack
+    ) -> Response:
+        headers = {"Content-Type": request.headers["content-type"], **runner.headers}
+        done = asyncio.Event()
+        data: bytes | AsyncIterator[bytes]
+        if body.rest is None:
+            data = b"".join(body.prefix)
+            done.set()
+        else:
+            data = _until_done(body.chunks(), done)
+            length = request.headers.get("content-length")
+            if length and "transfer-encoding" not in request.headers:
+                headers["Content-Length"] = length
+        call = self.session().post(f"{runner.url}/{pipeline}", data=data, headers=headers)
+        try:
+            upstream = await _first_of(call, runner.lost, _disconnected(request, done))
+        except aiohttp.ClientError as exc:
+            raise PipelineFailedError(
+                f"the {pipeline} runner {runner.name} failed: {exc or type(exc).__name__}"
+            ) from None
+        stack.push_async_callback(_release, upstream)
+        if upstream.status != 200:
+            error = await upstream.content.read(ERROR_BODY_LIMIT)
+            raise runner_error(pipeline, upstream.status, error, upstream.headers.get("Retry-After"))
+        passed = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS}
+        worker = request.headers.get("authorization", "") == WORKER_AUTHORIZATION
+        if needs_rehosting(pipeline, worker):
+            answer = await _first_of(upstream.read(), runner.lost, _disconnected(request, done))
+            rewritten = await rehost(pipeline, answer, self.store, new_request_id(), self.service_url)
+            return Response(rewritten, media_type="application/json", headers=_without_type(passed))
+        return _RelayedStream(_body_of(upstream, runner), headers=passed)
+
+
+class _RelayedStream(StreamingResponse):
+    """A streamed answer whose ``on_close`` (release the runner, count the job) runs however it ends."""
+
+    on_close: Callable[[int], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                await self.on_close(self.status_code)
+
+
+async def _body_of(upstream: aiohttp.ClientResponse, runner: LeasedRunner) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream.content.iter_any():
+            yield chunk
+    except aiohttp.ClientError as exc:  # the runner died mid-answer; the client sees a cut-off body
+        log_event(log, "runner failed while answering", logging.WARNING, runner=runner.name, problem=str(exc))
+
+
+def error_response(exc: JobError) -> Response:
+    """A plain-text error, as go-livepeer's ``http.Error`` writes it (503s carry ``Retry-After``)."""
+    if isinstance(exc, JobCancelledError):
+        return Response(status_code=499)
+    headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
+    return PlainTextResponse(exc.message + "\n", status_code=exc.status_code, headers=headers)
+
+
+async def _first_of(work: Awaitable[_T], lost: asyncio.Event, disconnected: Awaitable[None]) -> _T:
+    """``work``'s result, unless the runner is lost (500) or the client leaves (cancelled) first."""
+    task = asyncio.ensure_future(work)
+    lost_wait = asyncio.ensure_future(lost.wait())
+    gone = asyncio.ensure_future(disconnected)
+    try:
+        await asyncio.wait({task, lost_wait, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (lost_wait, gone):
+            waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    if gone.done() and not gone.cancelled():
+        raise JobCancelledError("the client went away")
+    raise PipelineFailedError("the runner failed while serving this request; retry")
+
+
+async def _disconnected(request: Request, body_done: asyncio.Event) -> None:
+    """Returns when the client disconnects (only listened for once its body has been read)."""
+    await body_done.wait()
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _until_done(chunks: AsyncIterator[bytes], done: asyncio.Event) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield chunk
+    done.set()
+
+
+async def _release(upstream: aiohttp.ClientResponse) -> None:
+    upstream.release()
+
+
+def _without_type(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() != "content-type"}
+
+
+def _timeout(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise BadRequestError(f"{TIMEOUT_HEADER} must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise BadRequestError(f"{TIMEOUT_HEADER} must be positive, got {value!r}")
+    return seconds
+
+
+def batch_pipelines(served: Iterable[str]) -> list[str]:
+    """The job routes to mount: every network batch pipeline (all but live video)."""
+    return [p for p in served if p != "live-video-to-video"]

@@ -1,0 +1,194 @@
+"""The orchestrator process: runner pool, ``GetOrchestrator`` and the AI job routes on one port.
+
+Start-up order: check the listen port is free, start the runner pool (warm runners load; each is bounded
+by the pool's start timeout), then serve. SIGTERM or SIGINT at any point stops serving (in-flight jobs
+get a few seconds), stops every runner and exits; runners also stop on their own if this process is
+killed (they watch their parent).
+
+HTTP routes: ``POST /<pipeline>`` for each batch pipeline, ``GET /stream/<request-id>/<file>`` (results),
+``GET /metrics`` (Prometheus), ``GET /healthz`` and ``GET /status`` (the pool, as JSON).
+gRPC: ``net.Orchestrator/GetOrchestrator``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from typing import Any
+
+import aiohttp
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from lpnode import __version__
+from lpnode.errors import ConfigError
+from lpnode.logs import log_event
+from lpnode.orchestrator.info import PriceBook, offers, orchestrator_info
+from lpnode.orchestrator.jobs import JobRelay, batch_pipelines
+from lpnode.orchestrator.metrics import OrchestratorMetrics
+from lpnode.orchestrator.pool import ProcessSettings, RunnerBackend, RunnerPool
+from lpnode.orchestrator.pool.ports import port_is_free
+from lpnode.orchestrator.results import ResultStore, stream_route
+from lpnode.orchestrator.settings import OrchestratorSettings
+from lpnode.protocol.auth_token import AuthTokens
+from lpnode.protocol.capabilities import build_capabilities
+from lpnode.protocol.certs import ensure_certificate
+from lpnode.protocol.grpc_unary import PeerInfo
+from lpnode.protocol.lp_rpc_pb2 import Capabilities, OrchestratorInfo, OrchestratorRequest
+from lpnode.protocol.orchestrator_service import orchestrator_methods
+from lpnode.protocol.same_port import ServerSettings, new_event_loop, serve_same_port
+from lpnode.runner.hardware import gpu_info
+from lpnode.runner.pipelines import NETWORK_PIPELINES
+
+log = logging.getLogger("lpnode.orchestrator")
+SWEEP_INTERVAL = 60.0
+
+
+class Orchestrator:
+    """One orchestrator: build with settings, then ``await run(stop)``."""
+
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.settings = settings
+        self.tokens = AuthTokens(validity_seconds=settings.auth_token_ttl)
+        self.prices = PriceBook(settings.ai_models)
+        self.store = ResultStore(settings.data_dir / "results", ttl_seconds=settings.result_ttl)
+        self.pool = RunnerPool(
+            settings.ai_models, self._backend(), settings.data_dir, slots=settings.slots, timings=settings.timings
+        )
+        self.metrics = OrchestratorMetrics(self.pool.snapshot)
+        self._session: aiohttp.ClientSession | None = None
+        self._gpus = gpu_info()
+        self.relay = JobRelay(
+            self.pool,
+            self.store,
+            self.tokens,
+            self.capabilities,
+            self.metrics,
+            self.session,
+            settings.service_url,
+        )
+
+    def _backend(self) -> ProcessSettings | RunnerBackend:
+        s = self.settings
+        if s.runner_backend == "docker":
+            from lpnode.orchestrator.pool.docker import (
+                DockerBackend,
+                DockerSettings,
+                docker_available,
+                parse_image_overrides,
+            )
+
+            problem = docker_available()
+            if problem is not None:
+                raise ConfigError(f"--runner-backend docker: {problem}")
+            return DockerBackend(
+                DockerSettings(
+                    models_dir=s.models_dir,
+                    image_overrides=parse_image_overrides(s.image_overrides),
+                    creator_id=s.service_url,
+                    gpus=s.slot_devices,
+                    verbose_logs=s.verbose_runner_logs,
+                ),
+                log_dir=s.data_dir / "logs",
+            )
+        return ProcessSettings(models_dir=s.models_dir, env=dict(s.runner_env), devices=s.slot_devices)
+
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "the orchestrator is not running"
+        return self._session
+
+    def capabilities(self) -> Capabilities:
+        return build_capabilities(offers(self.pool.snapshot(), self.prices))
+
+    async def get_orchestrator(self, request: OrchestratorRequest, peer: PeerInfo) -> OrchestratorInfo:
+        self.metrics.get_orchestrator.inc()
+        return orchestrator_info(
+            request,
+            service_url=self.settings.service_url,
+            snapshot=self.pool.snapshot(),
+            prices=self.prices,
+            tokens=self.tokens,
+            gpus=self._gpus,
+        )
+
+    def http_app(self) -> Starlette:
+        routes = [Route(f"/{p}", self.relay.handle, methods=["POST"]) for p in batch_pipelines(NETWORK_PIPELINES)]
+        routes += [
+            stream_route(self.store),
+            Route("/metrics", self._metrics),
+            Route("/healthz", self._healthz),
+            Route("/status", self._status),
+        ]
+        return Starlette(routes=routes)
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def _status(self, request: Request) -> Response:
+        models: list[dict[str, Any]] = [dataclasses.asdict(s) for s in self.pool.snapshot().values()]
+        return JSONResponse({"version": __version__, "service_url": self.settings.service_url, "models": models})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start the pool, serve until ``stop`` is set, then stop everything (bounded)."""
+        s = self.settings
+        if not port_is_free(s.listen_host, s.listen_port):
+            raise ConfigError(
+                f"cannot listen on {s.listen_host}:{s.listen_port}: the port is in use; "
+                "choose another --service-addr/--http-addr or stop the process using it"
+            )
+        tls = ensure_certificate(s.data_dir / "tls", _certificate_host(s.service_url)) if s.tls else None
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), connector=aiohttp.TCPConnector(limit=0)
+        )
+        sweeper = asyncio.ensure_future(self._sweep())
+        try:
+            starting = asyncio.ensure_future(self.pool.start())
+            await asyncio.wait({starting, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                starting.cancel()
+                return
+            for problem in starting.result():
+                log_event(log, "runner not ready at start", logging.WARNING, problem=problem)
+            log_event(log, "orchestrator ready", service=s.service_url, models=len(self.pool.snapshot()))
+            settings = ServerSettings(s.listen_host, s.listen_port, tls)
+            await serve_same_port(
+                self.http_app(), orchestrator_methods(self.get_orchestrator), settings, stop=stop, handle_signals=False
+            )
+        finally:
+            sweeper.cancel()
+            await self.pool.close()
+            await self._session.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.store.sweep)
+
+
+def run_orchestrator(settings: OrchestratorSettings) -> None:
+    """Blocking: run an orchestrator until SIGTERM/SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Orchestrator(settings).run(stop)
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main())
+
+
+def _certificate_host(service_url: str) -> str:
+    host = service_url.split("://", 1)[1].rsplit(":", 1)[0]
+    return host.strip("[]")
