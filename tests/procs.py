@@ -130,10 +130,10 @@ class OrchestratorProcess:
             args += ["--service-addr", service, "--data-dir", str(data_dir)]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*LPNODE, "orchestrator", *args, *extra],
+            [*LPNODE, "orchestrator", *args, "--safety-checker", "lpnode/tiny-safety-checker", *extra],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=env or child_env(SAFETY_CHECKER_MODEL_ID="lpnode/tiny-safety-checker"),
+            env=env or child_env(),
         )
 
     @property

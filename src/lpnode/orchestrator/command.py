@@ -68,6 +68,7 @@ def add_orchestrator_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument(
         "--data-dir", "-dataDir", dest="data_dir", type=Path, default=Path("~/.lpnode"), help="default ~/.lpnode"
     )
+    p.add_argument("--safety-checker", dest="safety_checker", default="", help="safety checker model for image runners")
     p.add_argument("--result-ttl", type=float, default=600.0, help="seconds results stay fetchable (default 600)")
     p.add_argument(
         "--auth-token-ttl", type=int, default=TOKEN_VALIDITY_SECONDS, help="seconds a session token is valid (1800)"
@@ -140,6 +141,7 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
         image_overrides=overrides,
         verbose_runner_logs=args.verbose,
         result_ttl=args.result_ttl,
+        safety_checker=args.safety_checker,
         auth_token_ttl=args.auth_token_ttl,
     )
 

@@ -97,7 +97,12 @@ class Orchestrator:
                 ),
                 log_dir=s.data_dir / "logs",
             )
-        return ProcessSettings(models_dir=s.models_dir, env=dict(s.runner_env), devices=s.slot_devices)
+        return ProcessSettings(
+            models_dir=s.models_dir,
+            env=dict(s.runner_env),
+            devices=s.slot_devices,
+            safety_checker_id=s.safety_checker,
+        )
 
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "the orchestrator is not running"

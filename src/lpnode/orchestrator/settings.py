@@ -43,6 +43,8 @@ class OrchestratorSettings:
     image_overrides: str = ""
     verbose_runner_logs: bool = False
     result_ttl: float = RESULT_TTL_SECONDS
+    safety_checker: str = ""
+    """Model id of the image safety checker runners load (``SAFETY_CHECKER_MODEL_ID``); empty: theirs."""
     auth_token_ttl: int = TOKEN_VALIDITY_SECONDS
     timings: PoolTimings = field(default_factory=PoolTimings)
 
