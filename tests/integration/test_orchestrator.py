@@ -11,6 +11,8 @@ import io
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -240,6 +242,31 @@ def test_killed_runner_gives_a_clean_500_then_comes_back(orch: OrchestratorProce
     assert response.status_code == 500
     assert "failed" in response.text and "Traceback" not in response.text
     wait_runners(orch, T2I, {"IDLE", "OK"}, 2)
+    assert orch.post("/text-to-image", json=t2i_body(), headers=headers(orch)).status_code == 200
+
+
+def test_client_that_goes_away_frees_the_runner_at_once(orch: OrchestratorProcess) -> None:
+    wait_runners(orch, T2I, {"IDLE", "OK"}, 2)
+    body = json.dumps(t2i_body(steps=3000)).encode()
+    head = (
+        f"POST /text-to-image HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers(orch).items()) + "\r\n"
+    ).encode()
+    context = ssl.create_default_context(cafile=str(orch.cert))
+    with (
+        socket.create_connection(("127.0.0.1", orch.port)) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+    ):
+        conn.sendall(head + body)
+        deadline = time.monotonic() + 30
+        while model_status(orch, T2I)["in_use"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert model_status(orch, T2I)["in_use"] == 1
+    left = time.monotonic()
+    while model_status(orch, T2I)["in_use"] and time.monotonic() - left < 10:
+        time.sleep(0.05)
+    assert model_status(orch, T2I)["in_use"] == 0, "the lease must end when the caller goes away"
+    assert time.monotonic() - left < 5
     assert orch.post("/text-to-image", json=t2i_body(), headers=headers(orch)).status_code == 200
 
 

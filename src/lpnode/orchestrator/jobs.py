@@ -214,7 +214,12 @@ async def _until_done(chunks: AsyncIterator[bytes], done: asyncio.Event) -> Asyn
 
 
 async def _release(upstream: aiohttp.ClientResponse) -> None:
-    upstream.release()
+    """Reuse the runner connection only after a complete answer; otherwise close it, which also tells
+    the runner to stop (e.g. an LLM stream whose client went away)."""
+    if upstream.content.at_eof():
+        upstream.release()
+    else:
+        upstream.close()
 
 
 def _without_type(headers: dict[str, str]) -> dict[str, str]:
