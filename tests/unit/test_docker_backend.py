@@ -18,15 +18,8 @@ import pytest
 from lpnode.errors import ConfigError
 from lpnode.orchestrator.pool import RunnerSpec
 from lpnode.orchestrator.pool import docker as backend_module
-from lpnode.orchestrator.pool.docker import (
-    DockerBackend,
-    DockerSettings,
-    ImageOverrides,
-    container_config,
-    container_image,
-    docker_available,
-    parse_image_overrides,
-)
+from lpnode.orchestrator.pool.docker import DockerBackend, DockerSettings, container_config, docker_available
+from lpnode.orchestrator.pool.docker_images import ImageOverrides, container_image, parse_image_overrides
 
 T = TypeVar("T")
 ME = "https://orch.example:8935"

@@ -77,12 +77,8 @@ class Orchestrator:
     def _backend(self) -> ProcessSettings | RunnerBackend:
         s = self.settings
         if s.runner_backend == "docker":
-            from lpnode.orchestrator.pool.docker import (
-                DockerBackend,
-                DockerSettings,
-                docker_available,
-                parse_image_overrides,
-            )
+            from lpnode.orchestrator.pool.docker import DockerBackend, DockerSettings, docker_available
+            from lpnode.orchestrator.pool.docker_images import parse_image_overrides
 
             problem = docker_available()
             if problem is not None:
