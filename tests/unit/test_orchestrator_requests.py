@@ -99,6 +99,10 @@ def test_form_whose_model_id_comes_too_late_says_to_send_it_first() -> None:
 OFFERED = build_capabilities([ModelOffer("text-to-image", "org/m", warm=True, capacity=2, runner_version="0.14.1")])
 
 
+def offered() -> Capabilities:
+    return OFFERED
+
+
 def seg_header(seg: SegData) -> str:
     return base64.b64encode(seg.SerializeToString()).decode()
 
@@ -107,18 +111,18 @@ def test_good_headers_pass_and_name_the_session() -> None:
     tokens = AuthTokens()
     token = tokens.issue("abc")
     headers = {"livepeer-segment": seg_header(SegData(auth_token=token)), "livepeer-payment": ""}
-    assert check_credentials(headers, tokens, OFFERED).session_id == "abc"
+    assert check_credentials(headers, tokens, offered).session_id == "abc"
     paid = base64.b64encode(Payment(sender=b"\x01" * 20).SerializeToString()).decode().rstrip("=")
-    assert check_credentials(headers | {"livepeer-payment": paid}, tokens, OFFERED).payment.sender == b"\x01" * 20
+    assert check_credentials(headers | {"livepeer-payment": paid}, tokens, offered).payment.sender == b"\x01" * 20
 
 
 def test_payment_is_checked_before_the_segment() -> None:
     with pytest.raises(PaymentRequiredError):
-        check_credentials({"livepeer-payment": "***"}, AuthTokens(), OFFERED)
+        check_credentials({"livepeer-payment": "***"}, AuthTokens(), offered)
     with pytest.raises(ForbiddenError, match="missing Livepeer-Segment"):
-        check_credentials({}, AuthTokens(), OFFERED)
+        check_credentials({}, AuthTokens(), offered)
     with pytest.raises(ForbiddenError, match="could not decode"):
-        check_credentials({"livepeer-segment": base64.b64encode(b"\xff\xff").decode()}, AuthTokens(), OFFERED)
+        check_credentials({"livepeer-segment": base64.b64encode(b"\xff\xff").decode()}, AuthTokens(), offered)
 
 
 def wanted(model: str = "org/m", warm: bool = False, version: str = "", cap: int = 27) -> Capabilities:

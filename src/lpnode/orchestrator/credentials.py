@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -48,8 +48,11 @@ class Credentials:
         return self.segment.auth_token.session_id
 
 
-def check_credentials(headers: Mapping[str, str], tokens: AuthTokens, offered: Capabilities) -> Credentials:
-    """Decode and check both headers; raises :class:`PaymentRequiredError` (402) or :class:`ForbiddenError` (403)."""
+def check_credentials(
+    headers: Mapping[str, str], tokens: AuthTokens, offered: Callable[[], Capabilities]
+) -> Credentials:
+    """Decode and check both headers; raises :class:`PaymentRequiredError` (402) or :class:`ForbiddenError` (403).
+    ``offered`` gives this node's capabilities; it is only called when the gateway sent capabilities."""
     payment = Payment()
     try:
         payment.ParseFromString(_b64(headers.get(PAYMENT_HEADER, "")))
@@ -71,7 +74,7 @@ def check_credentials(headers: Mapping[str, str], tokens: AuthTokens, offered: C
             "could not decode the Livepeer-Segment header; send base64 of a protobuf SegData"
         ) from None
     if segment.HasField("capabilities"):
-        reason = incompatibility(segment.capabilities, offered)
+        reason = incompatibility(segment.capabilities, offered())
         if reason is not None:
             raise ForbiddenError(f"incompatible capabilities: {reason}")
     check = tokens.verify(segment.auth_token if segment.HasField("auth_token") else None)

@@ -43,7 +43,7 @@ from lpnode.protocol.lp_rpc_pb2 import Capabilities
 log = logging.getLogger("lpnode.orchestrator.jobs")
 TIMEOUT_HEADER = "lpnode-timeout"
 ERROR_BODY_LIMIT = 1024 * 1024
-_PASSED_HEADERS = ("content-type", "x-audio-duration", "cache-control")
+_PASSED_HEADERS = ("content-type", "content-length", "x-audio-duration", "cache-control")
 _T = TypeVar("_T")
 
 
@@ -86,7 +86,7 @@ class JobRelay:
         try:
             timeout = _timeout(request.headers.get(TIMEOUT_HEADER))
             async with asyncio.timeout(timeout):
-                check_credentials(request.headers, self.tokens, self.capabilities())
+                check_credentials(request.headers, self.tokens, self.capabilities)
                 body = await read_model_id(request.headers.get("content-type", ""), request.stream())
                 labels["model_id"] = body.model_id or self._only_model(pipeline)
                 deadline = time.monotonic() + timeout if timeout is not None else None
@@ -223,7 +223,7 @@ async def _release(upstream: aiohttp.ClientResponse) -> None:
 
 
 def _without_type(headers: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    return {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
 
 
 def _timeout(value: str | None) -> float | None:

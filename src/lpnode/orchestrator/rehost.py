@@ -28,27 +28,38 @@ def needs_rehosting(pipeline: str, worker: bool) -> bool:
     return pipeline == "image-to-video" or (worker and pipeline in REHOSTED_PIPELINES)
 
 
+INLINE_BYTES = 256 * 1024
+"""Answers up to this size are re-hosted on the event loop (well under a millisecond); larger ones, and
+videos, in a worker thread."""
+
+
 async def rehost(pipeline: str, body: bytes, store: ResultStore, request_id: str, base_url: str) -> bytes:
     """The answer to send for the runner's 200 ``body``, with results saved under ``request_id``."""
+    prefix = f"{base_url}/stream/{request_id}/"
+    if len(body) <= INLINE_BYTES and pipeline != "image-to-video":
+        return _rehost(pipeline, body, store, request_id, prefix)
+    return await asyncio.to_thread(_rehost, pipeline, body, store, request_id, prefix)
+
+
+def _rehost(pipeline: str, body: bytes, store: ResultStore, request_id: str, prefix: str) -> bytes:
     try:
         data = json.loads(body)
     except ValueError:
         raise PipelineFailedError(f"{pipeline} container returned a body that is not JSON") from None
     if not isinstance(data, dict):
         raise PipelineFailedError(f"{pipeline} container returned an unexpected answer")
-    prefix = f"{base_url}/stream/{request_id}/"
     try:
         if pipeline == "image-to-video":
-            data = {"images": await asyncio.to_thread(_videos, data, store, request_id, prefix)}
+            data = {"images": _videos(data, store, request_id, prefix)}
         elif pipeline == "text-to-speech":
             audio = data.get("audio")
             if isinstance(audio, dict) and isinstance(audio.get("url"), str):
-                audio["url"] = prefix + await asyncio.to_thread(store.save_data_url, request_id, audio["url"])
+                audio["url"] = prefix + store.save_data_url(request_id, audio["url"])
         else:
             for image in data.get("images") or []:
                 if isinstance(image, dict) and isinstance(image.get("url"), str) and image["url"].startswith("data:"):
-                    image["url"] = prefix + await asyncio.to_thread(store.save_data_url, request_id, image["url"])
-    except (ValueError, OSError) as exc:
+                    image["url"] = prefix + store.save_data_url(request_id, image["url"])
+    except (ValueError, OSError, KeyError, TypeError) as exc:
         raise PipelineFailedError(f"could not store the {pipeline} result: {exc}") from None
     return json.dumps(data).encode()
 
