@@ -3,6 +3,9 @@
     lpnode up                       everything on one machine, offline, on 127.0.0.1
     lpnode runner                   serve one pipeline + model over the ai-runner HTTP API
     lpnode orchestrator             serve an aiModels.json to Livepeer gateways (runner pool, gRPC, AI jobs)
+    lpnode gateway                  the public AI API, routing jobs to orchestrators
+    lpnode keys create|list|revoke  the gateway's API keys
+    lpnode usage                    what the gateway served, per key, pipeline and model
     lpnode models pull|list|tiny    manage the models dir (a Hugging Face cache dir)
     lpnode openapi                  write (or check) the runner's OpenAPI document
 
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from lpnode import __version__
 from lpnode.errors import ConfigError, LpnodeError
+from lpnode.gateway.command import add_gateway_parser
+from lpnode.gateway.keys_command import add_keys_parser, add_usage_parser, run_keys, run_usage
 from lpnode.orchestrator.command import add_orchestrator_parser
 
 DEFAULT_OPENAPI_PATH = Path("docs/openapi/runner.json")
@@ -128,17 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lpnode", description="Livepeer AI network node.")
     parser.add_argument("--version", action="version", version=f"lpnode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    up = sub.add_parser("up", help="run lpnode on this machine with built-in tiny models (offline)")
+    up = sub.add_parser("up", help="run gateway, orchestrator and runners on this machine (offline, tiny models)")
     up.add_argument(
         "--data-dir",
         type=Path,
         default=Path("~/.lpnode").expanduser(),
         help="where models and state live (default ~/.lpnode)",
     )
-    up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    up.add_argument("--port", type=int, default=8000, help="port of the runner (default 8000)")
+    up.add_argument("--ai-models", default="", help="serve this aiModels.json instead of the tiny models")
+    up.add_argument("--http-addr", default="127.0.0.1:8935", help="the gateway's API (default 127.0.0.1:8935)")
+    up.add_argument("--cli-addr", default="127.0.0.1:5935", help="the gateway's admin API (default 127.0.0.1:5935)")
+    up.add_argument("--orch-port", type=int, default=8936, help="the orchestrator's port (default 8936)")
     _runner_parser(sub)
     add_orchestrator_parser(sub)
+    add_gateway_parser(sub)
+    add_keys_parser(sub)
+    add_usage_parser(sub)
     _models_parser(sub)
     oa = sub.add_parser("openapi", help="write the runner's OpenAPI document")
     oa.add_argument("--output", type=Path, default=DEFAULT_OPENAPI_PATH, help=f"default {DEFAULT_OPENAPI_PATH}")
@@ -183,7 +193,22 @@ def _cmd_orchestrator(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     configure_logging(log_level(args))
+    if args.exit_with_parent:
+        from lpnode.runner.parent_watch import exit_with_parent
+
+        exit_with_parent()
     run_orchestrator(settings)
+    return 0
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from lpnode.gateway.command import log_level, settings_from_args
+    from lpnode.gateway.server import run_gateway
+    from lpnode.logs import configure_logging
+
+    settings = settings_from_args(args)
+    configure_logging(log_level(args))
+    run_gateway(settings)
     return 0
 
 
@@ -266,7 +291,13 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from lpnode.up import run_up
 
-    run_up(args.data_dir.expanduser(), args.host, args.port)
+    run_up(
+        args.data_dir.expanduser(),
+        ai_models=args.ai_models,
+        http_addr=args.http_addr,
+        cli_addr=args.cli_addr,
+        orch_port=args.orch_port,
+    )
     return 0
 
 
@@ -275,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "runner": _cmd_runner,
         "orchestrator": _cmd_orchestrator,
+        "gateway": _cmd_gateway,
+        "keys": run_keys,
+        "usage": run_usage,
         "models": _cmd_models,
         "openapi": _cmd_openapi,
         "up": _cmd_up,

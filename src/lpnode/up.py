@@ -1,56 +1,124 @@
-"""``lpnode up``: lpnode on one machine, offline, with tiny built-in models.
+"""``lpnode up``: the whole Livepeer AI stack on one machine, offline: gateway, orchestrator and runners.
 
-Builds the tiny models into ``DATA_DIR/models`` on first run, then serves text-to-image on
-``http://HOST:PORT`` and prints a request that works once the model has loaded.
+Without ``--ai-models`` it builds the tiny models into ``DATA_DIR/models`` on first run and serves every
+batch pipeline with them (text-to-image and llm warm, the others started on their first request). The
+orchestrator is a child process on ``127.0.0.1:ORCH_PORT`` (TLS, as in production) that stops with this
+one; the gateway runs here, on ``--http-addr`` (default ``127.0.0.1:8935``, the address Livepeer's docs
+use) with its admin API on ``--cli-addr``. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
+from lpnode.errors import ConfigError
 from lpnode.logs import configure_logging
 
-UP_PIPELINE = "text-to-image"
-UP_MODEL = "lpnode/tiny-text-to-image"
-UP_SAFETY_CHECKER = "lpnode/tiny-safety-checker"
+TINY_MODELS = {
+    "text-to-image": "lpnode/tiny-text-to-image",
+    "image-to-image": "lpnode/tiny-image-to-image",
+    "image-to-video": "lpnode/tiny-image-to-video",
+    "upscale": "lpnode/tiny-upscale",
+    "audio-to-text": "lpnode/tiny-audio-to-text",
+    "segment-anything-2": "lpnode/tiny-segment-anything-2",
+    "llm": "lpnode/tiny-llm",
+    "image-to-text": "lpnode/tiny-image-to-text",
+    "text-to-speech": "lpnode/tiny-text-to-speech",
+}
+WARM = {"text-to-image", "llm"}
+SAFETY_CHECKER = "lpnode/tiny-safety-checker"
+ORCH_START_SECONDS = 300.0
+
+
+def tiny_ai_models() -> list[dict[str, object]]:
+    return [{"pipeline": p, "model_id": m, "warm": p in WARM} for p, m in TINY_MODELS.items()]
 
 
 def example_request(base_url: str) -> str:
-    body = '{"prompt":"a lighthouse at dusk","width":64,"height":64,"num_inference_steps":4,"seed":42}'
-    return f"curl -s {base_url}/{UP_PIPELINE} -H 'Content-Type: application/json' -d '{body}'"
+    body = '{"model_id":"lpnode/tiny-text-to-image","prompt":"a lighthouse at dusk","width":64,"height":64}'
+    return f"curl -s {base_url}/text-to-image -H 'Content-Type: application/json' -d '{body}'"
 
 
-def run_up(data_dir: Path, host: str, port: int) -> None:
+def run_up(
+    data_dir: Path, *, ai_models: str = "", http_addr: str = "127.0.0.1:8935", cli_addr: str = "127.0.0.1:5935",
+    orch_port: int = 8936,
+) -> None:  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging("info")
-    from lpnode.runner import tiny
-    from lpnode.runner.config import config_from_env
-    from lpnode.runner.libraries import quiet_model_libraries
-    from lpnode.runner.server import serve
+    from lpnode.gateway.command import settings_from_args
+    from lpnode.gateway.server import run_gateway
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     models_dir = data_dir / "models"
-    quiet_model_libraries()
-    built = tiny.build(models_dir, UP_PIPELINE)
-    for model in built:
-        print(f"built tiny model {model.model_id} in {models_dir}", flush=True)
-    config = config_from_env(
-        {},
-        pipeline=UP_PIPELINE,
-        model_id=UP_MODEL,
-        model_dir=models_dir,
-        host=host,
-        port=port,
-        safety_checker_id=UP_SAFETY_CHECKER,
-    )
-    shown_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
-    base_url = f"http://{shown_host}:{port}"
+    tiny_mode = not ai_models
+    if tiny_mode:
+        from lpnode.runner import tiny
+        from lpnode.runner.libraries import quiet_model_libraries
 
-    def ready() -> None:
+        quiet_model_libraries()
+        for model in tiny.build(models_dir):
+            print(f"built tiny model {model.model_id} in {models_dir}", flush=True)
+        path = data_dir / "aiModels.json"
+        path.write_text(json.dumps(tiny_ai_models(), indent=1) + "\n")
+        ai_models = str(path)
+    orch_url = f"https://127.0.0.1:{orch_port}"
+    command = [sys.executable, "-m", "lpnode.cli", "orchestrator", "--ai-models", ai_models]
+    command += ["--models-dir", str(models_dir), "--service-addr", f"127.0.0.1:{orch_port}"]
+    command += ["--data-dir", str(data_dir / "orchestrator"), "--exit-with-parent"]
+    command += ["--safety-checker", SAFETY_CHECKER] if tiny_mode else []
+
+    gateway = settings_from_args(
+        argparse.Namespace(
+            network="offchain", orch_addr=orch_url, webhook="", http_addr=http_addr, cli_addr=cli_addr,
+            public_url="", max_price="", max_caps="", selection="latency", default_models="", timeout=600.0,
+            data_dir=data_dir / "gateway",
+        )
+    )  # fmt: skip
+    orchestrator = subprocess.Popen(command)
+    try:
+        _wait_healthy(orchestrator, orch_url, data_dir / "orchestrator" / "tls" / "cert.pem")
+        base = gateway.base_url
         print(
-            f"\nlpnode is up: {UP_PIPELINE} with {UP_MODEL} on {base_url} (Ctrl-C to stop)\n"
-            f"Try it:\n  {example_request(base_url)}\n",
+            f"\nlpnode is up (Ctrl-C to stop):\n  gateway       {base}\n  admin         http://{cli_addr}\n"
+            f"  orchestrator  {orch_url}\nTry it:\n  {example_request(base)}\n",
             flush=True,
         )
+        run_gateway(gateway)
+    finally:
+        _stop(orchestrator)
 
-    serve(config, on_ready=ready)
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, cert: Path) -> None:
+    import ssl
+
+    deadline = time.monotonic() + ORCH_START_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"the orchestrator exited with status {proc.returncode}; see the lines above")
+        if cert.exists():
+            try:
+                context = ssl.create_default_context(cafile=str(cert))
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2, context=context) as answer:
+                    if answer.status == 200:
+                        return
+            except (OSError, ssl.SSLError):
+                pass
+        time.sleep(0.3)
+    raise ConfigError(f"the orchestrator did not start within {ORCH_START_SECONDS:g}s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -275,7 +275,7 @@ def test_client_that_goes_away_frees_the_runner_at_once(orch: OrchestratorProces
 
 def test_llm_stream_is_passed_through_as_it_is_generated(orch: OrchestratorProcess) -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "model": LLM, "max_tokens": 8, "stream": True}
-    response = orch.post("/llm", json=body | {"model_id": LLM}, headers=headers(orch), stream=True)
+    response = orch.post("/llm", json=body, headers=headers(orch), stream=True)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [line for line in response.iter_lines() if line]

@@ -84,6 +84,9 @@ def add_orchestrator_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("-orchestrator", dest="role_orchestrator", nargs="?", const=True, default=True, type=_go_bool)
     p.add_argument("-aiWorker", dest="role_ai_worker", nargs="?", const=True, default=True, type=_go_bool)
     p.add_argument("-monitor", dest="monitor", nargs="?", const=True, default=True, type=_go_bool)
+    p.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the process that started this one is gone"
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
 

@@ -39,11 +39,14 @@ class JobBody:
                     yield chunk
 
 
-async def read_model_id(content_type: str, stream: AsyncIterator[bytes], limit: int = MAX_PREFIX_BYTES) -> JobBody:
-    """Read ``stream`` until the model id is known. ``model_id`` is ``""`` when the body has none."""
+async def read_model_id(
+    content_type: str, stream: AsyncIterator[bytes], limit: int = MAX_PREFIX_BYTES, json_field: str = "model_id"
+) -> JobBody:
+    """Read ``stream`` until the model id is known. ``model_id`` is ``""`` when the body has none. A JSON
+    body names it in ``json_field`` (``model`` for llm, as go-livepeer reads it)."""
     mime, options = parse_options_header(content_type)
     if mime == b"application/json":
-        return await _json_body(stream, limit)
+        return await _json_body(stream, limit, json_field)
     if mime == b"multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
@@ -53,7 +56,7 @@ async def read_model_id(content_type: str, stream: AsyncIterator[bytes], limit: 
     raise UnsupportedMediaError(f"unsupported Content-Type {shown}; send application/json or multipart/form-data")
 
 
-async def _json_body(stream: AsyncIterator[bytes], limit: int) -> JobBody:
+async def _json_body(stream: AsyncIterator[bytes], limit: int, json_field: str) -> JobBody:
     chunks: list[bytes] = []
     size = 0
     async for chunk in stream:
@@ -67,9 +70,9 @@ async def _json_body(stream: AsyncIterator[bytes], limit: int) -> JobBody:
         raise BadRequestError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequestError("the JSON body must be an object")
-    model_id = body.get("model_id", "")
+    model_id = body.get(json_field) or body.get("model_id") or ""
     if not isinstance(model_id, str):
-        raise BadRequestError("model_id must be a string")
+        raise BadRequestError(f"{json_field} must be a string")
     return JobBody(model_id, chunks, json_body=body)
 
 

@@ -16,19 +16,18 @@ included): past it the job is cancelled and the caller gets 504.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import TypeVar
 
 import aiohttp
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import PlainTextResponse, Response
 
 from lpnode.errors import BadRequestError, JobCancelledError, JobError, PipelineFailedError
+from lpnode.http_relay import RelayedStream, disconnected, first_of, release
 from lpnode.logs import log_event
 from lpnode.orchestrator.credentials import check_credentials
 from lpnode.orchestrator.job_body import JobBody, read_model_id
@@ -87,7 +86,11 @@ class JobRelay:
             timeout = _timeout(request.headers.get(TIMEOUT_HEADER))
             async with asyncio.timeout(timeout):
                 check_credentials(request.headers, self.tokens, self.capabilities)
-                body = await read_model_id(request.headers.get("content-type", ""), request.stream())
+                body = await read_model_id(
+                    request.headers.get("content-type", ""),
+                    request.stream(),
+                    json_field="model" if pipeline == "llm" else "model_id",
+                )
                 labels["model_id"] = body.model_id or self._only_model(pipeline)
                 deadline = time.monotonic() + timeout if timeout is not None else None
                 runner = await stack.enter_async_context(self.pool.lease(pipeline, labels["model_id"], deadline))
@@ -102,7 +105,7 @@ class JobRelay:
         except Exception as exc:  # a bug: log it whole, answer a plain 500 without a traceback
             log.exception("job failed unexpectedly", extra={"fields": {"pipeline": pipeline}})
             response = error_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
-        if isinstance(response, _RelayedStream):
+        if isinstance(response, RelayedStream):
             response.on_close = finish
         else:
             await finish(response.status_code)
@@ -133,35 +136,22 @@ class JobRelay:
                 headers["Content-Length"] = length
         call = self.session().post(f"{runner.url}/{pipeline}", data=data, headers=headers)
         try:
-            upstream = await _first_of(call, runner.lost, _disconnected(request, done))
+            upstream = await first_of(call, runner.lost, disconnected(request, done))
         except aiohttp.ClientError as exc:
             raise PipelineFailedError(
                 f"the {pipeline} runner {runner.name} failed: {exc or type(exc).__name__}"
             ) from None
-        stack.push_async_callback(_release, upstream)
+        stack.push_async_callback(release, upstream)
         if upstream.status != 200:
             error = await upstream.content.read(ERROR_BODY_LIMIT)
             raise runner_error(pipeline, upstream.status, error, upstream.headers.get("Retry-After"))
         passed = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS}
         worker = request.headers.get("authorization", "") == WORKER_AUTHORIZATION
         if needs_rehosting(pipeline, worker):
-            answer = await _first_of(upstream.read(), runner.lost, _disconnected(request, done))
+            answer = await first_of(upstream.read(), runner.lost, disconnected(request, done))
             rewritten = await rehost(pipeline, answer, self.store, new_request_id(), self.service_url)
             return Response(rewritten, media_type="application/json", headers=_without_type(passed))
-        return _RelayedStream(_body_of(upstream, runner), headers=passed)
-
-
-class _RelayedStream(StreamingResponse):
-    """A streamed answer whose ``on_close`` (release the runner, count the job) runs however it ends."""
-
-    on_close: Callable[[int], Awaitable[None]] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if self.on_close is not None:
-                await self.on_close(self.status_code)
+        return RelayedStream(_body_of(upstream, runner), headers=passed)
 
 
 async def _body_of(upstream: aiohttp.ClientResponse, runner: LeasedRunner) -> AsyncIterator[bytes]:
@@ -180,46 +170,10 @@ def error_response(exc: JobError) -> Response:
     return PlainTextResponse(exc.message + "\n", status_code=exc.status_code, headers=headers)
 
 
-async def _first_of(work: Awaitable[_T], lost: asyncio.Event, disconnected: Awaitable[None]) -> _T:
-    """``work``'s result, unless the runner is lost (500) or the client leaves (cancelled) first."""
-    task = asyncio.ensure_future(work)
-    lost_wait = asyncio.ensure_future(lost.wait())
-    gone = asyncio.ensure_future(disconnected)
-    try:
-        await asyncio.wait({task, lost_wait, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in (lost_wait, gone):
-            waiter.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
-    if gone.done() and not gone.cancelled():
-        raise JobCancelledError("the client went away")
-    raise PipelineFailedError("the runner failed while serving this request; retry")
-
-
-async def _disconnected(request: Request, body_done: asyncio.Event) -> None:
-    """Returns when the client disconnects (only listened for once its body has been read)."""
-    await body_done.wait()
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def _until_done(chunks: AsyncIterator[bytes], done: asyncio.Event) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         yield chunk
     done.set()
-
-
-async def _release(upstream: aiohttp.ClientResponse) -> None:
-    """Reuse the runner connection only after a complete answer; otherwise close it, which also tells
-    the runner to stop (e.g. an LLM stream whose client went away)."""
-    if upstream.content.at_eof():
-        upstream.release()
-    else:
-        upstream.close()
 
 
 def _without_type(headers: dict[str, str]) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""The gateway: the public AI API, discovery and selection of orchestrators, forwarding, result hosting."""

@@ -1,0 +1,145 @@
+"""``lpnode gateway``: its flags, with go-livepeer's spellings accepted beside ours (``-gateway``,
+``-httpAddr``, ``-orchAddr``, ``-cliAddr``, ``-orchWebhookUrl``, ``-maxPricePerCapability``,
+``-maxPricePerUnit``, ``-network offchain``, ``-dataDir``, ``-v``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from lpnode.errors import ConfigError
+from lpnode.gateway.settings import SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price
+from lpnode.runner.pipelines import NETWORK_PIPELINES
+
+ROUTES = [p for p in NETWORK_PIPELINES if p != "live-video-to-video"]
+
+OFFCHAIN = "offchain"
+
+
+def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "gateway",
+        help="serve the public AI API and route jobs to orchestrators",
+        description="Run a gateway: the public AI API on --http-addr, jobs routed to the orchestrators of "
+        "--orch-addr / --orch-webhook-url. go-livepeer spellings of the flags are accepted too.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--orch-addr", "-orchAddr", dest="orch_addr", default="", help="HOST:PORT[,HOST:PORT...]")
+    p.add_argument("--orch-webhook-url", "-orchWebhookUrl", dest="webhook", default="", help="discovery webhook")
+    p.add_argument("--http-addr", "-httpAddr", dest="http_addr", default="127.0.0.1:8935", help="public API")
+    p.add_argument("--cli-addr", "-cliAddr", dest="cli_addr", default="127.0.0.1:5935", help="admin API")
+    p.add_argument("--public-url", default="", help="base URL callers reach the API at (for result URLs)")
+    p.add_argument(
+        "--max-price-per-unit", "-maxPricePerUnit", dest="max_price", default="", help="e.g. 1000wei (default any)"
+    )
+    p.add_argument(
+        "--max-price-per-capability", "-maxPricePerCapability", dest="max_caps", default="", help="JSON or a file"
+    )
+    p.add_argument("--auth", choices=("none", "keys"), default="none", help="keys: require `lpnode keys` API keys")
+    p.add_argument("--selection", choices=SELECTOR_NAMES, default="latency", help="default latency")
+    p.add_argument("--default-models", default="", help='JSON {"pipeline": "model id"} for requests naming none')
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds a job may take to start answering")
+    p.add_argument("--data-dir", "-dataDir", dest="data_dir", type=Path, default=Path("~/.lpnode/gateway"))
+    p.add_argument("--network", "-network", default=OFFCHAIN, help="only offchain is served")
+    p.add_argument("-gateway", "-broadcaster", dest="role", nargs="?", const="true", default="true")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
+
+
+def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
+    if args.network != OFFCHAIN:
+        raise ConfigError(f"-network {args.network}: only off-chain mode is served here; use -network offchain")
+    orchestrators = [a.strip() for a in args.orch_addr.split(",") if a.strip()]
+    if not orchestrators and not args.webhook:
+        raise ConfigError(
+            "give --orch-addr HOST:PORT[,...] or --orch-webhook-url URL so the gateway finds orchestrators"
+        )
+    http_host, http_port = _address(args.http_addr, "--http-addr")
+    cli_host, cli_port = _address(args.cli_addr, "--cli-addr")
+    if (http_host, http_port) == (cli_host, cli_port):
+        raise ConfigError("--http-addr and --cli-addr must differ")
+    overall = parse_price(args.max_price) if args.max_price else None
+    return GatewaySettings(
+        orchestrators=orchestrators,
+        http_host=http_host,
+        http_port=http_port,
+        cli_host=cli_host,
+        cli_port=cli_port,
+        webhook_url=args.webhook,
+        public_url=args.public_url,
+        data_dir=args.data_dir.expanduser(),
+        caps=PriceCaps(overall, parse_capability_prices(args.max_caps, overall))
+        if args.max_caps
+        else PriceCaps(overall),
+        selector=args.selection,
+        default_models=_default_models(args.default_models),
+        timeout=args.timeout,
+        auth=getattr(args, "auth", "none"),
+    )
+
+
+def parse_capability_prices(text: str, fallback: Fraction | None) -> dict[tuple[str, str], Fraction]:
+    """``-maxPricePerCapability``: go-livepeer's JSON (or a file holding it)::
+
+        {"capabilities_prices": [{"pipeline": "text-to-image", "model_id": "stabilityai/sd-turbo",
+          "price_per_unit": 1000, "pixels_per_unit": 1, "currency": "wei"}]}
+
+    ``model_id`` omitted means every model of the pipeline; a missing or non-positive price falls back to
+    ``--max-price-per-unit`` or leaves the entry out. Unlike go-livepeer, bad input stops startup."""
+    path = Path(text).expanduser()
+    raw = path.read_text() if path.is_file() else text
+    try:
+        data: Any = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--max-price-per-capability is not valid JSON: {exc}") from None
+    entries = data.get("capabilities_prices") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError('--max-price-per-capability must be {"capabilities_prices": [...]}')
+    caps: dict[tuple[str, str], Fraction] = {}
+    for index, entry in enumerate(entries, 1):
+        where = f"--max-price-per-capability entry {index}"
+        if not isinstance(entry, dict) or entry.get("pipeline") not in ROUTES:
+            raise ConfigError(f"{where}: pipeline must be one of {', '.join(ROUTES)}")
+        currency = str(entry.get("currency") or "wei").lower()
+        if currency not in ("wei", "eth"):
+            raise ConfigError(f"{where}: currency {currency!r} needs an on-chain price feed; use wei or eth")
+        try:
+            price = Fraction(str(entry.get("price_per_unit") or 0))
+            pixels = Fraction(str(entry.get("pixels_per_unit") or 1))
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"{where}: price_per_unit and pixels_per_unit must be numbers") from None
+        per_unit = price * (10**18 if currency == "eth" else 1) / (pixels if pixels > 0 else 1)
+        if per_unit <= 0:
+            if fallback is None:
+                continue
+            per_unit = fallback
+        caps[(entry["pipeline"], str(entry.get("model_id") or "default"))] = per_unit
+    return caps
+
+
+def _default_models(text: str) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--default-models is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(k in ROUTES and isinstance(v, str) for k, v in data.items()):
+        raise ConfigError('--default-models must be {"<pipeline>": "<model id>", ...} with known pipelines')
+    return dict(data)
+
+
+def _address(text: str, flag: str) -> tuple[str, int]:
+    host, sep, port = text.strip().removeprefix("http://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{flag} {text!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def log_level(args: argparse.Namespace) -> str:
+    if args.verbosity is not None:
+        return "debug" if args.verbosity >= 5 else "info"
+    return str(args.log_level)

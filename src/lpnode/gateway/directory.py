@@ -1,0 +1,235 @@
+"""What the gateway knows about its orchestrators: their latest ``OrchestratorInfo``, fetched in parallel,
+refreshed on a period and on demand, and which of them are suspended after failures.
+
+Orchestrators come from ``--orch-addr`` and/or ``--orch-webhook-url`` (go-livepeer's discovery webhook: a
+GET answering ``[{"address": "https://o:8935", ...}]``). Each is asked ``GetOrchestrator`` without
+capabilities, so its answer carries every model it serves, with prices and hardware. An orchestrator's
+auth token is fetched again before it expires (in the last tenth of its validity, as go-livepeer does).
+A failed orchestrator is suspended, for longer each time it fails again (10 s doubling up to 5 min), and
+cleared by its next success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import aiohttp
+
+from lpnode.gateway.orch_client import OrchestratorClient, OrchestratorUnreachable
+from lpnode.logs import log_event
+from lpnode.protocol.capabilities import capability_for_pipeline, pipeline_for_capability
+from lpnode.protocol.lp_rpc_pb2 import AuthToken, OrchestratorInfo
+
+log = logging.getLogger("lpnode.gateway.directory")
+REFRESH_SECONDS = 60.0
+DISCOVERY_TIMEOUT = 5.0
+SUSPEND_SECONDS = 10.0
+MAX_SUSPEND_SECONDS = 300.0
+
+
+@dataclass
+class Orchestrator:
+    url: str
+    info: OrchestratorInfo | None = None
+    fetched_at: float = 0.0  # wall clock, to compare with token expiry
+    response_seconds: float = 0.0
+    problem: str = ""
+    failures: int = 0
+    suspended_until: float = 0.0  # monotonic
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def suspended(self) -> bool:
+        return time.monotonic() < self.suspended_until
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One orchestrator's offer of one (pipeline, model)."""
+
+    url: str
+    pipeline: str
+    model_id: str
+    warm: bool
+    capacity: int
+    capacity_in_use: int
+    price: Fraction | None  # wei per unit; None: not advertised
+    transcoder: str  # where to send jobs (OrchestratorInfo.transcoder)
+
+
+class Directory:
+    def __init__(
+        self,
+        client: OrchestratorClient,
+        addresses: Sequence[str],
+        *,
+        webhook_url: str = "",
+        session: aiohttp.ClientSession | None = None,
+        refresh_seconds: float = REFRESH_SECONDS,
+        timeout: float = DISCOVERY_TIMEOUT,
+    ) -> None:
+        self.client = client
+        self.static = list(addresses)
+        self.webhook_url = webhook_url
+        self.session = session
+        self.refresh_seconds = refresh_seconds
+        self.timeout = timeout
+        self.orchestrators: dict[str, Orchestrator] = {u: Orchestrator(u) for u in addresses}
+        self.last_refresh = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    # --- refreshing ----------------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Ask every orchestrator for its info now (joins a refresh already running)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._refresh())
+        await asyncio.shield(self._refreshing)
+
+    async def run(self) -> None:
+        """Refresh on the configured period, forever (cancel to stop)."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # a refresh must never end the loop
+                log_event(log, "orchestrator refresh failed", logging.ERROR, problem=str(exc))
+            await asyncio.sleep(self.refresh_seconds)
+
+    async def _refresh(self) -> None:
+        for url in await self._webhook_addresses():
+            self.orchestrators.setdefault(url, Orchestrator(url))
+        await asyncio.gather(*(self._fetch(o) for o in list(self.orchestrators.values())))
+        self.last_refresh = time.time()
+        usable = sum(1 for o in self.orchestrators.values() if o.info is not None and not o.suspended)
+        log_event(log, "orchestrators refreshed", known=len(self.orchestrators), usable=usable)
+
+    async def _webhook_addresses(self) -> list[str]:
+        if not self.webhook_url or self.session is None:
+            return []
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            async with self.session.get(self.webhook_url, timeout=timeout) as response:
+                response.raise_for_status()
+                entries = await response.json(content_type=None)
+            return [normalize_address(e["address"]) for e in entries if isinstance(e, dict) and e.get("address")]
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError) as exc:
+            log_event(log, "orchestrator webhook failed", logging.WARNING, url=self.webhook_url, problem=str(exc))
+            return []
+
+    async def _fetch(self, orch: Orchestrator) -> None:
+        async with orch.lock:
+            started = time.monotonic()
+            try:
+                info = await self.client.get_info(orch.url, timeout=self.timeout)
+            except OrchestratorUnreachable as exc:
+                self.suspend(orch.url, str(exc))
+                return
+            if not info.transcoder:
+                self.suspend(orch.url, f"{orch.url} advertised no service address")
+                return
+            orch.info, orch.fetched_at = info, time.time()
+            orch.response_seconds = time.monotonic() - started
+            orch.problem = ""
+
+    async def token(self, url: str) -> AuthToken:
+        """A valid auth token for ``url``, fetching a new one when the current one is in its last tenth."""
+        orch = self.orchestrators[url]
+        info = orch.info
+        if info is None or _expiring(info.auth_token, orch.fetched_at):
+            await self._fetch(orch)
+            info = orch.info
+            if info is None:
+                raise OrchestratorUnreachable(orch.problem or f"{url}: no answer")
+        return info.auth_token
+
+    # --- suspension ----------------------------------------------------------------------------------------
+
+    def suspend(self, url: str, problem: str) -> None:
+        orch = self.orchestrators.get(url)
+        if orch is None:
+            return
+        orch.failures += 1
+        seconds = min(MAX_SUSPEND_SECONDS, SUSPEND_SECONDS * 2 ** (orch.failures - 1))
+        orch.suspended_until = time.monotonic() + seconds
+        orch.problem = problem
+        log_event(log, "orchestrator suspended", logging.WARNING, url=url, seconds=seconds, problem=problem)
+
+    def succeeded(self, url: str) -> None:
+        orch = self.orchestrators.get(url)
+        if orch is not None and orch.failures:
+            orch.failures, orch.suspended_until, orch.problem = 0, 0.0, ""
+
+    # --- what is offered -----------------------------------------------------------------------------------
+
+    def offers(self, pipeline: str, model_id: str) -> list[Offer]:
+        """Every unsuspended orchestrator's offer of (pipeline, model_id), in discovery (response time) order."""
+        cap = capability_for_pipeline(pipeline)
+        found = []
+        for orch in sorted(self.orchestrators.values(), key=lambda o: o.response_seconds):
+            info = orch.info
+            if info is None or orch.suspended or cap not in info.capabilities.constraints.PerCapability:
+                continue
+            model = info.capabilities.constraints.PerCapability[cap].models.get(model_id)
+            if model is None:
+                continue
+            found.append(
+                Offer(
+                    url=orch.url,
+                    pipeline=pipeline,
+                    model_id=model_id,
+                    warm=model.warm,
+                    capacity=model.capacity,
+                    capacity_in_use=model.capacityInUse,
+                    price=_price(info, cap, model_id),
+                    transcoder=info.transcoder.rstrip("/"),
+                )
+            )
+        return found
+
+    def models(self, pipeline: str | None = None) -> dict[str, set[str]]:
+        """Pipeline -> model ids offered by any unsuspended orchestrator."""
+        served: dict[str, set[str]] = {}
+        for orch in self.orchestrators.values():
+            if orch.info is None or orch.suspended:
+                continue
+            for cap, constraints in orch.info.capabilities.constraints.PerCapability.items():
+                try:
+                    name = pipeline_for_capability(cap)
+                except ValueError:
+                    continue
+                if pipeline is None or name == pipeline:
+                    served.setdefault(name, set()).update(constraints.models)
+        return served
+
+    def known(self) -> Iterable[Orchestrator]:
+        return self.orchestrators.values()
+
+
+def normalize_address(address: str) -> str:
+    """``host:port`` / ``https://host:port`` → ``https://host:port`` (go-livepeer's default port 8935)."""
+    text = address.strip().rstrip("/")
+    if "://" not in text:
+        text = "https://" + text
+    scheme, rest = text.split("://", 1)
+    if ":" not in rest.rsplit("]", 1)[-1]:
+        rest += ":8935"
+    return f"{scheme}://{rest}"
+
+
+def _price(info: OrchestratorInfo, cap: int, model_id: str) -> Fraction | None:
+    for price in info.capabilities_prices:
+        if price.capability == cap and price.constraint == model_id and price.pixelsPerUnit > 0:
+            return Fraction(price.pricePerUnit, price.pixelsPerUnit)
+    return None
+
+
+def _expiring(token: AuthToken, fetched_at: float) -> bool:
+    if not token.token:
+        return True
+    validity = max(1.0, token.expiration - fetched_at)
+    return time.time() > token.expiration - validity / 10

@@ -1,0 +1,211 @@
+"""The gateway process: the public API on ``--http-addr`` and the admin API on ``--cli-addr``, both under
+uvicorn (uvloop + httptools) in one event loop, with orchestrators refreshed in the background.
+
+Public: ``POST /<pipeline>``, ``GET /stream/<request-id>/<file>``, ``GET /healthz``, ``GET /metrics``.
+Admin: ``GET /getNetworkCapabilities``, ``GET /getAISessionPoolsInfo``, ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Generator
+from typing import Any
+
+import aiohttp
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from lpnode.gateway.admin import AdminRoutes
+from lpnode.gateway.api import PublicApi
+from lpnode.gateway.directory import Directory, normalize_address
+from lpnode.gateway.forward import Forwarder, Outcome
+from lpnode.gateway.jobs import ROUTES
+from lpnode.gateway.keys import KeyGuard, KeyStore, database_path
+from lpnode.gateway.openai_routes import OpenAIRoutes
+from lpnode.gateway.orch_client import OrchestratorClient
+from lpnode.gateway.selection import SELECTORS, Stats
+from lpnode.gateway.settings import GatewaySettings
+from lpnode.gateway.usage import UsageLog, UsageRecord, fee_wei
+from lpnode.logs import log_event
+from lpnode.orchestrator.results import ResultStore, stream_route
+from lpnode.runner.server import bind_socket
+
+log = logging.getLogger("lpnode.gateway")
+_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.client = OrchestratorClient()
+        self.stats = Stats()
+        self.store = ResultStore(settings.data_dir.expanduser() / "results", ttl_seconds=settings.result_ttl)
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lpnode_gateway_requests", "Jobs by pipeline, model and status.", ["pipeline", "model_id", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.seconds = Histogram(
+            "lpnode_gateway_request_duration_seconds", "Job latency.", ["pipeline"], buckets=_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.selected = Counter(
+            "lpnode_gateway_orchestrator_jobs", "Jobs per orchestrator and status.", ["orchestrator", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self._session: aiohttp.ClientSession | None = None
+        self.directory: Directory | None = None
+        self.api: PublicApi | None = None
+        self.openai: OpenAIRoutes | None = None
+        self.forwarder: Forwarder | None = None
+        database = database_path(settings.data_dir.expanduser())
+        self.guard = KeyGuard(KeyStore(database)) if settings.auth == "keys" else None
+        self.usage = UsageLog(database)
+
+    def default_model(self, pipeline: str) -> str:
+        configured = self.settings.default_models.get(pipeline)
+        if configured:
+            return configured
+        assert self.directory is not None
+        offered = sorted(self.directory.models(pipeline).get(pipeline, set()))
+        return offered[0] if len(offered) == 1 else ROUTES[pipeline].default_model
+
+    def record(
+        self, pipeline: str, model: str, units: int, status: int, outcome: Outcome, seconds: float, rid: str
+    ) -> None:
+        self.requests.labels(pipeline, model, str(status)).inc()
+        self.seconds.labels(pipeline).observe(seconds)
+        if outcome.orchestrator:
+            self.selected.labels(outcome.orchestrator, str(status)).inc()
+        self.usage.record(
+            UsageRecord(
+                pipeline=pipeline, model_id=model, key_id=outcome.key_id, key_name=outcome.key_name, units=units,
+                price_wei=fee_wei(units, outcome.price), orchestrator=outcome.orchestrator,
+                latency_ms=round(seconds * 1000, 3), status=status, request_id=rid,
+            )
+        )  # fmt: skip
+        log_event(
+            log, "job", pipeline=pipeline, model_id=model, status=status, units=units,
+            orchestrator=outcome.orchestrator or "-", ms=round(seconds * 1000, 1), request_id=rid,
+        )  # fmt: skip
+
+    def public_app(self) -> Starlette:
+        assert self.api is not None
+        assert self.openai is not None
+        routes = [Route(f"/{name}", self.api.handle, methods=["POST"]) for name in ROUTES]
+        routes += [
+            Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
+            Route("/v1/models", self.openai.models),
+            stream_route(self.store),
+            Route("/healthz", _healthz),
+            Route("/metrics", self._metrics),
+        ]
+        return Starlette(routes=routes)
+
+    def admin_app(self) -> Starlette:
+        assert self.directory is not None and self.forwarder is not None
+        admin = AdminRoutes(self.directory, self.stats, self.forwarder, self.usage)
+        return Starlette(
+            routes=[
+                Route("/getNetworkCapabilities", admin.network_capabilities),
+                Route("/getAISessionPoolsInfo", admin.session_pools),
+                Route("/setMaxPriceForCapability", admin.set_max_price, methods=["POST"]),
+                Route("/usage", admin.usage_summary),
+                Route("/metrics", self._metrics),
+                Route("/status", self._status),
+            ]
+        )
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _status(self, request: Request) -> Response:
+        assert self.directory is not None
+        known = [
+            {"url": o.url, "ready": o.info is not None and not o.suspended, "problem": o.problem}
+            for o in self.directory.known()
+        ]
+        return JSONResponse({"orchestrators": known})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        public_socket = bind_socket(s.http_host, s.http_port)
+        admin_socket = bind_socket(s.cli_host, s.cli_port)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), connector=aiohttp.TCPConnector(limit=0)
+        )
+        self.directory = Directory(
+            self.client,
+            [normalize_address(a) for a in s.orchestrators],
+            webhook_url=s.webhook_url,
+            session=self._session,
+            refresh_seconds=s.refresh_seconds,
+        )
+        forwarder = Forwarder(
+            self.directory, SELECTORS[s.selector](), self.stats, s.caps, self._session, self.store, s.base_url
+        )
+        self.forwarder = forwarder
+        admit = self.guard.admit_async if self.guard is not None else None
+        self.api = PublicApi(forwarder, self.default_model, timeout=s.timeout, record=self.record, admit=admit)
+        self.openai = OpenAIRoutes(
+            forwarder, self.directory, self.default_model, timeout=s.timeout, record=self.record, admit=admit
+        )
+        refresher = asyncio.ensure_future(self.directory.run())
+        servers = [_server(self.public_app(), public_socket), _server(self.admin_app(), admin_socket)]
+        serving = [asyncio.ensure_future(server.serve(sockets=[sock])) for server, sock in servers]
+        log_event(log, "gateway ready", api=s.base_url, admin=f"http://{s.cli_host}:{s.cli_port}")
+        try:
+            await asyncio.wait([asyncio.ensure_future(stop.wait()), *serving], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for server, _ in servers:
+                server.should_exit = True
+            await asyncio.gather(*serving, return_exceptions=True)
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+            await self.client.close()
+            await self._session.close()
+            await asyncio.to_thread(self.usage.close)
+            log_event(log, "gateway stopped")
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the gateway (two servers share one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _server(app: Starlette, sock: socket.socket) -> tuple[uvicorn.Server, socket.socket]:
+    config = uvicorn.Config(
+        app, loop="none", http="httptools", log_config=None, access_log=False, timeout_graceful_shutdown=5,
+        lifespan="off",
+    )  # fmt: skip
+    return _QuietServer(config), sock
+
+
+async def _healthz(request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
+def run_gateway(settings: GatewaySettings, on_stop: Callable[[], Any] | None = None) -> None:
+    """Blocking: run a gateway until SIGTERM/SIGINT."""
+    import uvloop
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Gateway(settings).run(stop)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

@@ -1,0 +1,276 @@
+"""Usage records: one row per gateway request, in the gateway's SQLite file (table ``usage``).
+
+:meth:`UsageLog.record` never waits on the disk: it puts the record on a bounded queue, and a
+background thread writes what is queued in batches, one transaction each. :meth:`UsageLog.flush`
+waits until everything recorded before it is written; :meth:`UsageLog.close` flushes and stops the
+thread, so a clean shutdown loses nothing. Should the queue ever fill (100,000 records the disk could
+not keep up with), further records are dropped, counted in ``dropped`` and logged, rather than
+slowing requests down. A record made after ``close()`` is written at once, on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import astuple, dataclass, field, fields
+from decimal import Decimal, InvalidOperation, localcontext
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from lpnode.errors import ConfigError
+from lpnode.gateway.keys import connect, init_database
+from lpnode.logs import log_event
+
+log = logging.getLogger("lpnode.gateway.usage")
+
+GROUPS = {"key": "key_name", "pipeline": "pipeline", "model": "model_id"}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    key_id INTEGER,
+    key_name TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    units INTEGER NOT NULL,
+    price_wei TEXT NOT NULL,
+    orchestrator TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    status INTEGER NOT NULL,
+    request_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
+"""
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRecord:
+    """One request as the gateway served it. ``key_id`` is ``None`` (and ``key_name`` empty) without keys.
+
+    ``price_wei`` is the fee, units × price per unit, as a decimal string in wei (see :func:`fee_wei`);
+    empty when the request was not priced. ``status`` is the HTTP status the caller got, ``latency_ms``
+    how long the gateway took to answer, ``time`` when the request arrived (unix seconds; default: now).
+    """
+
+    pipeline: str
+    model_id: str = ""
+    key_id: int | None = None
+    key_name: str = ""
+    units: int = 0
+    price_wei: str = ""
+    orchestrator: str = ""
+    latency_ms: float = 0.0
+    status: int = 200
+    request_id: str = ""
+    time: float = field(default_factory=_now)
+
+
+_COLUMNS = tuple(f.name for f in fields(UsageRecord))
+_INSERT = f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+def fee_wei(units: int, price_per_unit: Fraction | Decimal | int | str | None) -> str:
+    """``units × price_per_unit`` (wei) as a plain decimal string (``"1500"``, ``"0.25"``); ``""`` without a price.
+
+    Exact for whole and decimal results; a fraction such as 1/3 wei is written to 30 significant digits.
+    """
+    if price_per_unit is None or price_per_unit == "":
+        return ""
+    fee = units * Fraction(price_per_unit)
+    if fee.denominator == 1:
+        return str(fee.numerator)
+    with localcontext(prec=30):
+        return _decimal_text(Decimal(fee.numerator) / Decimal(fee.denominator))
+
+
+def _decimal_text(value: Decimal) -> str:
+    return str(int(value)) if value == value.to_integral_value() else format(value.normalize(), "f")
+
+
+class UsageLog:
+    """Usage records in the SQLite file at ``path`` (created with its table on first use). Close it."""
+
+    def __init__(self, path: Path, *, max_queue: int = 100_000, batch_size: int = 500) -> None:
+        self.path = Path(path)
+        init_database(self.path, _SCHEMA)
+        self.dropped = 0
+        self._batch_size = batch_size
+        self._queue: queue.Queue[UsageRecord | threading.Event | None] = queue.Queue(maxsize=max_queue)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._write_loop, name="lpnode-usage-writer", daemon=True)
+        self._thread.start()
+
+    def record(self, record: UsageRecord) -> None:
+        """Queue ``record`` for writing; returns at once."""
+        with self._lock:
+            if not self._closed:
+                try:
+                    self._queue.put_nowait(record)
+                except queue.Full:
+                    self.dropped += 1
+                    if self.dropped % 1000 == 1:
+                        log_event(log, "usage queue full; records dropped", logging.WARNING, dropped=self.dropped)
+                return
+        with closing(connect(self.path)) as conn:
+            self._insert(conn, [record])
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record made before this call is written; ``False`` if that took over ``timeout``."""
+        if not self._thread.is_alive():
+            return True
+        marker = threading.Event()
+        try:
+            self._queue.put(marker, timeout=timeout)
+        except queue.Full:
+            return False
+        deadline = time.monotonic() + timeout
+        while not marker.wait(0.05):
+            if not self._thread.is_alive():  # closed meanwhile: close() wrote everything
+                return True
+            if time.monotonic() > deadline:
+                return False
+        return True
+
+    def close(self) -> None:
+        """Write everything queued and stop the writer thread. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> UsageLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write_loop(self) -> None:
+        with closing(connect(self.path)) as conn:
+            while True:
+                batch: list[UsageRecord] = []
+                markers: list[threading.Event] = []
+                item = self._queue.get()
+                while item is not None:
+                    if isinstance(item, threading.Event):
+                        markers.append(item)
+                    else:
+                        batch.append(item)
+                    if len(batch) >= self._batch_size:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._insert(conn, batch)
+                for marker in markers:
+                    marker.set()
+                if item is None:
+                    return
+
+    def _insert(self, conn: sqlite3.Connection, batch: list[UsageRecord]) -> None:
+        error: sqlite3.Error | None = None
+        for attempt in range(3):
+            try:
+                with conn:
+                    conn.executemany(_INSERT, [astuple(r) for r in batch])
+                return
+            except sqlite3.Error as exc:  # disk full, locked too long: keep serving, say what was lost
+                error = exc
+                time.sleep(0.2 * (attempt + 1))
+        with self._lock:
+            self.dropped += len(batch)
+        log_event(log, "usage records not written", logging.ERROR, records=len(batch), path=self.path, error=error)
+
+    def summary(self, *, since: float | None = None, group_by: Sequence[str] = ("key",)) -> list[dict[str, Any]]:
+        """Totals per group since ``since`` (unix time; ``None``: all time), busiest group first.
+
+        ``group_by`` is a subset of ``key``, ``pipeline``, ``model`` (empty: one row for everything). Each
+        row has the group's values under those names and ``requests``, ``errors`` (status 400 or more),
+        ``units``, ``spend_wei`` (decimal string; ``""`` if no request was priced), ``latency_p50_ms`` and
+        ``latency_mean_ms``.
+        """
+        groups = list(dict.fromkeys(group_by))
+        for name in groups:
+            if name not in GROUPS:
+                raise ConfigError(f"cannot group usage by {name!r}; choose from {', '.join(GROUPS)}")
+        self.flush()
+        columns = [GROUPS[name] for name in groups] + ["units", "price_wei", "latency_ms", "status"]
+        totals: dict[tuple[str, ...], _Totals] = {}
+        with closing(connect(self.path)) as conn:
+            for row in self._select(conn, ", ".join(columns), since, order="", limit=None):
+                group = tuple(row[: len(groups)])
+                totals.setdefault(group, _Totals()).add(*row[len(groups) :])
+        result = [dict(zip(groups, group, strict=True)) | t.as_dict() for group, t in totals.items()]
+        result.sort(key=lambda r: (-r["requests"], *(r[g] for g in groups)))
+        return result
+
+    def rows(self, limit: int = 100, since: float | None = None) -> list[UsageRecord]:
+        """The latest ``limit`` records (since ``since``, if given), newest first."""
+        self.flush()
+        with closing(connect(self.path)) as conn:
+            found = self._select(conn, ", ".join(_COLUMNS), since, order=" ORDER BY time DESC, id DESC", limit=limit)
+            return [UsageRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in found]
+
+    @staticmethod
+    def _select(
+        conn: sqlite3.Connection, columns: str, since: float | None, order: str, limit: int | None
+    ) -> list[Any]:
+        sql = f"SELECT {columns} FROM usage"
+        params: list[float | int] = []
+        if since is not None:
+            sql += " WHERE time >= ?"
+            params.append(since)
+        sql += order
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return list(conn.execute(sql, params))
+
+
+@dataclass(slots=True)
+class _Totals:
+    requests: int = 0
+    errors: int = 0
+    units: int = 0
+    spend: Decimal = Decimal(0)
+    priced: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, units: int, price_wei: str, latency_ms: float, status: int) -> None:
+        self.requests += 1
+        self.errors += status >= 400
+        self.units += units
+        self.latencies.append(latency_ms)
+        if price_wei:
+            try:
+                fee = Decimal(price_wei)
+            except InvalidOperation:  # not written by lpnode; counted as unpriced
+                return
+            if fee.is_finite():
+                self.spend += fee
+                self.priced = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "units": self.units,
+            "spend_wei": _decimal_text(self.spend) if self.priced else "",
+            "latency_p50_ms": round(statistics.median(self.latencies), 3),
+            "latency_mean_ms": round(statistics.fmean(self.latencies), 3),
+        }

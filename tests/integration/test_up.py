@@ -1,0 +1,209 @@
+"""`lpnode up` as an app developer meets it: the printed curl works, and Livepeer's own Python SDK
+(`livepeer-ai`) calls every batch pipeline through gateway → orchestrator → runner and parses the answers.
+
+The models dir of the test session is linked into the data dir, so `lpnode up` finds its tiny models
+already built (it builds any that are missing, as on a first run).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import signal
+import struct
+import subprocess
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from livepeer_ai import Livepeer
+from livepeer_ai.models import errors
+from PIL import Image
+
+from procs import LPNODE, child_env, free_port, wait_gone
+
+SMALL = {"width": 64, "height": 64, "num_inference_steps": 2}
+
+
+class Stack:
+    def __init__(self, data_dir: Path) -> None:
+        self.port, self.cli_port, self.orch_port = free_port(), free_port(), free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / "up.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*LPNODE, "up", "--data-dir", str(data_dir), "--http-addr", f"127.0.0.1:{self.port}",
+             "--cli-addr", f"127.0.0.1:{self.cli_port}", "--orch-port", str(self.orch_port)],
+            stdout=self._log, stderr=subprocess.STDOUT, env=child_env(),
+        )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 240) -> str:
+        """The curl line `lpnode up` prints once everything serves."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"lpnode up exited with {self.proc.returncode}:\n{self.log()}")
+            match = re.search(r"^\s+(curl .*)$", self.log(), re.MULTILINE)
+            if match:
+                return match.group(1)
+            time.sleep(0.2)
+        raise AssertionError(f"lpnode up never became ready:\n{self.log()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data = tmp_path_factory.mktemp("up")
+    (data / "models").symlink_to(models_dir, target_is_directory=True)
+    node = Stack(data)
+    try:
+        node.curl = node.wait_ready()  # type: ignore[attr-defined]
+        yield node
+    finally:
+        orchestrator_pids = _pids_under(node.proc.pid)
+        assert node.stop() == 0, node.log()
+        assert wait_gone(orchestrator_pids) == [], "lpnode up left processes behind"
+        assert "Traceback" not in node.log()
+
+
+def _pids_under(root: int) -> list[int]:
+    """Every descendant of ``root`` (orchestrator and runners)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.fixture(scope="module")
+def sdk(stack: Stack) -> Iterator[Livepeer]:
+    with Livepeer(http_bearer="test-token", server_url=stack.base_url) as client:
+        yield client
+
+
+def png(size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (30, 140, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        samples = (int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate)))
+        out.writeframes(b"".join(struct.pack("<h", s) for s in samples))
+    return buffer.getvalue()
+
+
+def fetch_image(url: str) -> Image.Image:
+    response = requests.get(url, timeout=10)
+    response.raise_for_status()
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_the_printed_curl_line_works_and_its_url_is_fetchable(stack: Stack) -> None:
+    command: str = stack.curl  # type: ignore[attr-defined]
+    assert f"{stack.base_url}/text-to-image" in command
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    (media,) = json.loads(result.stdout)["images"]
+    assert media["url"].startswith(f"{stack.base_url}/stream/")
+    assert fetch_image(media["url"]).size == (64, 64)
+
+
+def test_sdk_text_to_image(sdk: Livepeer) -> None:
+    request: Any = {"prompt": "a lighthouse", "model_id": "lpnode/tiny-text-to-image", "seed": 3, **SMALL}
+    images = sdk.generate.text_to_image(request=request).image_response.images
+    assert images[0].seed == 3 and images[0].nsfw is False
+    assert fetch_image(images[0].url).size == (64, 64)
+
+
+def test_sdk_image_to_image_and_upscale(sdk: Livepeer) -> None:
+    image = {"file_name": "in.png", "content": png()}
+    request: Any = {"prompt": "x", "image": image, "model_id": "lpnode/tiny-image-to-image", "num_inference_steps": 2}
+    assert sdk.generate.image_to_image(request=request).image_response.images[0].url
+    request = {"prompt": "x", "image": {"file_name": "in.png", "content": png(32)}, "num_inference_steps": 2}
+    (up,) = sdk.generate.upscale(request=request).image_response.images
+    assert fetch_image(up.url).size == (128, 128)
+
+
+def test_sdk_image_to_video_gets_an_mp4(sdk: Livepeer) -> None:
+    request: Any = {"image": {"file_name": "in.png", "content": png()}, **SMALL}
+    (video,) = sdk.generate.image_to_video(request=request).video_response.images
+    body = requests.get(video.url, timeout=10)
+    assert body.headers["content-type"] == "video/mp4" and body.content[4:8] == b"ftyp"
+
+
+def test_sdk_audio_and_speech(sdk: Livepeer) -> None:
+    text = sdk.generate.audio_to_text(request={"audio": {"file_name": "a.wav", "content": wav()}}).text_response
+    assert isinstance(text.text, str)
+    audio = sdk.generate.text_to_speech(request={"text": "Hello there."}).audio_response.audio
+    fetched = requests.get(audio.url, timeout=10)
+    assert fetched.content[:4] == b"RIFF"
+
+
+def test_sdk_vision_and_llm(sdk: Livepeer) -> None:
+    caption = sdk.generate.image_to_text(request={"image": {"file_name": "in.png", "content": png()}})
+    assert isinstance(caption.image_to_text_response.text, str)
+    request: Any = {
+        "image": {"file_name": "in.png", "content": png()},
+        "point_coords": "[[10, 20]]",
+        "point_labels": "[1]",
+    }
+    masks = sdk.generate.segment_anything2(request=request).masks_response
+    assert masks.masks.startswith("[")
+    reply = sdk.generate.llm(request={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    assert reply.llm_response.choices[0].message.content is not None
+
+
+def test_sdk_bad_input_raises_the_sdks_errors(sdk: Livepeer) -> None:
+    with pytest.raises(errors.HTTPError) as refused:
+        sdk.generate.image_to_text(request={"image": {"file_name": "in.png", "content": b"not an image"}})
+    assert refused.value.data.detail.msg.startswith("The uploaded image is not a readable image")
+    with pytest.raises(errors.HTTPError) as too_small:
+        sdk.generate.text_to_image(request={"prompt": "x", "width": -5, "height": 64, "num_inference_steps": 2})
+    assert "divisible by 8" in too_small.value.data.detail.msg
+
+
+def test_a_field_of_the_wrong_type_is_422_in_fastapis_shape(stack: Stack) -> None:
+    response = requests.post(stack.base_url + "/text-to-image", json={"prompt": "x", "width": "wide"}, timeout=30)
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["body", "width"] and problem["type"] == "int_parsing"
+
+
+def test_no_orchestrator_for_a_model_is_503_with_a_reason(stack: Stack) -> None:
+    response = requests.post(
+        stack.base_url + "/text-to-image", json={"prompt": "x", "model_id": "org/absent"}, timeout=30
+    )
+    assert response.status_code == 503
+    assert "no orchestrator could serve text-to-image model 'org/absent'" in response.json()["error"]["message"]
