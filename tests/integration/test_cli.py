@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
-
-from PIL import Image
 
 from procs import LPNODE, child_env, free_port, run_cli
 
@@ -87,38 +81,6 @@ def test_models_pull_without_the_hub_is_one_clear_error(tmp_path: Path) -> None:
     bad = run_cli("models", "pull", "not-a-repo-id", "--models-dir", str(tmp_path), env=env)
     assert bad.returncode == 2
     assert "expected org/name" in bad.stderr
-
-
-def test_up_prints_a_curl_line_that_works(tmp_path: Path) -> None:
-    port = free_port()
-    log_path = tmp_path / "up.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*LPNODE, "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=child_env(),
-        )
-        try:
-            deadline = time.monotonic() + 120
-            command = None
-            while time.monotonic() < deadline and proc.poll() is None:
-                match = re.search(r"^\s+(curl .*)$", log_path.read_text(), re.MULTILINE)
-                if match:
-                    command = match.group(1)
-                    break
-                time.sleep(0.2)
-            assert command, log_path.read_text()
-            assert f"http://127.0.0.1:{port}/text-to-image" in command
-            result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
-            assert result.returncode == 0, result.stderr
-            (media,) = json.loads(result.stdout)["images"]
-            image = Image.open(io.BytesIO(base64.b64decode(media["url"].split(",", 1)[1])))
-            assert image.size == (64, 64) and media["seed"] == 42
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
-    assert "Traceback" not in log_path.read_text()
 
 
 def test_models_check_reports_what_an_ai_models_file_needs(models_dir: Path, tmp_path: Path) -> None:

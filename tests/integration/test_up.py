@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import requests
 from livepeer_ai import Livepeer
@@ -207,3 +208,80 @@ def test_no_orchestrator_for_a_model_is_503_with_a_reason(stack: Stack) -> None:
     )
     assert response.status_code == 503
     assert "no orchestrator could serve text-to-image model 'org/absent'" in response.json()["error"]["message"]
+
+
+def test_openai_sdk_streams_chat_completions(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="unused")
+    models = [m.id for m in client.models.list()]
+    assert models == ["lpnode/tiny-llm"]
+    stream = client.chat.completions.create(
+        model="lpnode/tiny-llm",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    whole = client.chat.completions.create(model="lpnode/tiny-llm", messages=[{"role": "user", "content": "hi"}])
+    assert whole.choices[0].message.role == "assistant" and whole.usage is not None
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="lpnode/tiny-llm", messages=[{"role": "user", "content": "hi"}], n=2)
+
+
+@pytest.fixture(scope="module")
+def keyed(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
+    """A second gateway, with API keys on, in front of the same orchestrator."""
+    data = tmp_path_factory.mktemp("keyed")
+    made = subprocess.run(
+        [*LPNODE, "keys", "create", "app", "--rate-per-minute", "3", "--data-dir", str(data)],
+        capture_output=True, text=True, env=child_env(), timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    key = re.search(r"lpk_[A-Za-z0-9_-]+", made.stdout)
+    assert key, made.stdout
+    port = free_port()
+    log = open(data / "gateway.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [*LPNODE, "gateway", "-orchAddr", f"127.0.0.1:{stack.orch_port}", "-httpAddr", f"127.0.0.1:{port}",
+         "-cliAddr", f"127.0.0.1:{free_port()}", "--auth", "keys", "--data-dir", str(data)],
+        stdout=log, stderr=subprocess.STDOUT, env=child_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}", data, key.group(0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        log.close()
+
+
+def test_keys_401_without_a_key_429_over_its_rate_and_usage_rows(keyed: tuple[str, Path, str]) -> None:
+    base, data, key = keyed
+    body = {"prompt": "x", "model_id": "lpnode/tiny-text-to-image", **SMALL}
+    anonymous = requests.post(base + "/text-to-image", json=body, timeout=60)
+    assert anonymous.status_code == 401 and "Bearer" in anonymous.json()["error"]["message"]
+    auth = {"Authorization": f"Bearer {key}"}
+    statuses = [
+        requests.post(base + "/text-to-image", json=body, headers=auth, timeout=60).status_code for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]
+    over = requests.post(base + "/text-to-image", json=body, headers=auth, timeout=60)
+    assert over.status_code == 429 and int(over.headers["Retry-After"]) >= 1
+    report = subprocess.run(
+        [*LPNODE, "usage", "--by", "key,pipeline", "--json", "--data-dir", str(data)],
+        capture_output=True, text=True, env=child_env(), timeout=60,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    rows = {(r["key"], r["pipeline"]): r for r in json.loads(report.stdout)}
+    app = rows[("app", "text-to-image")]
+    assert (app["requests"], app["errors"], app["units"]) == (5, 2, 3 * 64 * 64)
+    assert sum(r["requests"] for (k, _), r in rows.items() if k != "app") == 1, "the 401 is recorded without a key"

@@ -92,6 +92,9 @@ class PublicApi:
             job = Job(route.name, model_id, body, content_type, request_id)
             response = await self.forwarder.run(job, request, started + self.timeout, outcome)
         except JobError as exc:
+            refused_key = getattr(exc, "key", None)
+            if refused_key is not None:
+                outcome.key_id, outcome.key_name = refused_key.id, refused_key.name
             response = error_response(exc)
         except Exception as exc:  # a bug: log it whole, answer a plain 500 without a traceback
             log.exception("request failed unexpectedly", extra={"fields": {"pipeline": route.name}})

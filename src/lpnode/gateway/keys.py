@@ -77,9 +77,10 @@ class TooManyRequestsError(JobError):
 
     status_code = 429
 
-    def __init__(self, message: str, retry_after: int = 1) -> None:
+    def __init__(self, message: str, retry_after: int = 1, key: KeyRecord | None = None) -> None:
         super().__init__(message)
         self.retry_after = max(1, retry_after)
+        self.key = key  # whose limit it is, for metering
 
     @property
     def headers(self) -> dict[str, str]:
@@ -361,6 +362,7 @@ class KeyGuard:
                     f"API key {record.name!r} already has {in_flight} requests in progress, its limit; "
                     "retry when one finishes",
                     retry_after=1,
+                    key=record,
                 )
             if record.rate_per_minute is not None:
                 wait = self._take_token(record.id, record.rate_per_minute)
@@ -369,6 +371,7 @@ class KeyGuard:
                         f"API key {record.name!r} is over its limit of {record.rate_per_minute} requests per "
                         f"minute; retry in {wait} s",
                         retry_after=wait,
+                        key=record,
                     )
             self._in_flight[record.id] = in_flight + 1
         return Admission(self, record)

@@ -82,6 +82,9 @@ class OpenAIRoutes:
             answer = await self.forwarder.run(job, request, started + self.timeout, outcome)
             response = await self._translate(answer, include_usage(body))
         except JobError as exc:
+            refused_key = getattr(exc, "key", None)
+            if refused_key is not None:
+                outcome.key_id, outcome.key_name = refused_key.id, refused_key.name
             response = _error(exc)
 
         def finish(status: int) -> None:
