@@ -7,6 +7,8 @@ import inspect
 import json
 import logging
 import random
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,15 +124,31 @@ def generator(device: str, seed: int) -> Any:
     return torch.Generator(gen_device).manual_seed(seed)
 
 
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(pipe: Any) -> threading.Lock:
+    """The lock around calls to ``pipe``: a diffusers pipeline keeps per-call state in its scheduler
+    (timesteps, step index), so two calls at once corrupt each other. With ``--max-in-flight`` above 1,
+    jobs are admitted together and take turns on the model."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(pipe)
+        if lock is None:
+            lock = _LOCKS[pipe] = threading.Lock()
+        return lock
+
+
 def generate_images(pipe: Any, kwargs: dict[str, Any], seed: int, count: int, device: str, job: Job) -> list[Any]:
     """``count`` images, one call each with seed ``seed + i``, so image i is reproducible on its own
     (and a batch never needs more memory than one image)."""
     call = accepted_kwargs(pipe, kwargs)
     images = []
     for i in range(count):
-        output = pipe(
-            **call, num_images_per_prompt=1, generator=generator(device, seed + i), **step_callbacks(pipe, job)
-        )
+        with model_lock(pipe):
+            output = pipe(
+                **call, num_images_per_prompt=1, generator=generator(device, seed + i), **step_callbacks(pipe, job)
+            )
         images.append(output.images[0])
     return images
 

@@ -12,6 +12,7 @@ from lpnode.runner.diffusion import (
     choose_seed,
     generator,
     load_diffusers,
+    model_lock,
     step_callbacks,
 )
 from lpnode.runner.media import decode_image, png_data_url
@@ -64,6 +65,7 @@ class ImageToVideoPipeline(BatchPipeline[ImageToVideoForm]):
         }
         if params.num_inference_steps >= 1:
             kwargs["num_inference_steps"] = params.num_inference_steps
-        output = self.pipe(**kwargs, generator=generator(self.ctx.device, seed), **step_callbacks(self.pipe, job))
+        with model_lock(self.pipe):
+            output = self.pipe(**kwargs, generator=generator(self.ctx.device, seed), **step_callbacks(self.pipe, job))
         frames = [[Media(url=png_data_url(frame), seed=seed, nsfw=nsfw) for frame in video] for video in output.frames]
         return VideoResponse(frames=frames)

@@ -7,6 +7,7 @@ from lpnode.runner.diffusion import (
     choose_seed,
     generator,
     load_diffusers,
+    model_lock,
     step_callbacks,
     to_media,
 )
@@ -46,11 +47,12 @@ class UpscalePipeline(BatchPipeline[UpscaleForm]):
         image = decode_image(params.image)
         seed = choose_seed(params.seed)
         kwargs = {"prompt": params.prompt, "image": image}
-        output = self.pipe(
-            **kwargs,
-            **({"num_inference_steps": params.num_inference_steps} if params.num_inference_steps >= 1 else {}),
-            generator=generator(self.ctx.device, seed),
-            **step_callbacks(self.pipe, job),
-        )
+        with model_lock(self.pipe):
+            output = self.pipe(
+                **kwargs,
+                **({"num_inference_steps": params.num_inference_steps} if params.num_inference_steps >= 1 else {}),
+                generator=generator(self.ctx.device, seed),
+                **step_callbacks(self.pipe, job),
+            )
         checker = self.safety if params.safety_check else None
         return ImageResponse(images=to_media(output.images[:1], [seed], checker))
