@@ -285,3 +285,26 @@ def test_keys_401_without_a_key_429_over_its_rate_and_usage_rows(keyed: tuple[st
     app = rows[("app", "text-to-image")]
     assert (app["requests"], app["errors"], app["units"]) == (5, 2, 3 * 64 * 64)
     assert sum(r["requests"] for (k, _), r in rows.items() if k != "app") == 1, "the 401 is recorded without a key"
+
+
+def test_image_to_video_can_answer_asynchronously(stack: Stack) -> None:
+    form = {k: str(v) for k, v in SMALL.items()}
+    files = {"image": ("in.png", png(), "image/png")}
+    started = requests.post(
+        stack.base_url + "/image-to-video", data=form, files=files, headers={"Prefer": "respond-async"}, timeout=30
+    )
+    assert started.status_code == 202, started.text
+    request_id = started.json()["request_id"]
+    deadline = time.monotonic() + 120
+    while True:
+        poll = requests.post(stack.base_url + "/image-to-video/result", json={"request_id": request_id}, timeout=30)
+        if poll.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert poll.json() == {"status": "processing"}
+        time.sleep(0.3)
+    answer = poll.json()
+    assert answer["status"] == "complete", answer
+    (video,) = answer["result"]["images"]
+    assert requests.get(video["url"], timeout=10).headers["content-type"] == "video/mp4"
+    unknown = requests.post(stack.base_url + "/image-to-video/result", json={"request_id": "nope"}, timeout=30)
+    assert unknown.status_code == 404

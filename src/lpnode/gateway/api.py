@@ -8,6 +8,7 @@ JSON that both the ``livepeer-ai`` SDK and go-livepeer clients read: ``{"error":
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lpnode.errors import BadRequestError, JobCancelledError, JobError, PayloadTooLargeError, UnsupportedMediaError
+from lpnode.gateway.async_jobs import AsyncJobs
 from lpnode.gateway.forward import Forwarder, Job, Outcome
 from lpnode.gateway.jobs import ROUTES, PipelineRoute, audio_units, units
 from lpnode.gateway.keys import Admission
@@ -66,8 +68,10 @@ class PublicApi:
         timeout: float,
         record: Recorder | None = None,
         admit: Admit | None = None,
+        async_jobs: AsyncJobs | None = None,
     ) -> None:
         self.admit = admit
+        self.async_jobs = async_jobs
         self.forwarder = forwarder
         self.default_model = default_model
         self.timeout = timeout
@@ -90,6 +94,10 @@ class PublicApi:
                 body, content_type = _with_model(route, fields, model_id, body, content_type)
             job_units = units(route, params, fields)
             job = Job(route.name, model_id, body, content_type, request_id)
+            if self.async_jobs is not None and route.name == "image-to-video" and self.async_jobs.wants_async(request):
+                held, admission = admission, None  # the background job releases it
+                done = functools.partial(self._finished, route.name, model_id, job_units, outcome, started, request_id)
+                return self.async_jobs.start(request_id, lambda: self._background(job, started, outcome, held, done))
             response = await self.forwarder.run(job, request, started + self.timeout, outcome)
         except JobError as exc:
             refused_key = getattr(exc, "key", None)
@@ -105,8 +113,7 @@ class PublicApi:
         def finish(status: int) -> None:
             if admission is not None:
                 admission.release()
-            if self.record is not None:
-                self.record(route.name, model_id, job_units, status, outcome, time.monotonic() - started, request_id)
+            self._finished(route.name, model_id, job_units, outcome, started, request_id, status)
 
         if isinstance(response, RelayedStream):
             inner = response.on_close
@@ -119,6 +126,33 @@ class PublicApi:
             response.on_close = close
         else:
             finish(response.status_code)
+        return response
+
+    def _finished(
+        self, pipeline: str, model_id: str, units: int, outcome: Outcome, started: float, rid: str, status: int
+    ) -> None:
+        if self.record is not None:
+            self.record(pipeline, model_id, units, status, outcome, time.monotonic() - started, rid)
+
+    async def _background(
+        self,
+        job: Job,
+        started: float,
+        outcome: Outcome,
+        admission: Admission | None,
+        finished: Callable[[int], None],
+    ) -> Response:
+        try:
+            response = await self.forwarder.run(job, None, started + self.timeout, outcome)
+        except JobError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # a bug: log it, report it as the job's error
+            log.exception("async job failed unexpectedly", extra={"fields": {"pipeline": job.pipeline}})
+            response = error_response(JobError(f"internal error: {type(exc).__name__}"))
+        finally:
+            if admission is not None:
+                admission.release()
+        finished(response.status_code)
         return response
 
     async def _read(self, route: PipelineRoute, request: Request) -> tuple[BaseModel, dict[str, Any], bytes, str]:

@@ -93,7 +93,8 @@ class Forwarder:
         self.store = store
         self.public_url = public_url.rstrip("/")
 
-    async def run(self, job: Job, request: Request, deadline: float, outcome: Outcome) -> Response:
+    async def run(self, job: Job, request: Request | None, deadline: float, outcome: Outcome) -> Response:
+        """Serve ``job``; ``request`` is the caller's, watched for a disconnect (``None``: nobody waits)."""
         tried: set[str] = set()
         second_chance: set[str] = set()
         refreshed = False
@@ -124,7 +125,9 @@ class Forwarder:
         served = "; ".join(reasons) if reasons else "no orchestrator offers it"
         raise UnavailableError(f"no orchestrator could serve {job.pipeline} model {job.model_id!r}: {served}", 1)
 
-    async def _attempt(self, offer: Offer, job: Job, request: Request, deadline: float, outcome: Outcome) -> Response:
+    async def _attempt(
+        self, offer: Offer, job: Job, request: Request | None, deadline: float, outcome: Outcome
+    ) -> Response:
         try:
             token = await self.directory.token(offer.url)
         except OrchestratorUnreachable as exc:
@@ -145,7 +148,7 @@ class Forwarder:
         try:
             call = self.session.post(f"{offer.transcoder}/{job.pipeline}", data=job.body, headers=headers, ssl=False)
             try:
-                upstream = await first_of(call, asyncio.Event(), disconnected(request, done))
+                upstream = await first_of(call, asyncio.Event(), _gone(request, done))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.directory.suspend(offer.url, f"no answer: {exc or type(exc).__name__}")
                 raise _Retry(f"no answer ({exc or type(exc).__name__})") from None
@@ -162,7 +165,7 @@ class Forwarder:
             if upstream.content_type == "text/event-stream":
                 settled = True  # the stream's end settles it
                 return self._stream(offer, upstream, started)
-            answer = await first_of(upstream.read(), asyncio.Event(), disconnected(request, done))
+            answer = await first_of(upstream.read(), asyncio.Event(), _gone(request, done))
             await release(upstream)
             self.stats.finished(offer, time.monotonic() - started)
             settled = True
@@ -206,6 +209,13 @@ class Forwarder:
 
         response.on_close = close
         return response
+
+
+async def _gone(request: Request | None, done: asyncio.Event) -> None:
+    if request is None:
+        await asyncio.Event().wait()  # nobody to lose: never
+    else:
+        await disconnected(request, done)
 
 
 REHOSTED = frozenset({"text-to-image", "image-to-image", "image-to-video", "upscale", "text-to-speech"})

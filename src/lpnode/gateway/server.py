@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from lpnode.gateway.admin import AdminRoutes
 from lpnode.gateway.api import PublicApi
+from lpnode.gateway.async_jobs import AsyncJobs
 from lpnode.gateway.directory import Directory, normalize_address
 from lpnode.gateway.forward import Forwarder, Outcome
 from lpnode.gateway.jobs import ROUTES
@@ -69,6 +70,7 @@ class Gateway:
         database = database_path(settings.data_dir.expanduser())
         self.guard = KeyGuard(KeyStore(database)) if settings.auth == "keys" else None
         self.usage = UsageLog(database)
+        self.async_jobs = AsyncJobs(settings.result_ttl)
 
     def default_model(self, pipeline: str) -> str:
         configured = self.settings.default_models.get(pipeline)
@@ -102,6 +104,7 @@ class Gateway:
         assert self.openai is not None
         routes = [Route(f"/{name}", self.api.handle, methods=["POST"]) for name in ROUTES]
         routes += [
+            Route("/image-to-video/result", self.async_jobs.result, methods=["POST"]),
             Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
             Route("/v1/models", self.openai.models),
             stream_route(self.store),
@@ -154,7 +157,14 @@ class Gateway:
         )
         self.forwarder = forwarder
         admit = self.guard.admit_async if self.guard is not None else None
-        self.api = PublicApi(forwarder, self.default_model, timeout=s.timeout, record=self.record, admit=admit)
+        self.api = PublicApi(
+            forwarder,
+            self.default_model,
+            timeout=s.timeout,
+            record=self.record,
+            admit=admit,
+            async_jobs=self.async_jobs,
+        )
         self.openai = OpenAIRoutes(
             forwarder, self.directory, self.default_model, timeout=s.timeout, record=self.record, admit=admit
         )
@@ -169,6 +179,7 @@ class Gateway:
                 server.should_exit = True
             await asyncio.gather(*serving, return_exceptions=True)
             refresher.cancel()
+            self.async_jobs.close()
             await asyncio.gather(refresher, return_exceptions=True)
             await self.client.close()
             await self._session.close()
