@@ -813,6 +813,22 @@ def verdict_line(out: Outcome) -> str:
     return f'Target "{TARGET_TEXT}" (added p50 ≤ {TARGET_FACTOR:g} × nginx\'s): ' + ", ".join(parts) + "."
 
 
+def outside_verdict_line(out: Outcome) -> str:
+    """The same target on the added time outside the runner's app, which the model's speed does not move."""
+    if out.nginx_skipped:
+        return ""
+    parts = []
+    for c in out.concurrencies:
+        direct, lp, ng = out.mode(DIRECT, c), out.mode(LPNODE, c), out.mode(NGINX, c)
+        assert direct is not None and lp is not None and ng is not None
+        a, n = added(direct, lp), added(direct, ng)
+        parts.append(
+            f"at c={c} {met(within_target(a.outside_ms, n.outside_ms))} ({a.outside_ms:+.1f} ms against "
+            f"{n.outside_ms:+.1f} ms: {ratio_text(a.outside_ms, n.outside_ms)})"
+        )
+    return "The same target on the mean added time outside the runner's app: " + ", ".join(parts) + "."
+
+
 def steady_lines(out: Outcome) -> list[str]:
     """The c=1 figures least moved by how fast the model happened to run."""
     lines = []
@@ -876,6 +892,8 @@ def breakdown(out: Outcome) -> list[str]:
 def report_lines(out: Outcome) -> list[str]:
     lines = ["Added over direct, per concurrency (p50 and p99 of the client's latency; throughput ratio):", ""]
     lines += [*comparison(out), "", verdict_line(out), ""]
+    if not out.nginx_skipped:
+        lines += [outside_verdict_line(out), ""]
     lines += [*steady_lines(out), ""]
     lines += [
         "Where the time goes at c=1 (means over the same requests, from the client and from each process's "
