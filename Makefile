@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-up: $(STAMP)  ## run lpnode on this machine, offline, with tiny built-in models (UP_ARGS="--port 8001")
+up: $(STAMP)  ## run gateway, orchestrator and runners here, offline, with tiny models (UP_ARGS="--http-addr 127.0.0.1:9935")
 	$(BIN)/lpnode up $(UP_ARGS)
 
 test: $(STAMP)  ## run the test suite (real processes on loopback)

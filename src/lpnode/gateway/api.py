@@ -25,7 +25,7 @@ from lpnode.errors import BadRequestError, JobCancelledError, JobError, PayloadT
 from lpnode.gateway.async_jobs import AsyncJobs
 from lpnode.gateway.forward import Forwarder, Job, Outcome
 from lpnode.gateway.jobs import ROUTES, PipelineRoute, audio_units, units
-from lpnode.gateway.keys import Admission
+from lpnode.gateway.key_guard import Admission
 from lpnode.http_relay import RelayedStream
 
 log = logging.getLogger("lpnode.gateway")

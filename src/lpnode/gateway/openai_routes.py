@@ -19,7 +19,7 @@ from lpnode.errors import BadRequestError, JobCancelledError, JobError
 from lpnode.gateway.api import Admit, Recorder
 from lpnode.gateway.directory import Directory
 from lpnode.gateway.forward import Forwarder, Job, Outcome
-from lpnode.gateway.keys import Admission
+from lpnode.gateway.key_guard import Admission
 from lpnode.gateway.openai_compat import (
     DONE,
     chat_request_to_llm,

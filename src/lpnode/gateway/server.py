@@ -29,7 +29,8 @@ from lpnode.gateway.async_jobs import AsyncJobs
 from lpnode.gateway.directory import Directory, normalize_address
 from lpnode.gateway.forward import Forwarder, Outcome
 from lpnode.gateway.jobs import ROUTES
-from lpnode.gateway.keys import KeyGuard, KeyStore, database_path
+from lpnode.gateway.key_guard import KeyGuard
+from lpnode.gateway.keys import KeyStore, database_path
 from lpnode.gateway.openai_routes import OpenAIRoutes
 from lpnode.gateway.orch_client import OrchestratorClient
 from lpnode.gateway.selection import SELECTORS, Stats
