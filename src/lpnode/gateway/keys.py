@@ -1,11 +1,12 @@
-"""The gateway's API keys: a SQLite store of hashed keys, and the guard that admits requests by key.
+"""The gateway's API keys: a SQLite store of hashed keys (the guard that admits requests by key is
+:mod:`lpnode.gateway.key_guard`).
 
 A key is ``lpk_`` followed by 32 URL-safe random characters (192 bits). It is shown once, when created;
 the store keeps only its SHA-256 (hex) and a non-secret prefix (the 8 characters after ``lpk_``) so a
 listing can tell keys apart. Lookups go by the hash of the whole key, never by prefix, so how long a
 lookup takes says nothing about how much of a guessed key is right.
 
-:class:`KeyGuard` admits a request from its ``Authorization: Bearer <key>`` header, or raises:
+:class:`~lpnode.gateway.key_guard.KeyGuard` admits a request from its ``Authorization: Bearer <key>`` header, or raises:
 
     UnauthorizedError      401: no key, a malformed header, an unknown key, or a revoked key
     TooManyRequestsError   429: over the key's requests per minute or requests at once; has ``retry_after``
