@@ -85,6 +85,7 @@ TARGET_FACTOR = 2.0  # lpnode's two hops may add at most twice what nginx's two 
 TARGET_TEXT = "lpnode's two hops within 2× of nginx's added latency"
 PNG_DATA_URL = "data:image/png;base64,"
 UVICORN_KEEP_ALIVE = 3.0  # the runner and the gateway (uvicorn) close idle connections after 5 s; drop them first
+MAX_FAILED = 0.3  # stop when more than this share of a mode's requests failed
 START_MARK = "<!-- gateway_path:start -->"
 END_MARK = "<!-- gateway_path:end -->"
 
@@ -123,16 +124,21 @@ class Target:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self.keep_alive, ssl=self.tls or True)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
 
-    async def post(self, payload: bytes) -> tuple[float, bytes]:
-        """One job: (seconds from the send to the last byte of the answer, the answer)."""
+    async def post(self, payload: bytes) -> tuple[float, bytes, str]:
+        """One job: (seconds from the send to the last byte of the answer, the answer, what went wrong: empty
+        when the answer is a 200)."""
         assert self.session is not None
         t0 = time.perf_counter()
-        async with self.session.post(f"{self.base_url}/{PIPELINE}", data=payload, headers=self.headers) as response:
-            data = await response.read()
-            latency = time.perf_counter() - t0
-            if response.status != 200:
-                raise RuntimeError(f"{self.name}: POST /{PIPELINE} answered {response.status}: {data[:300]!r}")
-        return latency, data
+        try:
+            url = f"{self.base_url}/{PIPELINE}"
+            async with self.session.post(url, data=payload, headers=self.headers) as response:
+                data = await response.read()
+                latency = time.perf_counter() - t0
+                if response.status != 200:
+                    return latency, data, f"{response.status} {' '.join(data[:200].decode(errors='replace').split())}"
+        except aiohttp.ClientError as exc:
+            return time.perf_counter() - t0, b"", f"{type(exc).__name__}: {exc}"
+        return latency, data, ""
 
     async def get(self, url: str) -> bytes:
         assert self.session is not None
@@ -168,6 +174,7 @@ class Mode:
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process group (runner, gateway, ...)
     metrics: dict[str, float] = field(default_factory=dict)  # deltas of the /metrics sums and counts
     outside: list[float] = field(default_factory=list)  # c=1: seconds of each request outside the runner's app
+    errors: list[str] = field(default_factory=list)  # what each failed request got (not in the figures)
 
     @property
     def key(self) -> str:
@@ -509,6 +516,8 @@ async def run(args: argparse.Namespace, targets: list[Target], probe: Probe, pay
     fetch: dict[str, list[float]] = {t.key: [] for t in targets if t.answer == "url"}
     images: dict[str, bytes] = {}
     deadline = Deadline(args.budget)
+    # Failed requests are counted, reported and left out of the figures, up to a share of a mode's requests.
+    planned = {1: args.requests, **{c: c * args.rounds for c in concurrencies}}
 
     for target in targets:
         target.open(args.timeout)
@@ -529,13 +538,24 @@ async def run(args: argparse.Namespace, targets: list[Target], probe: Probe, pay
         if png != images[target.key]:
             raise RuntimeError(f"{target.name}: a different image for the same request and seed")
 
-    async def one(mode: Mode, timed: bool) -> float:
-        """One c=1 request, with the CPU time and /metrics around it credited to ``mode``."""
+    def failed(mode: Mode, problem: str) -> None:
+        """Count a failed request; stop when failures are no longer the exception."""
+        mode.errors.append(problem)
+        print(f"  {mode.name}, c={mode.concurrency}: a request failed: {problem}", flush=True)
+        if len(mode.errors) > max(5, planned[mode.concurrency] * MAX_FAILED):
+            raise RuntimeError(f"{mode.name}, c={mode.concurrency}: {len(mode.errors)} requests failed: {problem}")
+
+    async def one(mode: Mode, timed: bool) -> float | None:
+        """One c=1 request, with the CPU time and /metrics around it credited to ``mode``; its latency, or
+        None when it failed."""
         deadline.check(mode.name)
         before = await probe.all_metrics(mode)
         cpu = probe.cpu()
-        latency, answer = await mode.target.post(payload)
-        deltas = await probe.credit(mode, before, cpu, 1)
+        latency, answer, problem = await mode.target.post(payload)
+        deltas = await probe.credit(mode, before, cpu, 0 if problem else 1)
+        if problem:
+            failed(mode, problem)
+            return None
         mode.latencies.append(latency)
         if deltas.get("runner_request_count") == 1:
             mode.outside.append(latency - deltas["runner_request_sum"])
@@ -552,10 +572,13 @@ async def run(args: argparse.Namespace, targets: list[Target], probe: Probe, pay
         async with asyncio.timeout(min(args.timeout * 2, max(1.0, deadline.left()))):
             done = await asyncio.gather(*(mode.target.post(payload) for _ in range(mode.concurrency)))
         wall = time.perf_counter() - started
-        await probe.credit(mode, before, cpu, mode.concurrency)
-        mode.latencies += [latency for latency, _ in done]
+        await probe.credit(mode, before, cpu, sum(not problem for _, _, problem in done))
         mode.wall += wall
-        for _, answer in done:
+        for latency, answer, problem in done:
+            if problem:
+                failed(mode, problem)
+                continue
+            mode.latencies.append(latency)
             await checked(mode.target, answer, timed=False)
 
     async def a_round(modes: list[Mode], conc: dict[int, list[Mode]], cycles: int, turn: int, keep: bool) -> None:
@@ -563,7 +586,7 @@ async def run(args: argparse.Namespace, targets: list[Target], probe: Probe, pay
             base = await one(modes[0], keep)
             for mode in modes[1:]:
                 latency = await one(mode, keep)
-                if keep:
+                if keep and latency is not None and base is not None:
                     pairs[mode.key].append(latency - base)
         for group in conc.values():
             for k in range(len(group)):
@@ -723,16 +746,16 @@ def dash(value: float | None, fmt: str = "{:.1f}") -> str:
 
 def table(out: Outcome) -> str:
     rows = [
-        "| path | c | requests | p50 (ms) | p99 (ms) | throughput (req/s) | CPU ms/req: runner | gateway "
+        "| path | c | requests | failed | p50 (ms) | p99 (ms) | throughput (req/s) | CPU ms/req: runner | gateway "
         "| orchestrator | nginx (both) | client |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in out.modes:
         gateway = m.cpu_ms("gateway") if "gateway" in m.target.hops else None
         orch = m.cpu_ms("orchestrator") if "orchestrator" in m.target.hops else None
         nginx = m.cpu_ms("nginx") if m.key == NGINX else None
         rows.append(
-            f"| {m.name} | {m.concurrency} | {m.requests} | {m.quantile(0.5) * 1e3:.1f} | "
+            f"| {m.name} | {m.concurrency} | {m.requests} | {len(m.errors)} | {m.quantile(0.5) * 1e3:.1f} | "
             f"{m.quantile(0.99) * 1e3:.1f} | {m.throughput:.2f} | {m.cpu_ms('runner'):.1f} | {dash(gateway)} "
             f"| {dash(orch)} | {dash(nginx)} | {m.cpu_ms('client'):.1f} |"
         )
@@ -929,6 +952,13 @@ def report_lines(out: Outcome) -> list[str]:
         f"its {os.cpu_count() or 1} CPUs busy on average, and the hypervisor stole about {out.steal_cpus:.1f}.",
         f"- the same PNG on every path (same seed): {'yes' if out.same_image else 'no'}",
     ]
+    for m in out.modes:
+        if m.errors:
+            seen = sorted(set(m.errors), key=m.errors.index)
+            lines.append(
+                f"- failed requests, left out of the figures: {m.name} at c={m.concurrency}: {len(m.errors)} "
+                f"({'; '.join(f'`{e}`' for e in seen[:3])})"
+            )
     if out.nginx_skipped:
         lines.append(f"- no nginx rows: {out.nginx_skipped}")
     return lines

@@ -17,7 +17,7 @@ import requests
 import uvicorn
 from starlette.applications import Starlette
 
-from lpnode.orchestrator.results import (
+from lpnode.results import (
     NOT_FOUND_TEXT,
     ResultStore,
     content_type,

@@ -39,10 +39,10 @@ from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.settings import PriceCaps
 from lpnode.http_relay import RelayedStream, disconnected, first_of, release
 from lpnode.logs import log_event
-from lpnode.orchestrator.results import ResultStore
 from lpnode.orchestrator.runner_errors import error_message
 from lpnode.protocol.capabilities import capability_bitstring, capability_for_pipeline
 from lpnode.protocol.lp_rpc_pb2 import AuthToken, Capabilities, SegData
+from lpnode.results import ResultStore
 
 log = logging.getLogger("lpnode.gateway.forward")
 MAX_ATTEMPTS = 6

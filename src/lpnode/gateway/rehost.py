@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from lpnode.errors import PipelineFailedError
-from lpnode.orchestrator.results import ResultStore, extension_for
+from lpnode.results import ResultStore, extension_for
 
 FETCH_TIMEOUT = aiohttp.ClientTimeout(total=30)
 MAX_RESULT_BYTES = 512 * 1024 * 1024

@@ -37,7 +37,7 @@ from lpnode.gateway.selection import SELECTORS, Stats
 from lpnode.gateway.settings import GatewaySettings
 from lpnode.gateway.usage import UsageLog, UsageRecord, fee_wei
 from lpnode.logs import log_event
-from lpnode.orchestrator.results import ResultStore, stream_route
+from lpnode.results import ResultStore, stream_route
 from lpnode.runner.server import bind_socket
 
 log = logging.getLogger("lpnode.gateway")

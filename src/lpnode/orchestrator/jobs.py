@@ -34,10 +34,10 @@ from lpnode.orchestrator.job_body import JobBody, read_model_id
 from lpnode.orchestrator.metrics import OrchestratorMetrics
 from lpnode.orchestrator.pool import LeasedRunner, RunnerPool
 from lpnode.orchestrator.rehost import WORKER_AUTHORIZATION, needs_rehosting, rehost
-from lpnode.orchestrator.results import ResultStore, new_request_id
 from lpnode.orchestrator.runner_errors import runner_error
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.lp_rpc_pb2 import Capabilities
+from lpnode.results import ResultStore, new_request_id
 
 log = logging.getLogger("lpnode.orchestrator.jobs")
 TIMEOUT_HEADER = "lpnode-timeout"

@@ -14,8 +14,8 @@ import json
 from typing import Any
 
 from lpnode.errors import PipelineFailedError
-from lpnode.orchestrator.results import ResultStore, decode_data_url
 from lpnode.orchestrator.video import encode_mp4
+from lpnode.results import ResultStore, decode_data_url
 
 WORKER_AUTHORIZATION = "Livepeer-AI-Worker-1.0"
 IMAGE_PIPELINES = frozenset({"text-to-image", "image-to-image", "upscale"})

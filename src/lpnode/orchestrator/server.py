@@ -34,7 +34,6 @@ from lpnode.orchestrator.jobs import JobRelay, batch_pipelines
 from lpnode.orchestrator.metrics import OrchestratorMetrics
 from lpnode.orchestrator.pool import ProcessSettings, RunnerBackend, RunnerPool
 from lpnode.orchestrator.pool.ports import port_is_free
-from lpnode.orchestrator.results import ResultStore, stream_route
 from lpnode.orchestrator.settings import OrchestratorSettings
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import build_capabilities
@@ -43,6 +42,7 @@ from lpnode.protocol.grpc_unary import PeerInfo
 from lpnode.protocol.lp_rpc_pb2 import Capabilities, OrchestratorInfo, OrchestratorRequest
 from lpnode.protocol.orchestrator_service import orchestrator_methods
 from lpnode.protocol.same_port import ServerSettings, new_event_loop, serve_same_port
+from lpnode.results import ResultStore, stream_route
 from lpnode.runner.hardware import gpu_info
 from lpnode.runner.pipelines import NETWORK_PIPELINES
 

@@ -1,8 +1,8 @@
-"""Where the orchestrator keeps AI job results, and the ``GET /stream/<request_id>/<name>`` route that serves them.
+"""Where AI job results are kept, and the ``GET /stream/<request_id>/<name>`` route that serves them.
 
 Runners answer images and audio as ``data:`` URLs; the orchestrator saves each one as a file under
 ``<root>/<request_id>/<name>`` and answers the URL ``{serviceURI}/stream/<request_id>/<name>``, which gateways
-fetch to re-host the result. Every saved file gets its own random name, so several images of one response never
+fetch and save in their own store the same way, to serve it to their callers. Every saved file gets its own random name, so several images of one response never
 overwrite each other. A request's directory expires ``ttl_seconds`` after its last change (its mtime) and is then
 neither served nor kept: :meth:`ResultStore.sweep` deletes it.
 
@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-log = logging.getLogger("lpnode.orchestrator.results")
+log = logging.getLogger("lpnode.results")
 
 NOT_FOUND_TEXT = "result not found (it may have expired)"
 CACHE_CONTROL = "private, max-age=600"
