@@ -2,7 +2,8 @@
 
 Runners answer images and audio as ``data:`` URLs; the orchestrator saves each one as a file under
 ``<root>/<request_id>/<name>`` and answers the URL ``{serviceURI}/stream/<request_id>/<name>``, which gateways
-fetch and save in their own store the same way, to serve it to their callers. Every saved file gets its own random name, so several images of one response never
+fetch and save in their own store the same way, to serve it to their callers. Every saved file gets its own
+random name, so several images of one response never
 overwrite each other. A request's directory expires ``ttl_seconds`` after its last change (its mtime) and is then
 neither served nor kept: :meth:`ResultStore.sweep` deletes it.
 
