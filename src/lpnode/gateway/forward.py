@@ -2,12 +2,13 @@
 
 For each attempt: pick the best eligible offer (price caps, then the selector), make sure its auth token
 is fresh, send the body with the headers a go-livepeer gateway sends (``Livepeer-Segment`` with the
-session token and the job's capabilities, ``Livepeer-Payment`` empty off-chain, ``Authorization:
-Livepeer-AI-Worker-1.0``) and the time left (``Lpnode-Timeout``). The answer decides what happens next
-(go-livepeer's classification, §5.2):
+session token and the job's capabilities, ``Livepeer-Payment`` empty off-chain, and ``Authorization:
+Livepeer-AI-Worker-1.0`` except where results are wanted inline) and the time left (``Lpnode-Timeout``).
+The answer decides what happens next (go-livepeer's classification, §5.2):
 
-- 200: done. Result URLs are fetched from the orchestrator and served by the gateway; an SSE answer is
-  relayed chunk by chunk.
+- 200: done. Results are stored and served by the gateway (images and audio are asked for inline, as
+  ``data:`` URLs, by leaving out the worker header; videos are fetched from the orchestrator's URL); an
+  SSE answer is relayed chunk by chunk.
 - 400/413/415/422 (the input is wrong): the caller gets it, with the runner's message; no retry.
 - 402/403 (payment or credentials): the orchestrator's info and token are fetched again, then the next
   attempt may use it again once.
@@ -137,7 +138,7 @@ class Forwarder:
             "Content-Type": job.content_type,
             "Livepeer-Segment": segment_header(token, job.pipeline, job.model_id),
             "Livepeer-Payment": "",
-            "Authorization": "Livepeer-AI-Worker-1.0",
+            **({} if job.pipeline in INLINE_RESULTS else {"Authorization": "Livepeer-AI-Worker-1.0"}),
             "Lpnode-Timeout": f"{max(0.1, deadline - time.monotonic()):.3f}",
         }
         self.stats.started(offer)
@@ -217,6 +218,11 @@ async def _gone(request: Request | None, done: asyncio.Event) -> None:
     else:
         await disconnected(request, done)
 
+
+INLINE_RESULTS = frozenset({"text-to-image", "image-to-image", "upscale", "text-to-speech"})
+"""Pipelines whose results are asked for inline: without ``Authorization: Livepeer-AI-Worker-1.0`` an
+orchestrator answers ``data:`` URLs for these (go-livepeer's rule for older gateways), which spares it
+storing each file and the gateway a second request to fetch it. Videos still come as URLs."""
 
 REHOSTED = frozenset({"text-to-image", "image-to-image", "image-to-video", "upscale", "text-to-speech"})
 

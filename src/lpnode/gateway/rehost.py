@@ -17,6 +17,7 @@ from lpnode.results import ResultStore, extension_for
 
 FETCH_TIMEOUT = aiohttp.ClientTimeout(total=30)
 MAX_RESULT_BYTES = 512 * 1024 * 1024
+INLINE_BYTES = 256 * 1024
 
 
 async def rehost(
@@ -44,6 +45,8 @@ async def _store(url: Any, session: aiohttp.ClientSession, store: ResultStore, r
         return None
     try:
         if url.startswith("data:"):
+            if len(url) <= INLINE_BYTES:  # small: on the loop (well under a millisecond)
+                return store.save_data_url(request_id, url)
             return await asyncio.to_thread(store.save_data_url, request_id, url)
         async with session.get(url, ssl=False, timeout=FETCH_TIMEOUT) as response:
             response.raise_for_status()
