@@ -166,13 +166,14 @@ class Directory:
 
     # --- what is offered -----------------------------------------------------------------------------------
 
-    def offers(self, pipeline: str, model_id: str) -> list[Offer]:
-        """Every unsuspended orchestrator's offer of (pipeline, model_id), in discovery (response time) order."""
+    def offers(self, pipeline: str, model_id: str, *, suspended: bool = False) -> list[Offer]:
+        """Every orchestrator's offer of (pipeline, model_id), in discovery (response time) order: the
+        unsuspended ones, or with ``suspended`` the suspended ones (a last resort when no other is left)."""
         cap = capability_for_pipeline(pipeline)
         found = []
         for orch in sorted(self.orchestrators.values(), key=lambda o: o.response_seconds):
             info = orch.info
-            if info is None or orch.suspended or cap not in info.capabilities.constraints.PerCapability:
+            if info is None or orch.suspended != suspended or cap not in info.capabilities.constraints.PerCapability:
                 continue
             model = info.capabilities.constraints.PerCapability[cap].models.get(model_id)
             if model is None:

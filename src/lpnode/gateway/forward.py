@@ -104,6 +104,10 @@ class Forwarder:
             if time.monotonic() >= deadline:
                 raise GatewayTimeoutError("no orchestrator answered before the deadline")
             offers = [o for o in self.directory.offers(job.pipeline, job.model_id) if o.url not in tried]
+            if not offers:  # every unsuspended one failed or none is left: give a suspended one a chance
+                offers = [
+                    o for o in self.directory.offers(job.pipeline, job.model_id, suspended=True) if o.url not in tried
+                ]
             affordable = [o for o in offers if self.caps.allows(o)]
             if not affordable:
                 if not refreshed:

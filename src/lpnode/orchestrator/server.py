@@ -48,6 +48,7 @@ from lpnode.runner.pipelines import NETWORK_PIPELINES
 
 log = logging.getLogger("lpnode.orchestrator")
 SWEEP_INTERVAL = 60.0
+RUNNER_IDLE_SECONDS = 2.0
 
 
 class Orchestrator:
@@ -147,8 +148,11 @@ class Orchestrator:
                 "choose another --service-addr/--http-addr or stop the process using it"
             )
         tls = ensure_certificate(s.data_dir / "tls", _certificate_host(s.service_url)) if s.tls else None
+        # Idle connections to runners are dropped before a runner's server drops them (uvicorn: 5 s), so a
+        # job never goes out on a connection the runner is closing.
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), connector=aiohttp.TCPConnector(limit=0)
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=RUNNER_IDLE_SECONDS),
         )
         sweeper = asyncio.ensure_future(self._sweep())
         try:

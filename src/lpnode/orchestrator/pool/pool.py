@@ -124,7 +124,7 @@ class RunnerPool:
         runners keep being restarted in the background."""
         if self._session is not None:
             raise RuntimeError("RunnerPool.start() called twice")
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=2.0))
         starting: list[Runner] = []
         for model in self._models.values():
             for config in model.externals:
