@@ -197,3 +197,46 @@ def write_docs(section: str, start_mark: str, end_mark: str) -> None:
 def sigterm_as_interrupt(signum: int, frame: Any) -> None:
     """A SIGTERM handler: unwind like Ctrl-C, through the finally blocks that stop the runner."""
     raise KeyboardInterrupt
+
+
+# --- the tiny text-to-image runner the relay benchmarks put behind lpnode's hops ---
+
+T2I_MODEL_ID = "lpnode/tiny-text-to-image"
+T2I_SAFETY_ID = "lpnode/tiny-safety-checker"
+T2I_PIPELINE = "text-to-image"
+
+
+def build_models(models_dir: Path) -> None:
+    """``lpnode models tiny --pipeline text-to-image``: the model and the safety checker it needs."""
+    cmd = [sys.executable, "-m", "lpnode.cli", "models", "tiny", "--pipeline", T2I_PIPELINE]
+    done = subprocess.run(
+        [*cmd, "--models-dir", str(models_dir)], capture_output=True, text=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"building the tiny models failed:\n{done.stdout}{done.stderr}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` so far: the sum of its threads' ns-resolution scheduler statistics (live
+    threads only; this run's processes keep theirs), or the tick-resolution /proc counters without them."""
+    total = 0.0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            try:
+                total += int(Path(task.path, "schedstat").read_text().split()[0]) / 1e9
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        return process_cpu_seconds(pid)
+    return total or process_cpu_seconds(pid)
+
+
+def runner_args(models_dir: Path, port: int, max_queue: int) -> list[str]:
+    args = ["--pipeline", T2I_PIPELINE, "--model-id", T2I_MODEL_ID, "--models-dir", str(models_dir)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--safety-checker", T2I_SAFETY_ID, "--device", "cpu"]
+    args += ["--threads", "1", "--max-in-flight", "1", "--max-queue", str(max_queue), "--exit-with-parent"]
+    return [*args, "--log-level", "warning"]
+
+
+def met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"

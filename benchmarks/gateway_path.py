@@ -64,12 +64,15 @@ from _common import (
     DOCS,
     ROOT,
     Deadline,
+    build_models,
+    cpu_seconds,
     free_port,
     log_tail,
     machine_cpu_seconds,
     machine_info,
+    met,
     nearest_rank,
-    process_cpu_seconds,
+    runner_args,
     sigterm_as_interrupt,
     start_runner,
     stop_runner,
@@ -215,21 +218,6 @@ class Mode:
 # -- processes --------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of process ``pid`` so far: the sum of its threads' ns-resolution scheduler statistics (live
-    threads only; this run's processes keep theirs), or the tick-resolution /proc counters without them."""
-    total = 0.0
-    try:
-        for task in os.scandir(f"/proc/{pid}/task"):
-            try:
-                total += int(Path(task.path, "schedstat").read_text().split()[0]) / 1e9
-            except (OSError, IndexError, ValueError):
-                continue
-    except OSError:
-        return process_cpu_seconds(pid)
-    return total or process_cpu_seconds(pid)
-
-
 def children(pid: int) -> list[int]:
     """The child processes of ``pid`` (an nginx master's workers), from /proc."""
     try:
@@ -246,13 +234,6 @@ def children(pid: int) -> list[int]:
             if ppid == pid:
                 found.append(int(entry.name))
     return found
-
-
-def runner_args(models_dir: Path, port: int, max_queue: int) -> list[str]:
-    args = ["--pipeline", PIPELINE, "--model-id", MODEL_ID, "--models-dir", str(models_dir)]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--safety-checker", SAFETY_ID, "--device", "cpu"]
-    args += ["--threads", "1", "--max-in-flight", "1", "--max-queue", str(max_queue), "--exit-with-parent"]
-    return [*args, "--log-level", "warning"]
 
 
 def gateway_asks_inline() -> bool:
@@ -805,10 +786,6 @@ def within_target(lpnode_ms: float, nginx_ms: float) -> bool:
     return lpnode_ms <= TARGET_FACTOR * max(nginx_ms, 0.0)
 
 
-def met(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
-
-
 def comparison(out: Outcome) -> list[str]:
     rows = [
         "| c | lpnode added p50 (ms) | lpnode added p99 (ms) | nginx added p50 (ms) | nginx added p99 (ms) | "
@@ -1203,16 +1180,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.nginx_version = ""
     args.inline = False  # set from the gateway's code before the run
     return args
-
-
-def build_models(models_dir: Path) -> None:
-    """``lpnode models tiny --pipeline text-to-image``: the model and the safety checker it needs."""
-    cmd = [sys.executable, "-m", "lpnode.cli", "models", "tiny", "--pipeline", PIPELINE]
-    done = subprocess.run(
-        [*cmd, "--models-dir", str(models_dir)], capture_output=True, text=True, timeout=600, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"building the tiny models failed:\n{done.stdout}{done.stderr}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,12 +55,15 @@ from _common import (
     DOCS,
     ROOT,
     Deadline,
+    build_models,
+    cpu_seconds,
     free_port,
     log_tail,
     machine_cpu_seconds,
     machine_info,
+    met,
     nearest_rank,
-    process_cpu_seconds,
+    runner_args,
     sigterm_as_interrupt,
     start_runner,
     stop_runner,
@@ -175,28 +178,6 @@ class Mode:
 
 
 # -- processes --------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of process ``pid`` so far: the sum of its threads' ns-resolution scheduler statistics (live
-    threads only; this run's processes keep theirs), or the tick-resolution /proc counters without them."""
-    total = 0.0
-    try:
-        for task in os.scandir(f"/proc/{pid}/task"):
-            try:
-                total += int(Path(task.path, "schedstat").read_text().split()[0]) / 1e9
-            except (OSError, IndexError, ValueError):
-                continue
-    except OSError:
-        return process_cpu_seconds(pid)
-    return total or process_cpu_seconds(pid)
-
-
-def runner_args(models_dir: Path, port: int, max_queue: int) -> list[str]:
-    args = ["--pipeline", PIPELINE, "--model-id", MODEL_ID, "--models-dir", str(models_dir)]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--safety-checker", SAFETY_ID, "--device", "cpu"]
-    args += ["--threads", "1", "--max-in-flight", "1", "--max-queue", str(max_queue), "--exit-with-parent"]
-    return [*args, "--log-level", "warning"]
 
 
 def start_orchestrator(
@@ -574,10 +555,6 @@ def relay_cost(direct: Mode, relay: Mode) -> float:
     return outside[1] - outside[0]
 
 
-def met(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
-
-
 def breakdown(out: Outcome) -> list[str]:
     """One row per c=1 path: the client's mean latency split at the runner's app and the orchestrator's
     handler, and what it adds over the direct path."""
@@ -773,16 +750,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Room for every concurrent request in the runner's queue: beyond in-flight + queue it answers 503.
     args.max_queue = max(64, args.concurrency * 2)
     return args
-
-
-def build_models(models_dir: Path) -> None:
-    """``lpnode models tiny --pipeline text-to-image``: the model and the safety checker it needs."""
-    cmd = [sys.executable, "-m", "lpnode.cli", "models", "tiny", "--pipeline", PIPELINE]
-    done = subprocess.run(
-        [*cmd, "--models-dir", str(models_dir)], capture_output=True, text=True, timeout=600, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"building the tiny models failed:\n{done.stdout}{done.stderr}")
 
 
 def main(argv: list[str] | None = None) -> int:

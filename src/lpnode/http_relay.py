@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import aiohttp
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from lpnode.errors import JobCancelledError, PipelineFailedError
@@ -71,3 +71,20 @@ async def release(upstream: aiohttp.ClientResponse) -> None:
         upstream.release()
     else:
         upstream.close()
+
+
+def when_sent(response: Response, done: Callable[[int], None]) -> Response:
+    """Call ``done(status)`` once ``response`` has been sent: at once for a whole answer, at the end of the
+    stream (however it ends) for a :class:`RelayedStream`."""
+    if not isinstance(response, RelayedStream):
+        done(response.status_code)
+        return response
+    inner = response.on_close
+
+    async def close(status: int) -> None:
+        if inner is not None:
+            await inner(status)
+        done(status)
+
+    response.on_close = close
+    return response

@@ -26,7 +26,7 @@ from lpnode.gateway.async_jobs import AsyncJobs
 from lpnode.gateway.forward import Forwarder, Job, Outcome
 from lpnode.gateway.jobs import ROUTES, PipelineRoute, audio_units, units
 from lpnode.gateway.key_guard import Admission
-from lpnode.http_relay import RelayedStream
+from lpnode.http_relay import when_sent
 
 log = logging.getLogger("lpnode.gateway")
 MAX_BODY_BYTES = 100 * 1024 * 1024
@@ -115,18 +115,7 @@ class PublicApi:
                 admission.release()
             self._finished(route.name, model_id, job_units, outcome, started, request_id, status)
 
-        if isinstance(response, RelayedStream):
-            inner = response.on_close
-
-            async def close(status: int) -> None:
-                if inner is not None:
-                    await inner(status)
-                finish(status)
-
-            response.on_close = close
-        else:
-            finish(response.status_code)
-        return response
+        return when_sent(response, finish)
 
     def _finished(
         self, pipeline: str, model_id: str, units: int, outcome: Outcome, started: float, rid: str, status: int

@@ -32,7 +32,7 @@ from lpnode.gateway.openai_compat import (
     sse,
     usage_chunk,
 )
-from lpnode.http_relay import RelayedStream
+from lpnode.http_relay import RelayedStream, when_sent
 
 
 class OpenAIRoutes:
@@ -93,18 +93,7 @@ class OpenAIRoutes:
             if self.record is not None:
                 self.record("llm", model_id, units, status, outcome, time.monotonic() - started, request_id)
 
-        if isinstance(response, RelayedStream):
-            inner = response.on_close
-
-            async def close(status: int) -> None:
-                if inner is not None:
-                    await inner(status)
-                finish(status)
-
-            response.on_close = close
-        else:
-            finish(response.status_code)
-        return response
+        return when_sent(response, finish)
 
     async def _admitted(self, request: Request, release: bool = False) -> Admission | None:
         if self.admit is None:
