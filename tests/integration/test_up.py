@@ -224,7 +224,8 @@ def test_openai_sdk_streams_chat_completions(stack: Stack) -> None:
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert any(c.choices and c.choices[0].finish_reason for c in chunks)
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    # The tiny model's random weights may end the answer before max_tokens.
+    assert chunks[-1].usage is not None and 1 <= chunks[-1].usage.completion_tokens <= 6
     whole = client.chat.completions.create(model="lpnode/tiny-llm", messages=[{"role": "user", "content": "hi"}])
     assert whole.choices[0].message.role == "assistant" and whole.usage is not None
     with pytest.raises(openai.BadRequestError):
