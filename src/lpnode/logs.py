@@ -44,3 +44,10 @@ def configure_logging(level: str = "info") -> None:
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log ``event`` with structured fields, e.g. ``log_event(log, "model loaded", seconds=1.2)``."""
     logger.log(level, event, extra={"fields": fields})
+
+
+def command_log_level(level: str, verbosity: int | None) -> str:
+    """A command's log level: ``--log-level``, unless go-livepeer's ``-v N`` is given (5 or more: debug)."""
+    if verbosity is not None:
+        return "debug" if verbosity >= 5 else "info"
+    return level

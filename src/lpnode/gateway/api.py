@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lpnode.errors import BadRequestError, JobCancelledError, JobError, PayloadTooLargeError, UnsupportedMediaError
+from lpnode.errors import JobCancelledError, JobError, PayloadTooLargeError, UnsupportedMediaError
 from lpnode.gateway.async_jobs import AsyncJobs
 from lpnode.gateway.forward import Forwarder, Job, Outcome
 from lpnode.gateway.jobs import ROUTES, PipelineRoute, audio_units, units
@@ -220,7 +220,3 @@ class _Upload(bytes):
         upload.filename = filename.replace('"', "")
         upload.content_type = content_type
         return upload
-
-
-def bad_request(message: str) -> Response:
-    return error_response(BadRequestError(message))

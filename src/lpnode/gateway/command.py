@@ -12,6 +12,7 @@ from typing import Any
 
 from lpnode.errors import ConfigError
 from lpnode.gateway.settings import SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price
+from lpnode.logs import command_log_level
 from lpnode.runner.pipelines import NETWORK_PIPELINES
 
 ROUTES = [p for p in NETWORK_PIPELINES if p != "live-video-to-video"]
@@ -140,6 +141,4 @@ def _address(text: str, flag: str) -> tuple[str, int]:
 
 
 def log_level(args: argparse.Namespace) -> str:
-    if args.verbosity is not None:
-        return "debug" if args.verbosity >= 5 else "info"
-    return str(args.log_level)
+    return command_log_level(str(args.log_level), args.verbosity)

@@ -7,7 +7,6 @@ Request models are the runner's own schemas, so a request the gateway accepts is
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,10 +84,3 @@ def audio_units(seconds_header: str | None) -> int:
         return int(float(seconds_header or 0)) * 1000
     except ValueError:
         return 0
-
-
-def with_model(route: PipelineRoute, body: bytes, model_id: str) -> bytes:
-    """A JSON body with its model field set (the only change the gateway makes to a body)."""
-    data = json.loads(body)
-    data[route.model_field] = model_id
-    return json.dumps(data).encode()

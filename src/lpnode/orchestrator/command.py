@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from lpnode.errors import ConfigError
+from lpnode.logs import command_log_level
 from lpnode.orchestrator.ai_models import load_ai_models
 from lpnode.orchestrator.settings import OrchestratorSettings, listen_address, parse_gpus, read_secret, service_url
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
@@ -150,6 +151,4 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
 
 
 def log_level(args: argparse.Namespace) -> str:
-    if args.verbosity is not None:
-        return "debug" if args.verbosity >= 5 else "info"
-    return str(args.log_level)
+    return command_log_level(str(args.log_level), args.verbosity)
