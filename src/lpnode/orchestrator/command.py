@@ -98,13 +98,16 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
         raise ConfigError(f"-network {args.network}: only off-chain mode is served here; use -network offchain")
     if not args.role_orchestrator:
         raise ConfigError("-orchestrator=false: this command runs an orchestrator; leave the flag out")
-    if not args.ai_models:
-        raise ConfigError("give --ai-models FILE (an aiModels.json), or an inline pipeline:model_id:warm list")
+    if not args.ai_models and not args.orch_secret:
+        raise ConfigError(
+            "give --ai-models FILE (an aiModels.json) or an inline pipeline:model_id:warm list, or --orch-secret "
+            "to serve only BYOC capabilities and remote AI workers"
+        )
     if args.slots < 0 or args.runners_per_gpu < 1 or args.auth_token_ttl < 1 or args.result_ttl <= 0:
         raise ConfigError(
             "--slots must be 0 or more, --runners-per-gpu and --auth-token-ttl 1 or more, --result-ttl positive"
         )
-    configs, warnings = load_ai_models(args.ai_models)
+    configs, warnings = load_ai_models(args.ai_models) if args.ai_models else ([], [])
     served = set(pipeline_names())
     for config in configs:
         if config.pipeline not in served and not config.external:
@@ -114,8 +117,12 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
     configs = [c for c in configs if c.pipeline in served or c.external]
     for line in warnings:
         print(f"lpnode: warning: {line}", flush=True)
-    if not configs:
-        raise ConfigError(f"{args.ai_models} lists no models; add at least one entry")
+    secret = read_secret(args.orch_secret)
+    if not configs and not secret:
+        raise ConfigError(
+            f"{args.ai_models} lists no models; add at least one entry, or give --orch-secret to serve "
+            "only BYOC capabilities and remote AI workers"
+        )
     data_dir = args.data_dir.expanduser()
     service = service_url(args.service_addr)
     host, port = listen_address(service, args.http_addr)
@@ -137,7 +144,7 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
         service_url=service,
         listen_host=host,
         listen_port=port,
-        orch_secret=read_secret(args.orch_secret),
+        orch_secret=secret,
         runner_backend=args.runner_backend,
         gpus=gpus,
         runners_per_gpu=args.runners_per_gpu,
