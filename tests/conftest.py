@@ -8,7 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from procs import RunnerProcess, run_cli
+from procs import RunnerProcess, run_cli, wait_gone
+from up_stack import Stack, pids_under
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +51,20 @@ def start_runner(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     yield start
     for runner in started:
         runner.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One `lpnode up` for the session (test_up.py, test_dashboard.py, test_status_doctor.py); it must stop
+    cleanly at the end. The session's models dir is linked in, so no tiny model is built again."""
+    data = tmp_path_factory.mktemp("up")
+    (data / "models").symlink_to(models_dir, target_is_directory=True)
+    node = Stack(data)
+    try:
+        node.curl = node.wait_ready()
+        yield node
+    finally:
+        orchestrator_pids = pids_under(node.proc.pid)
+        assert node.stop() == 0, node.log()
+        assert wait_gone(orchestrator_pids) == [], "lpnode up left processes behind"
+        assert "Traceback" not in node.log()

@@ -188,6 +188,37 @@ class OrchestratorProcess:
         return self.proc.returncode
 
 
+class GatewayProcess:
+    """An ``lpnode gateway`` child process on free loopback ports (public and admin), started with ``flags``."""
+
+    def __init__(self, data_dir: Path, *flags: str) -> None:
+        self.port, self.cli_port = free_port(), free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.cli_port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = data_dir / "gateway.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*LPNODE, "gateway", "--http-addr", f"127.0.0.1:{self.port}", "--cli-addr", f"127.0.0.1:{self.cli_port}",
+             "--data-dir", str(data_dir), *flags],
+            stdout=self._log, stderr=subprocess.STDOUT, env=child_env(),
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            try:
+                if requests.get(self.base_url + "/healthz", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise AssertionError(self.log_path.read_text())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=30) == 0, self.log_path.read_text()
+        self._log.close()
+
+
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie counts as gone)."""
     try:
@@ -205,3 +236,53 @@ def wait_gone(pids: Sequence[int], timeout: float = 20.0) -> list[int]:
         alive = [pid for pid in alive if pid_alive(pid)]
         time.sleep(0.1)
     return alive
+
+
+class WorkerProcess:
+    """An ``lpnode worker`` child process attached to the orchestrator at ``orch_url``."""
+
+    def __init__(
+        self,
+        orch_url: str,
+        secret: str,
+        ai_models: Path | str,
+        models_dir: Path,
+        data_dir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.log_path = data_dir / "worker.log"
+        address = orch_url.split("://", 1)[1] if orch_url.startswith("https://") else orch_url
+        args = ["--orch-addr", address, "--orch-secret", secret, "--ai-models", str(ai_models)]
+        args += ["--models-dir", str(models_dir), "--data-dir", str(data_dir)]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*LPNODE, "worker", *args, "--safety-checker", "lpnode/tiny-safety-checker", *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env or child_env(),
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def runner_pids(self) -> list[int]:
+        """The pids of its runner processes (its children)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as children:
+                return [int(pid) for pid in children.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode

@@ -4,10 +4,16 @@
     lpnode runner                   serve one pipeline + model over the ai-runner HTTP API
     lpnode orchestrator             serve an aiModels.json to Livepeer gateways (runner pool, gRPC, AI jobs)
     lpnode gateway                  the public AI API, routing jobs to orchestrators
+    lpnode worker                   serve an orchestrator's jobs as a remote AI worker
     lpnode keys create|list|revoke  the gateway's API keys
     lpnode usage                    what the gateway served, per key, pipeline and model
+    lpnode byoc register|list|serve BYOC containers: register with an orchestrator, serve one (kit)
     lpnode models pull|list|tiny    manage the models dir (a Hugging Face cache dir)
     lpnode openapi                  write (or check) the runner's OpenAPI document
+    lpnode status                   the network, the node and its runners as tables
+    lpnode doctor                   check the whole loop: models, runners, advertisement, prices, a request
+    lpnode dashboard --from URL     serve the network page for any gateway's /getNetworkCapabilities
+    lpnode trickle serve|publish|subscribe  a trickle server and clients (live video transport)
 
 Errors an operator can fix print as one ``lpnode: error: ...`` line and exit with status 2.
 """
@@ -21,10 +27,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lpnode import __version__
+from lpnode.byoc.command import add_byoc_parser, run_byoc
+from lpnode.dashboard.command import (
+    add_dashboard_parsers,
+    run_dashboard_command,
+    run_doctor_command,
+    run_status_command,
+)
 from lpnode.errors import ConfigError, LpnodeError
 from lpnode.gateway.command import add_gateway_parser
 from lpnode.gateway.keys_command import add_keys_parser, add_usage_parser, run_keys, run_usage
 from lpnode.orchestrator.command import add_orchestrator_parser
+from lpnode.trickle.command import add_trickle_parser, run_trickle
+from lpnode.worker.command import add_worker_parser
 
 DEFAULT_OPENAPI_PATH = Path("docs/openapi/runner.json")
 
@@ -44,6 +59,12 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "ai-runner environment variable named in brackets.",
     )
     p.add_argument("--pipeline", help="pipeline to serve, e.g. text-to-image [PIPELINE]")
+    p.add_argument(
+        "--pipeline-class",
+        metavar="MODULE:CLASS",
+        help="serve a pipeline class of your own; --pipeline names its route (docs/custom-pipelines.md) "
+        "[PIPELINE_CLASS]",
+    )
     p.add_argument("--model-id", help="Hugging Face repo id of the model [MODEL_ID]")
     p.add_argument(
         "--models-dir",
@@ -144,11 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--http-addr", default="127.0.0.1:8935", help="the gateway's API (default 127.0.0.1:8935)")
     up.add_argument("--cli-addr", default="127.0.0.1:5935", help="the gateway's admin API (default 127.0.0.1:5935)")
     up.add_argument("--orch-port", type=int, default=8936, help="the orchestrator's port (default 8936)")
+    up.add_argument("--orch-secret", default="", help="orchestrator secret (default: made once, DATA_DIR/orch-secret)")
     _runner_parser(sub)
     add_orchestrator_parser(sub)
+    add_worker_parser(sub)
     add_gateway_parser(sub)
     add_keys_parser(sub)
     add_usage_parser(sub)
+    add_dashboard_parsers(sub)
+    add_byoc_parser(sub)
+    add_trickle_parser(sub)
     _models_parser(sub)
     oa = sub.add_parser("openapi", help="write the runner's OpenAPI document")
     oa.add_argument("--output", type=Path, default=DEFAULT_OPENAPI_PATH, help=f"default {DEFAULT_OPENAPI_PATH}")
@@ -158,13 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_runner(args: argparse.Namespace) -> int:
     from lpnode.logs import configure_logging
+    from lpnode.runner.app import resolve_pipeline
     from lpnode.runner.config import config_from_env
-    from lpnode.runner.pipelines import pipeline_class
     from lpnode.runner.server import serve
 
     configure_logging(args.log_level)
     config = config_from_env(
         pipeline=args.pipeline,
+        pipeline_class=args.pipeline_class,
         model_id=args.model_id,
         model_dir=args.model_dir,
         host=args.host,
@@ -181,7 +208,9 @@ def _cmd_runner(args: argparse.Namespace) -> int:
         upstream_model=args.upstream_model,
         exit_with_parent=args.exit_with_parent,
     )
-    pipeline_class(config.pipeline)  # unknown pipeline → one clear line before anything starts
+    if config.pipeline_class and "" not in sys.path:
+        sys.path.insert(0, "")  # like uvicorn: a module in the current directory can be named
+    config, _ = resolve_pipeline(config)  # unknown pipeline or class → one clear line before anything starts
     serve(config)
     return 0
 
@@ -198,6 +227,21 @@ def _cmd_orchestrator(args: argparse.Namespace) -> int:
 
         exit_with_parent()
     run_orchestrator(settings)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from lpnode.logs import configure_logging
+    from lpnode.worker.command import log_level, settings_from_args
+    from lpnode.worker.node import run_worker
+
+    settings = settings_from_args(args)
+    configure_logging(log_level(args))
+    if args.exit_with_parent:
+        from lpnode.runner.parent_watch import exit_with_parent
+
+        exit_with_parent()
+    run_worker(settings)
     return 0
 
 
@@ -297,6 +341,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         http_addr=args.http_addr,
         cli_addr=args.cli_addr,
         orch_port=args.orch_port,
+        orch_secret=args.orch_secret,
     )
     return 0
 
@@ -307,11 +352,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runner": _cmd_runner,
         "orchestrator": _cmd_orchestrator,
         "gateway": _cmd_gateway,
+        "worker": _cmd_worker,
         "keys": run_keys,
         "usage": run_usage,
+        "byoc": run_byoc,
+        "trickle": run_trickle,
         "models": _cmd_models,
         "openapi": _cmd_openapi,
         "up": _cmd_up,
+        "dashboard": run_dashboard_command,
+        "status": run_status_command,
+        "doctor": run_doctor_command,
     }
     try:
         return handlers[args.command](args)

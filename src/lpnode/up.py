@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from lpnode.errors import ConfigError
 from lpnode.logs import configure_logging
+from lpnode.orchestrator.settings import read_secret
 
 TINY_MODELS = {
     "text-to-image": "lpnode/tiny-text-to-image",
@@ -48,7 +50,7 @@ def example_request(base_url: str) -> str:
 
 def run_up(
     data_dir: Path, *, ai_models: str = "", http_addr: str = "127.0.0.1:8935", cli_addr: str = "127.0.0.1:5935",
-    orch_port: int = 8936,
+    orch_port: int = 8936, orch_secret: str = "",
 ) -> None:  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging("info")
@@ -72,6 +74,8 @@ def run_up(
     command = [sys.executable, "-m", "lpnode.cli", "orchestrator", "--ai-models", ai_models]
     command += ["--models-dir", str(models_dir), "--service-addr", f"127.0.0.1:{orch_port}"]
     command += ["--data-dir", str(data_dir / "orchestrator"), "--exit-with-parent"]
+    secret_source = orch_secret or str(_stored_secret(data_dir))
+    command += ["--orch-secret", secret_source]
     command += ["--safety-checker", SAFETY_CHECKER] if tiny_mode else []
 
     gateway = settings_from_args(
@@ -87,12 +91,22 @@ def run_up(
         base = gateway.base_url
         print(
             f"\nlpnode is up (Ctrl-C to stop):\n  gateway       {base}\n  admin         http://{cli_addr}\n"
-            f"  orchestrator  {orch_url}\nTry it:\n  {example_request(base)}\n",
+            f"  orchestrator  {orch_url}\n  orch secret   {read_secret(secret_source)}  (for lpnode byoc register)\n"
+            f"Try it:\n  {example_request(base)}\n",
             flush=True,
         )
         run_gateway(gateway)
     finally:
         _stop(orchestrator)
+
+
+def _stored_secret(data_dir: Path) -> Path:
+    """The orchestrator secret file in ``data_dir``, made (random, owner-only) on first use."""
+    path = data_dir / "orch-secret"
+    if not path.is_file():
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+    return path
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, cert: Path) -> None:

@@ -12,7 +12,6 @@ import concurrent.futures
 import json
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,42 +19,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from procs import LPNODE, OrchestratorProcess, RunnerProcess, child_env, free_port
+import procs
+from procs import OrchestratorProcess, RunnerProcess
 
 T2I = "lpnode/tiny-text-to-image"
 BODY = {"prompt": "x", "model_id": T2I, "width": 64, "height": 64, "num_inference_steps": 2}
 
 
-class GatewayProcess:
-    def __init__(self, data_dir: Path, *flags: str) -> None:
-        self.port, self.cli_port = free_port(), free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.admin_url = f"http://127.0.0.1:{self.cli_port}"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(data_dir / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.log_path = data_dir / "gateway.log"
-        self.proc = subprocess.Popen(
-            [*LPNODE, "gateway", "--http-addr", f"127.0.0.1:{self.port}", "--cli-addr", f"127.0.0.1:{self.cli_port}",
-             "--data-dir", str(data_dir), *flags],
-            stdout=self._log, stderr=subprocess.STDOUT, env=child_env(),
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()
-            try:
-                if requests.get(self.base_url + "/healthz", timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise AssertionError(self.log_path.read_text())
-
+class GatewayProcess(procs.GatewayProcess):
     def post(self, **body: object) -> requests.Response:
         return requests.post(self.base_url + "/text-to-image", json=BODY | body, timeout=120)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=30) == 0, self.log_path.read_text()
-        self._log.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """`lpnode up` as an app developer meets it: the printed curl works, and Livepeer's own Python SDK
 (`livepeer-ai`) calls every batch pipeline through gateway → orchestrator → runner and parses the answers.
 
-The models dir of the test session is linked into the data dir, so `lpnode up` finds its tiny models
-already built (it builds any that are missing, as on a first run).
+The `stack` fixture (conftest.py, one `lpnode up` per session, shared with the dashboard tests) links the
+session's models dir into the data dir, so `lpnode up` finds its tiny models already built.
 """
 
 from __future__ import annotations
@@ -27,80 +27,10 @@ from livepeer_ai import Livepeer
 from livepeer_ai.models import errors
 from PIL import Image
 
-from procs import LPNODE, child_env, free_port, wait_gone
+from procs import LPNODE, child_env, free_port
+from up_stack import Stack
 
 SMALL = {"width": 64, "height": 64, "num_inference_steps": 2}
-
-
-class Stack:
-    def __init__(self, data_dir: Path) -> None:
-        self.port, self.cli_port, self.orch_port = free_port(), free_port(), free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / "up.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [*LPNODE, "up", "--data-dir", str(data_dir), "--http-addr", f"127.0.0.1:{self.port}",
-             "--cli-addr", f"127.0.0.1:{self.cli_port}", "--orch-port", str(self.orch_port)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=child_env(),
-        )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 240) -> str:
-        """The curl line `lpnode up` prints once everything serves."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"lpnode up exited with {self.proc.returncode}:\n{self.log()}")
-            match = re.search(r"^\s+(curl .*)$", self.log(), re.MULTILINE)
-            if match:
-                return match.group(1)
-            time.sleep(0.2)
-        raise AssertionError(f"lpnode up never became ready:\n{self.log()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
-        return self.proc.returncode
-
-
-@pytest.fixture(scope="module")
-def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data = tmp_path_factory.mktemp("up")
-    (data / "models").symlink_to(models_dir, target_is_directory=True)
-    node = Stack(data)
-    try:
-        node.curl = node.wait_ready()  # type: ignore[attr-defined]
-        yield node
-    finally:
-        orchestrator_pids = _pids_under(node.proc.pid)
-        assert node.stop() == 0, node.log()
-        assert wait_gone(orchestrator_pids) == [], "lpnode up left processes behind"
-        assert "Traceback" not in node.log()
-
-
-def _pids_under(root: int) -> list[int]:
-    """Every descendant of ``root`` (orchestrator and runners)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +63,7 @@ def fetch_image(url: str) -> Image.Image:
 
 
 def test_the_printed_curl_line_works_and_its_url_is_fetchable(stack: Stack) -> None:
-    command: str = stack.curl  # type: ignore[attr-defined]
+    command = stack.curl
     assert f"{stack.base_url}/text-to-image" in command
     result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
     (media,) = json.loads(result.stdout)["images"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,6 +31,7 @@ REFRESH_SECONDS = 60.0
 DISCOVERY_TIMEOUT = 5.0
 SUSPEND_SECONDS = 10.0
 MAX_SUSPEND_SECONDS = 300.0
+RECENT_ERRORS = 5
 
 
 @dataclass
@@ -41,6 +43,8 @@ class Orchestrator:
     problem: str = ""
     failures: int = 0
     suspended_until: float = 0.0  # monotonic
+    recent_errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
+    """The last suspensions: (unix time, problem)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -157,6 +161,7 @@ class Directory:
         seconds = min(MAX_SUSPEND_SECONDS, SUSPEND_SECONDS * 2 ** (orch.failures - 1))
         orch.suspended_until = time.monotonic() + seconds
         orch.problem = problem
+        orch.recent_errors.append((time.time(), problem))
         log_event(log, "orchestrator suspended", logging.WARNING, url=url, seconds=seconds, problem=problem)
 
     def succeeded(self, url: str) -> None:

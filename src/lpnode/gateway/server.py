@@ -1,8 +1,10 @@
 """The gateway process: the public API on ``--http-addr`` and the admin API on ``--cli-addr``, both under
 uvicorn (uvloop + httptools) in one event loop, with orchestrators refreshed in the background.
 
-Public: ``POST /<pipeline>``, ``GET /stream/<request-id>/<file>``, ``GET /healthz``, ``GET /metrics``.
-Admin: ``GET /getNetworkCapabilities``, ``GET /getAISessionPoolsInfo``, ``GET /metrics``.
+Public: ``POST /<pipeline>``, ``POST /process/request/<path>`` (BYOC), ``GET /stream/<request-id>/<file>``,
+``GET /healthz``, ``GET /metrics``, ``GET /dashboard`` (the network page, :mod:`lpnode.dashboard`).
+Admin: ``GET /getNetworkCapabilities``, ``GET /getAISessionPoolsInfo``, ``GET /metrics``, ``GET /dashboard``
+and ``GET /dashboard/usage``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from lpnode.byoc.gateway_routes import ByocGateway
+from lpnode.dashboard.gateway_pages import dashboard_routes
 from lpnode.gateway.admin import AdminRoutes
 from lpnode.gateway.api import PublicApi
 from lpnode.gateway.async_jobs import AsyncJobs
@@ -68,6 +72,7 @@ class Gateway:
         self.api: PublicApi | None = None
         self.openai: OpenAIRoutes | None = None
         self.forwarder: Forwarder | None = None
+        self.byoc: ByocGateway | None = None
         database = database_path(settings.data_dir.expanduser())
         self.guard = KeyGuard(KeyStore(database)) if settings.auth == "keys" else None
         self.usage = UsageLog(database)
@@ -108,9 +113,11 @@ class Gateway:
             Route("/image-to-video/result", self.async_jobs.result, methods=["POST"]),
             Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
             Route("/v1/models", self.openai.models),
+            *(self.byoc.routes() if self.byoc is not None else []),
             stream_route(self.store),
             Route("/healthz", _healthz),
             Route("/metrics", self._metrics),
+            *dashboard_routes(self, admin=False),
         ]
         return Starlette(routes=routes)
 
@@ -125,6 +132,7 @@ class Gateway:
                 Route("/usage", admin.usage_summary),
                 Route("/metrics", self._metrics),
                 Route("/status", self._status),
+                *dashboard_routes(self, admin=True),
             ]
         )
 
@@ -169,6 +177,7 @@ class Gateway:
         self.openai = OpenAIRoutes(
             forwarder, self.directory, self.default_model, timeout=s.timeout, record=self.record, admit=admit
         )
+        self.byoc = ByocGateway(self.directory, self._session, record=self.record, admit=admit)
         refresher = asyncio.ensure_future(self.directory.run())
         servers = [_server(self.public_app(), public_socket), _server(self.admin_app(), admin_socket)]
         serving = [asyncio.ensure_future(server.serve(sockets=[sock])) for server, sock in servers]

@@ -6,6 +6,12 @@ The value of ``-aiModels`` is a JSON file holding an array of entries, or the in
 ``pixels_per_unit``, ``currency``). Where go-livepeer panics or stops at the first problem, this parser
 reports every problem at once, one line each, naming the entry, the field and the fix; unknown fields
 are ignored with a warning (a misspelt ``capcity`` would otherwise silently mean capacity 1).
+
+Besides the Livepeer AI pipelines, an entry may name a custom pipeline (``docs/custom-pipelines.md``): its
+``pipeline`` is the route name and ``pipeline_class`` the ``module:Class`` serving it, or ``pipeline`` alone
+when an installed package declares it (entry-point group ``lpnode.pipelines``). Its ``model_id`` is optional
+(default: the pipeline name). The class is imported while the file is read, so a class that cannot be
+loaded is reported at start, naming the entry.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from lpnode.errors import ConfigError
-from lpnode.runner.pipelines import NETWORK_PIPELINES
+from lpnode.runner.pipelines import NETWORK_PIPELINES, BatchPipeline, installed_pipelines, load_pipeline_class
+from lpnode.runner.pipelines.custom import check_name, route_for
+from lpnode.runner.pipelines.loader import installed_target
 
 PIPELINES = NETWORK_PIPELINES
 FIELDS = (
@@ -36,11 +44,13 @@ FIELDS = (
     "price_per_unit",
     "pixels_per_unit",
     "currency",
+    "pipeline_class",
 )
 _ETH_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _CURRENCY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _INLINE_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _INLINE_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+_CLASS_FIX = '"pipeline_class": "module:Class"'
 
 
 class AIModelsError(ConfigError):
@@ -66,6 +76,12 @@ class AIModelConfig:
     price_per_unit: Fraction | None = None
     pixels_per_unit: Fraction = Fraction(1)
     currency: str = ""
+    pipeline_class: str = ""  # "module:Class" of a custom pipeline; empty for built-in or installed ones
+
+    @property
+    def custom(self) -> bool:
+        """Not a Livepeer AI pipeline: a class of the operator's own (advertised as a BYOC capability)."""
+        return self.pipeline not in PIPELINES
 
     @property
     def external(self) -> bool:
@@ -127,7 +143,54 @@ def _number(entry: _Entry, name: str, value: Any) -> Fraction | None:
         return None
 
 
-def _entry(source: str, index: int, raw: Any, warnings: list[str], problems: list[str]) -> AIModelConfig | None:
+def _custom(entry: _Entry, name: str, target: Any, *, external: bool, load_classes: bool) -> None:
+    """Check a custom pipeline entry: a usable route name, and a class that loads (when it runs here)."""
+    try:
+        check_name(name)
+    except ConfigError as exc:
+        entry.problem("pipeline", str(exc).removeprefix("pipeline name "))
+        return
+    if not isinstance(target, str):
+        entry.problem(
+            "pipeline_class", f'must be a string such as "my_pipelines.edges:EdgeDetect", got {_show(target)}'
+        )
+        return
+    if target and ":" not in target:
+        entry.problem("pipeline_class", f"must be written module:Class, got {_show(target)}")
+        return
+    close = difflib.get_close_matches(name, PIPELINES, n=1, cutoff=0.85)
+    if not target:
+        try:
+            declared = installed_target(name) is not None
+        except ConfigError as exc:
+            entry.problems.append(f"{entry.label}: {exc}")
+            return
+        if close and not declared:
+            entry.problem(
+                "pipeline",
+                f"{name!r} is not a Livepeer AI pipeline; did you mean {close[0]!r}? choose one of "
+                + ", ".join(PIPELINES),
+            )
+            return
+        if not declared and not external and load_classes:
+            entry.problem(
+                "pipeline",
+                f"{name!r} is not a Livepeer AI pipeline nor one an installed package declares; choose one of "
+                + ", ".join(PIPELINES)
+                + f", or name the class that serves it: {_CLASS_FIX}",
+            )
+            return
+    if external or not load_classes:  # the class runs elsewhere (a url, or a container image)
+        return
+    try:
+        route_for(load_pipeline_class(target or name, BatchPipeline), name)
+    except ConfigError as exc:
+        entry.problems.append(f"{entry.label}: {exc}")
+
+
+def _entry(
+    source: str, index: int, raw: Any, warnings: list[str], problems: list[str], load_classes: bool = True
+) -> AIModelConfig | None:
     if not isinstance(raw, dict):
         problems.append(
             f"{source} entry {index}: must be a JSON object with pipeline and model_id, got {json.dumps(raw)}"
@@ -141,20 +204,24 @@ def _entry(source: str, index: int, raw: Any, warnings: list[str], problems: lis
             guess = f" (did you mean {close[0]!r}?)" if close else ""
             warnings.append(f"{entry.label}: unknown field {key!r} ignored{guess}")
 
+    url = raw.get("url", "")
     pipeline = raw.get("pipeline")
+    target = raw.get("pipeline_class", "")
+    custom = isinstance(pipeline, str) and bool(pipeline) and pipeline not in PIPELINES
     if not isinstance(pipeline, str) or not pipeline:
         entry.problem("pipeline", "is required: one of " + ", ".join(PIPELINES))
-    elif pipeline not in PIPELINES:
-        close = difflib.get_close_matches(pipeline, PIPELINES, n=1)
-        guess = f"did you mean {close[0]!r}? " if close else ""
+    elif custom:
+        _custom(entry, pipeline, target, external=bool(url), load_classes=load_classes)
+    elif target:
         entry.problem(
-            "pipeline", f"{pipeline!r} is not a Livepeer AI pipeline; {guess}choose one of " + ", ".join(PIPELINES)
+            "pipeline_class",
+            f"cannot replace the built-in {pipeline} pipeline; give the custom pipeline a name of its own, "
+            f'e.g. "pipeline": "my-{pipeline}"',
         )
-    model_id = raw.get("model_id")
+    model_id = raw.get("model_id", pipeline if custom else None)
     if not isinstance(model_id, str) or not model_id.strip():
         entry.problem("model_id", 'is required, e.g. "stabilityai/sd-turbo"')
 
-    url = raw.get("url", "")
     if not isinstance(url, str) or (url and not re.match(r"^https?://[^/\s]+", url)):
         entry.problem("url", f"must be an http(s) URL of a running runner, got {json.dumps(url)}")
     token = raw.get("token", "")
@@ -220,6 +287,7 @@ def _entry(source: str, index: int, raw: Any, warnings: list[str], problems: lis
         price_per_unit=price,
         pixels_per_unit=pixels or Fraction(1),
         currency="" if str(currency).lower() == "wei" else str(currency),
+        pipeline_class=str(target).strip(),
     )
 
 
@@ -233,10 +301,36 @@ def _check_together(source: str, configs: list[AIModelConfig], problems: list[st
                 "keep one of the two (capacities of entries with the same warm flag add up)"
             )
         warmth.setdefault(key, config.warm)
+    classes: dict[str, str] = {}
+    for config in configs:
+        if config.custom and not config.external:
+            known = classes.setdefault(config.pipeline, config.pipeline_class)
+            if known != config.pipeline_class:
+                problems.append(
+                    f"{source}: {config.pipeline} is served by two different classes "
+                    f"({known or 'the installed one'} and {config.pipeline_class or 'the installed one'}); "
+                    "keep one, or give each its own pipeline name"
+                )
+                classes[config.pipeline] = config.pipeline_class
 
 
-def parse_ai_models(text: str, source: str = "aiModels.json") -> tuple[list[AIModelConfig], list[str]]:
-    """The entries of a JSON document and the warnings about it; AIModelsError listing every problem."""
+def _shadowed(source: str, configs: list[AIModelConfig], warnings: list[str]) -> None:
+    """Installed packages declaring a built-in pipeline's name are ignored; say so."""
+    installed = installed_pipelines()
+    for name in sorted({c.pipeline for c in configs if not c.custom and c.pipeline in installed}):
+        for item in installed[name]:
+            warnings.append(
+                f"{source}: installed package {item.distribution} declares a pipeline named {name!r} "
+                f"({item.target}); the built-in {name} pipeline is served"
+            )
+
+
+def parse_ai_models(
+    text: str, source: str = "aiModels.json", *, load_classes: bool = True
+) -> tuple[list[AIModelConfig], list[str]]:
+    """The entries of a JSON document and the warnings about it; AIModelsError listing every problem.
+    ``load_classes``: import custom pipeline classes to check them (off when runners run in containers,
+    whose images hold the code)."""
     try:
         data = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
@@ -250,10 +344,13 @@ def parse_ai_models(text: str, source: str = "aiModels.json") -> tuple[list[AIMo
         )
     problems: list[str] = []
     warnings: list[str] = []
-    configs = [c for i, raw in enumerate(data, start=1) if (c := _entry(source, i, raw, warnings, problems))]
+    configs = [
+        c for i, raw in enumerate(data, start=1) if (c := _entry(source, i, raw, warnings, problems, load_classes))
+    ]
     _check_together(source, configs, problems)
     if problems:
         raise AIModelsError(problems)
+    _shadowed(source, configs, warnings)
     return configs, warnings
 
 
@@ -270,7 +367,7 @@ def parse_inline(value: str) -> list[AIModelConfig]:
         if warm_text not in _INLINE_TRUE | _INLINE_FALSE:
             problems.append(f"-aiModels item {index} ({item!r}): warm must be true or false, got {warm_text!r}")
             continue
-        if pipeline not in PIPELINES:
+        if pipeline not in PIPELINES and pipeline not in installed_pipelines():
             problems.append(
                 f"-aiModels item {index} ({item!r}): {pipeline!r} is not a Livepeer AI pipeline; "
                 "choose one of " + ", ".join(PIPELINES)
@@ -283,16 +380,17 @@ def parse_inline(value: str) -> list[AIModelConfig]:
     return configs
 
 
-def load_ai_models(value: str) -> tuple[list[AIModelConfig], list[str]]:
+def load_ai_models(value: str, *, load_classes: bool = True) -> tuple[list[AIModelConfig], list[str]]:
     """``-aiModels``: a path to a JSON file, or the inline form. A value that looks like a file name
-    (``.json``) but does not exist is an error, not an inline list."""
+    (``.json``) but does not exist is an error, not an inline list. ``load_classes``: see
+    :func:`parse_ai_models`."""
     path = Path(value).expanduser()
     if path.is_file():
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise AIModelsError([f"{path}: cannot be read: {exc}"]) from None
-        return parse_ai_models(text, source=path.name)
+        return parse_ai_models(text, source=path.name, load_classes=load_classes)
     if value.strip().endswith(".json") or ("/" in value and ":" not in value):
         raise AIModelsError([f"{value}: no such file; pass the path of your aiModels.json"])
     return parse_inline(value), []

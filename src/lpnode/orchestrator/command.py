@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from lpnode.errors import ConfigError
@@ -107,14 +108,19 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
         raise ConfigError(
             "--slots must be 0 or more, --runners-per-gpu and --auth-token-ttl 1 or more, --result-ttl positive"
         )
-    configs, warnings = load_ai_models(args.ai_models) if args.ai_models else ([], [])
+    # Containers hold their own code: custom pipeline classes are imported here only for local processes,
+    # which (like this check) find modules in the current directory too.
+    load_classes = args.runner_backend == "process"
+    if load_classes and "" not in sys.path:
+        sys.path.insert(0, "")
+    configs, warnings = load_ai_models(args.ai_models, load_classes=load_classes) if args.ai_models else ([], [])
     served = set(pipeline_names())
     for config in configs:
-        if config.pipeline not in served and not config.external:
+        if config.pipeline not in served and not config.external and not config.custom:
             warnings.append(
                 f"{config.pipeline} {config.model_id!r} is skipped: this node does not serve that pipeline yet"
             )
-    configs = [c for c in configs if c.pipeline in served or c.external]
+    configs = [c for c in configs if c.pipeline in served or c.external or c.custom]
     for line in warnings:
         print(f"lpnode: warning: {line}", flush=True)
     secret = read_secret(args.orch_secret)

@@ -19,6 +19,7 @@ from lpnode.orchestrator.pool import ModelStatus
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import ModelOffer, build_capabilities, build_capabilities_prices
 from lpnode.protocol.lp_rpc_pb2 import GPUComputeInfo, HardwareInformation, OrchestratorInfo, OrchestratorRequest
+from lpnode.runner.pipelines import NETWORK_PIPELINES
 from lpnode.schemas import GPUComputeInfo as GPUFacts
 
 log = logging.getLogger("lpnode.orchestrator")
@@ -74,6 +75,7 @@ def offers(snapshot: Mapping[tuple[str, str], ModelStatus], prices: PriceBook, g
             price_per_unit=prices.price(status.pipeline, status.model_id, gateway),
         )
         for status in snapshot.values()
+        if status.pipeline in NETWORK_PIPELINES  # custom pipelines are offered as BYOC capabilities
     ]
 
 
@@ -83,6 +85,8 @@ def hardware(
     """``hardware`` entries: each model with the GPUs of this node (empty maps on CPU-only hosts)."""
     infos = []
     for status in snapshot.values():
+        if status.pipeline not in NETWORK_PIPELINES:
+            continue
         info = HardwareInformation(pipeline=status.pipeline, model_id=status.model_id)
         for index, gpu in gpus.items():
             info.gpu_info[index].CopyFrom(

@@ -32,8 +32,9 @@ from lpnode.logs import log_event
 from lpnode.orchestrator.credentials import check_credentials
 from lpnode.orchestrator.job_body import JobBody, read_model_id
 from lpnode.orchestrator.metrics import OrchestratorMetrics
-from lpnode.orchestrator.pool import LeasedRunner, RunnerPool
+from lpnode.orchestrator.pool import InsufficientCapacity, LeasedRunner, RunnerPool, UnknownModelError
 from lpnode.orchestrator.rehost import WORKER_AUTHORIZATION, needs_rehosting, rehost
+from lpnode.orchestrator.remote_workers import RemoteWorkers, WorkerLease
 from lpnode.orchestrator.runner_errors import runner_error
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.lp_rpc_pb2 import Capabilities
@@ -62,8 +63,10 @@ class JobRelay:
         metrics: OrchestratorMetrics,
         session: Callable[[], aiohttp.ClientSession],
         service_url: str,
+        remote: RemoteWorkers | None = None,
     ) -> None:
         self.pool = pool
+        self.remote = remote
         self.store = store
         self.tokens = tokens
         self.capabilities = capabilities
@@ -93,11 +96,15 @@ class JobRelay:
                 )
                 labels["model_id"] = body.model_id or self._only_model(pipeline)
                 deadline = time.monotonic() + timeout if timeout is not None else None
-                runner = await stack.enter_async_context(self.pool.lease(pipeline, labels["model_id"], deadline))
+                runner = await self._choose(stack, pipeline, labels["model_id"], deadline)
                 gauge = self.metrics.in_flight.labels(**labels)
                 gauge.inc()
                 stack.callback(gauge.dec)
-                response = await self._relay(request, pipeline, runner, body, stack)
+                if isinstance(runner, LeasedRunner):
+                    response = await self._relay(request, pipeline, runner, body, stack)
+                else:
+                    assert self.remote is not None
+                    response = await self.remote.serve(runner, request, pipeline, labels["model_id"], body, stack)
         except TimeoutError:
             response = error_response(GatewayTimeoutError(f"the job did not finish within {timeout or 0:g}s"))
         except JobError as exc:
@@ -113,12 +120,26 @@ class JobRelay:
 
     def _only_model(self, pipeline: str) -> str:
         """An omitted model_id means the pipeline's only model; with several, the caller must choose."""
-        models = [m for p, m in self.pool.snapshot() if p == pipeline]
+        served = [*self.pool.snapshot(), *(self.remote.snapshot() if self.remote else {})]
+        models = sorted({m for p, m in served if p == pipeline})
         if len(models) == 1:
             return models[0]
         if not models:
             raise BadRequestError(f"{pipeline} is not served here")
         raise BadRequestError(f"model_id is required; {pipeline} models served here: {', '.join(models)}")
+
+    async def _choose(
+        self, stack: AsyncExitStack, pipeline: str, model_id: str, deadline: float | None
+    ) -> LeasedRunner | WorkerLease:
+        """Local runners first; a remote worker (:mod:`lpnode.orchestrator.remote_workers`) when the local
+        pool cannot take the job now."""
+        try:
+            return await stack.enter_async_context(self.pool.lease(pipeline, model_id, deadline))
+        except (InsufficientCapacity, UnknownModelError):
+            lease = self.remote.reserve(pipeline, model_id) if self.remote else None
+            if lease is None:
+                raise
+            return lease
 
     async def _relay(
         self, request: Request, pipeline: str, runner: LeasedRunner, body: JobBody, stack: AsyncExitStack

@@ -29,6 +29,8 @@ def _where(config: AIModelConfig, stored: dict[str, StoredModel], models_dir: Pa
         return f"external runner at {config.url}", True
     if config.pipeline == "live-video-to-video":
         return "live pipeline (no files needed in the models dir)", True
+    if config.custom and config.model_id not in stored:
+        return f"custom pipeline {config.pipeline_class or '(declared by an installed package)'}", True
     model = stored.get(config.model_id)
     if model is None:
         return f"MISSING: lpnode models pull {config.model_id} --models-dir {models_dir}", False

@@ -6,8 +6,8 @@ get a few seconds), stops every runner and exits; runners also stop on their own
 killed (they watch their parent).
 
 HTTP routes: ``POST /<pipeline>`` for each batch pipeline, ``GET /stream/<request-id>/<file>`` (results),
-``GET /metrics`` (Prometheus), ``GET /healthz`` and ``GET /status`` (the pool, as JSON).
-gRPC: ``net.Orchestrator/GetOrchestrator``.
+``GET /metrics`` (Prometheus), ``GET /healthz`` and ``GET /status`` (the pool, as JSON), ``POST /aiResults``
+(remote AI workers' results). gRPC: ``net.Orchestrator/GetOrchestrator``, ``net.AIWorker/RegisterAIWorker``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from lpnode import __version__
+from lpnode.byoc.orchestrator_routes import ByocOrchestrator
+from lpnode.byoc.pipeline_target import register_custom_pipelines
+from lpnode.dashboard.node_pages import annotate_models, node_routes
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
+from lpnode.orchestrator.ai_results import ResultsRoute
 from lpnode.orchestrator.info import PriceBook, offers, orchestrator_info
 from lpnode.orchestrator.jobs import JobRelay, batch_pipelines
 from lpnode.orchestrator.metrics import OrchestratorMetrics
-from lpnode.orchestrator.pool import ProcessSettings, RunnerBackend, RunnerPool
+from lpnode.orchestrator.pool import ModelStatus, ProcessSettings, RunnerBackend, RunnerPool
 from lpnode.orchestrator.pool.ports import port_is_free
+from lpnode.orchestrator.remote_workers import JOB_TIMEOUT, RemoteWorkers, merge_snapshots
 from lpnode.orchestrator.settings import OrchestratorSettings
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import build_capabilities
@@ -45,6 +50,7 @@ from lpnode.protocol.same_port import ServerSettings, new_event_loop, serve_same
 from lpnode.results import ResultStore, stream_route
 from lpnode.runner.hardware import gpu_info
 from lpnode.runner.pipelines import NETWORK_PIPELINES
+from lpnode.trickle import TrickleServer, TrickleSettings
 
 log = logging.getLogger("lpnode.orchestrator")
 SWEEP_INTERVAL = 60.0
@@ -62,8 +68,13 @@ class Orchestrator:
         self.pool = RunnerPool(
             settings.ai_models, self._backend(), settings.data_dir, slots=settings.slots, timings=settings.timings
         )
-        self.metrics = OrchestratorMetrics(self.pool.snapshot)
+        self.metrics = OrchestratorMetrics(self.snapshot)
+        self.remote = RemoteWorkers(settings.orch_secret, self.store, settings.service_url, self.metrics.registry)
+        self.results = ResultsRoute(settings.orch_secret, self.remote.tasks, JOB_TIMEOUT)
         self._session: aiohttp.ClientSession | None = None
+        self.byoc = ByocOrchestrator(settings.orch_secret, settings.service_url, self.session)
+        # Live video channels under /ai/trickle/; made in-process, or with POST + "Authorization: <orchSecret>".
+        self.trickle = TrickleServer(TrickleSettings(create_secret=settings.orch_secret))
         self._gpus = gpu_info()
         self.relay = JobRelay(
             self.pool,
@@ -73,6 +84,7 @@ class Orchestrator:
             self.metrics,
             self.session,
             settings.service_url,
+            remote=self.remote,
         )
 
     def _backend(self) -> ProcessSettings | RunnerBackend:
@@ -105,19 +117,26 @@ class Orchestrator:
         assert self._session is not None, "the orchestrator is not running"
         return self._session
 
+    def snapshot(self) -> dict[tuple[str, str], ModelStatus]:
+        """Every model served: the local runner pool's and the remote workers', merged."""
+        return merge_snapshots(self.pool.snapshot(), self.remote.snapshot())
+
     def capabilities(self) -> Capabilities:
-        return build_capabilities(offers(self.pool.snapshot(), self.prices))
+        return build_capabilities(offers(self.snapshot(), self.prices))
 
     async def get_orchestrator(self, request: OrchestratorRequest, peer: PeerInfo) -> OrchestratorInfo:
         self.metrics.get_orchestrator.inc()
-        return orchestrator_info(
+        info = orchestrator_info(
             request,
             service_url=self.settings.service_url,
-            snapshot=self.pool.snapshot(),
+            snapshot=self.snapshot(),
             prices=self.prices,
             tokens=self.tokens,
             gpus=self._gpus,
         )
+        self.remote.fix_hardware(info)
+        info.capabilities_prices.extend(self.byoc.capabilities_prices())
+        return info
 
     def http_app(self) -> Starlette:
         routes = [Route(f"/{p}", self.relay.handle, methods=["POST"]) for p in batch_pipelines(NETWORK_PIPELINES)]
@@ -126,8 +145,11 @@ class Orchestrator:
             Route("/metrics", self._metrics),
             Route("/healthz", self._healthz),
             Route("/status", self._status),
+            Route("/aiResults", self.results.handle, methods=["POST"]),
+            *self.byoc.routes(),
+            *node_routes(),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=[*routes, Mount("/ai/trickle", app=self.trickle)])
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -136,8 +158,17 @@ class Orchestrator:
         return PlainTextResponse("ok\n")
 
     async def _status(self, request: Request) -> Response:
-        models: list[dict[str, Any]] = [dataclasses.asdict(s) for s in self.pool.snapshot().values()]
-        return JSONResponse({"version": __version__, "service_url": self.settings.service_url, "models": models})
+        models: list[dict[str, Any]] = [dataclasses.asdict(s) for s in self.snapshot().values()]
+        models = annotate_models(models, self.settings.slot_devices)
+        return JSONResponse(
+            {
+                "version": __version__,
+                "service_url": self.settings.service_url,
+                "models": models,
+                "byoc": self.byoc.status(),
+                "workers": self.remote.status(),
+            }
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start the pool, serve until ``stop`` is set, then stop everything (bounded)."""
@@ -155,21 +186,29 @@ class Orchestrator:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=RUNNER_IDLE_SECONDS),
         )
         sweeper = asyncio.ensure_future(self._sweep())
+        workers_closer = asyncio.ensure_future(self.remote.close_when(stop))
         try:
             starting = asyncio.ensure_future(self.pool.start())
             await asyncio.wait({starting, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 starting.cancel()
                 return
+            await register_custom_pipelines(self.byoc.registry, self.pool, s.ai_models)
             for problem in starting.result():
                 log_event(log, "runner not ready at start", logging.WARNING, problem=problem)
             log_event(log, "orchestrator ready", service=s.service_url, models=len(self.pool.snapshot()))
             settings = ServerSettings(s.listen_host, s.listen_port, tls)
             await serve_same_port(
-                self.http_app(), orchestrator_methods(self.get_orchestrator), settings, stop=stop, handle_signals=False
+                self.http_app(),
+                orchestrator_methods(self.get_orchestrator, self.remote.register),
+                settings,
+                stop=stop,
+                handle_signals=False,
             )
         finally:
             sweeper.cancel()
+            workers_closer.cancel()
+            await self.byoc.close()
             await self.pool.close()
             await self._session.close()
 

@@ -18,8 +18,15 @@ from lpnode.protocol.capabilities import (
     price_info,
 )
 from lpnode.protocol.certs import TlsFiles, create_certificate, ensure_certificate
-from lpnode.protocol.grpc_unary import GrpcError, GrpcUnaryApp, PeerInfo, StatusCode, UnaryMethod
-from lpnode.protocol.orchestrator_service import GET_ORCHESTRATOR, GetOrchestrator, orchestrator_methods
+from lpnode.protocol.grpc_stream import ServerStream, StreamMethod
+from lpnode.protocol.grpc_unary import GrpcError, GrpcMethod, GrpcUnaryApp, PeerInfo, StatusCode, UnaryMethod
+from lpnode.protocol.orchestrator_service import (
+    GET_ORCHESTRATOR,
+    REGISTER_AI_WORKER,
+    GetOrchestrator,
+    RegisterAIWorker,
+    orchestrator_methods,
+)
 from lpnode.protocol.same_port import (
     SamePortApp,
     ServerSettings,
@@ -32,17 +39,22 @@ from lpnode.protocol.same_port import (
 __all__ = [
     "GET_ORCHESTRATOR",
     "PIPELINE_CAPABILITIES",
+    "REGISTER_AI_WORKER",
     "TOKEN_VALIDITY_SECONDS",
     "AuthTokens",
     "Capability",
     "GetOrchestrator",
     "GrpcError",
+    "GrpcMethod",
     "GrpcUnaryApp",
     "ModelOffer",
     "PeerInfo",
+    "RegisterAIWorker",
     "SamePortApp",
     "ServerSettings",
+    "ServerStream",
     "StatusCode",
+    "StreamMethod",
     "TlsFiles",
     "TokenCheck",
     "TokenProblem",

@@ -37,7 +37,7 @@ from lpnode.errors import ConfigError
 from lpnode.logs import log_event
 from lpnode.protocol.asgi import ASGIApp, Receive, Scope, Send
 from lpnode.protocol.certs import TlsFiles
-from lpnode.protocol.grpc_unary import GrpcUnaryApp, UnaryMethod
+from lpnode.protocol.grpc_unary import GrpcMethod, GrpcUnaryApp
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def hypercorn_config(settings: ServerSettings) -> Config:
 
 async def serve_same_port(
     http_app: ASGIApp,
-    grpc_methods: Mapping[str, UnaryMethod[Any, Any]],
+    grpc_methods: Mapping[str, GrpcMethod],
     settings: ServerSettings,
     *,
     stop: asyncio.Event | None = None,
@@ -164,9 +164,7 @@ def _quiet_tls_close(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -
     loop.default_exception_handler(context)
 
 
-def run_same_port(
-    http_app: ASGIApp, grpc_methods: Mapping[str, UnaryMethod[Any, Any]], settings: ServerSettings
-) -> None:
+def run_same_port(http_app: ASGIApp, grpc_methods: Mapping[str, GrpcMethod], settings: ServerSettings) -> None:
     """Blocking :func:`serve_same_port` on :func:`new_event_loop`, for a command's ``main``."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(serve_same_port(http_app, grpc_methods, settings))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -11,10 +13,11 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lpnode import __version__
+from lpnode.logs import log_event
 from lpnode.runner import hardware
 from lpnode.runner.config import UPLOAD_LIMIT_BYTES, RunnerConfig
 from lpnode.runner.middleware import BodyLimitMiddleware, MetricsMiddleware, install_error_handlers
-from lpnode.runner.pipelines import pipeline_class, pipeline_names
+from lpnode.runner.pipelines import ServedPipeline, pipeline_class, pipeline_names, served_pipeline
 from lpnode.runner.routes import add_pipeline_route
 from lpnode.runner.service import RunnerService
 from lpnode.schemas import HardwareInformation, HardwareStats, HealthCheck, Version
@@ -24,6 +27,7 @@ DESCRIPTION = (
     "Serves one AI pipeline and model over the Livepeer ai-runner HTTP API "
     "(drop-in for a livepeer/ai-runner container)."
 )
+log = logging.getLogger("lpnode.runner")
 # Multipart overhead allowed on top of the 50 MiB per-file limit before the body is refused outright.
 BODY_LIMIT_BYTES = UPLOAD_LIMIT_BYTES + 1024 * 1024
 
@@ -71,11 +75,24 @@ def add_system_routes(app: FastAPI, service: RunnerService | None, pipeline: str
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def resolve_pipeline(config: RunnerConfig) -> tuple[RunnerConfig, ServedPipeline]:
+    """The pipeline ``config`` names (built-in, installed, or ``pipeline_class``), and the config with its
+    route name and model id filled in: a custom pipeline without a model id reports its own name."""
+    served = served_pipeline(config.pipeline, config.pipeline_class)
+    resolved = dataclasses.replace(config, pipeline=served.name, model_id=config.model_id or served.name)
+    return resolved, served
+
+
 def create_app(config: RunnerConfig, *, load: bool = True, on_ready: Callable[[], None] | None = None) -> FastAPI:
     """The runner app for ``config``. The model starts loading when the app starts (``load``), so the
     port is open and ``/health`` says LOADING meanwhile."""
-    cls = pipeline_class(config.pipeline)
-    service = RunnerService(config, cls, on_ready=on_ready)
+    config, served = resolve_pipeline(config)
+    for note in served.notes:
+        log_event(log, note, logging.WARNING, pipeline=served.name)
+    if not served.builtin:
+        log_event(log, "serving a custom pipeline", pipeline=served.name, cls=_qualified(served.cls))
+    cls = served.cls
+    service = RunnerService(config, cls, on_ready=on_ready, route=served.route)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -90,13 +107,17 @@ def create_app(config: RunnerConfig, *, load: bool = True, on_ready: Callable[[]
     )
     app.state.service = service
     install_error_handlers(app)
-    add_pipeline_route(app, cls.route, service, config.auth_token)
+    add_pipeline_route(app, served.route, service, config.auth_token)
     add_system_routes(app, service, config.pipeline, config.model_id, config.version)
     app.add_middleware(BodyLimitMiddleware, limit=BODY_LIMIT_BYTES)
-    known = {cls.route.path, "/health", "/hardware/info", "/hardware/stats", "/version", "/metrics"}
+    known = {served.route.path, "/health", "/hardware/info", "/hardware/stats", "/version", "/metrics"}
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=known)
     _use_runner_openapi(app)
     return app
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def openapi_document() -> dict[str, Any]:

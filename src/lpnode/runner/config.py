@@ -2,7 +2,8 @@
 
 An ai-runner container is configured by env (`PIPELINE`, `MODEL_ID`, `MODEL_DIR`, `AUTH_TOKEN`,
 `VERSION` and optimisation flags such as `SFAST`, `DEEPCACHE`, `TORCH_COMPILE`, `BFLOAT16`). The runner
-reads the same variables; each also has a flag, and a flag wins over the variable.
+reads the same variables; each also has a flag, and a flag wins over the variable. `PIPELINE_CLASS`
+(``module:Class``) serves a pipeline class of your own; `MODEL_ID` is then optional.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from lpnode import __version__
 from lpnode.errors import ConfigError
+from lpnode.runner.pipelines import pipeline_names
 
 # Optimisation flags go-livepeer passes through from aiModels.json `optimization_flags`.
 OPTIMIZATION_FLAGS = (
@@ -37,6 +39,7 @@ class RunnerConfig:
     pipeline: str
     model_id: str
     model_dir: Path = DEFAULT_MODEL_DIR
+    pipeline_class: str = ""  # "module:Class" of a custom pipeline; ``pipeline`` is then its route name
     auth_token: str = ""
     version: str = __version__
     host: str = "127.0.0.1"
@@ -76,6 +79,7 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
     env = os.environ if env is None else env
     values: dict[str, object] = {
         "pipeline": env.get("PIPELINE", ""),
+        "pipeline_class": env.get("PIPELINE_CLASS", "").strip(),
         "model_id": env.get("MODEL_ID", ""),
         "model_dir": Path(env["MODEL_DIR"]).expanduser() if env.get("MODEL_DIR") else DEFAULT_MODEL_DIR,
         "auth_token": env.get("AUTH_TOKEN", ""),
@@ -104,9 +108,13 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
         else:
             values[key] = value
     config = RunnerConfig(**values)  # type: ignore[arg-type]
-    if not config.pipeline:
-        raise ConfigError("no pipeline given: set PIPELINE or pass --pipeline (e.g. text-to-image)")
-    if not config.model_id:
+    if not config.pipeline and not config.pipeline_class:
+        raise ConfigError(
+            "no pipeline given: set PIPELINE or pass --pipeline (e.g. text-to-image), "
+            "or name a class with --pipeline-class module:Class"
+        )
+    # Custom pipelines may have no model; the runner then reports the pipeline name as its model id.
+    if not config.model_id and not config.pipeline_class and config.pipeline in pipeline_names():
         raise ConfigError("no model given: set MODEL_ID or pass --model-id (a Hugging Face repo id)")
     if config.upstream_url and not config.upstream_url.startswith(("http://", "https://")):
         raise ConfigError(f"the LLM upstream must be an http(s) URL, got {config.upstream_url!r}")

@@ -67,10 +67,11 @@ class RunnerService:
         config: RunnerConfig,
         pipeline_cls: type[BatchPipeline[Any]],
         on_ready: Callable[[], None] | None = None,
+        route: RouteSpec | None = None,
     ) -> None:
         self._on_ready = on_ready
         self.config = config
-        self.route = pipeline_cls.route
+        self.route = route or pipeline_cls.route  # custom pipelines: the route built for their name
         self._pipeline_cls = pipeline_cls
         self.pipeline: BatchPipeline[Any] | None = None
         self.status = "LOADING"

@@ -32,6 +32,7 @@ class Runner:
     problem: str = ""
     dead: bool = False
     started_at: float = field(default_factory=time.monotonic)
+    load_seconds: float | None = None  # start to ready
     loading_since: float | None = None
     last_used: float = field(default_factory=time.monotonic)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # ready, or failed to become ready
@@ -64,9 +65,14 @@ class Model:
     warm: bool
     managed_capacity: int = 0  # runners lpnode may start for this model
     flags: dict[str, str] = field(default_factory=dict)
+    pipeline_class: str = ""  # custom pipelines named by import path
     externals: list[AIModelConfig] = field(default_factory=list)
     runners: list[Runner] = field(default_factory=list)
     failed_starts: int = 0  # consecutive, for the restart back-off
+    failures: int = 0  # runners of this model that failed, since the pool started
+    restarts: int = 0  # warm runners replaced after failing
+    last_error: str = ""
+    last_error_at: float | None = None  # unix time
     cold_starts: int = 0  # runners started by a request (not at boot)
 
     @property

@@ -20,6 +20,7 @@ class RunnerSpec:
     optimization_flags: Mapping[str, str] = field(default_factory=dict)
     url: str = ""
     token: str = ""
+    pipeline_class: str = ""  # custom pipelines: "module:Class" the runner serves as ``pipeline``
 
 
 class RunnerHandle(Protocol):

@@ -79,6 +79,8 @@ def container_config(spec: RunnerSpec, port: int, settings: DockerSettings) -> d
     """The keyword arguments of ``client.containers.create(...)`` (or ``run``) for ``spec`` on host ``port``."""
     gpu = slot_gpu(spec.slot, settings.gpus)
     environment = {**spec.optimization_flags, "PIPELINE": spec.pipeline, "MODEL_ID": spec.model_id}
+    if spec.pipeline_class:  # a custom pipeline: the image must hold lpnode and the class's package
+        environment["PIPELINE_CLASS"] = spec.pipeline_class
     if settings.verbose_logs:
         environment["VERBOSE_LOGGING"] = "1"
     config: dict[str, Any] = {

@@ -98,6 +98,7 @@ class RunnerPool:
             else:
                 model.managed_capacity += config.capacity
                 model.flags.update(config.optimization_flags)
+                model.pipeline_class = model.pipeline_class or config.pipeline_class
         warm = sum(m.managed_capacity for m in self._models.values() if m.warm)
         if warm > slots:
             raise PoolConfigError(
@@ -266,7 +267,10 @@ class RunnerPool:
 
     def _managed_spec(self, model: Model, slot: int, cold: bool = False) -> RunnerSpec:
         # Optimisation flags apply to warm runners only, as in go-livepeer.
-        return RunnerSpec(model.pipeline, model.model_id, slot=slot, optimization_flags={} if cold else model.flags)
+        flags = {} if cold else model.flags
+        return RunnerSpec(
+            model.pipeline, model.model_id, slot=slot, optimization_flags=flags, pipeline_class=model.pipeline_class
+        )
 
     def _spawn(
         self,
@@ -303,6 +307,7 @@ class RunnerPool:
                 self._session, runner.handle.url, runner.handle.headers, self.timings.health_timeout
             )
             model.failed_starts = 0
+            runner.load_seconds = round(time.monotonic() - runner.started_at, 1)
             runner.settled.set()
             log_event(
                 log,
@@ -310,7 +315,7 @@ class RunnerPool:
                 runner=runner.label,
                 state=runner.state,
                 version=runner.version,
-                seconds=round(time.monotonic() - runner.started_at, 1),
+                seconds=runner.load_seconds,
             )
         except asyncio.CancelledError:
             raise
@@ -346,8 +351,11 @@ class RunnerPool:
         if runner.dead or self._closing:
             return
         runner.problem = problem
+        model = self._models[(runner.pipeline, runner.model_id)]
+        model.last_error, model.last_error_at = problem, time.time()
         if not runner.managed:
             if runner.state != UNHEALTHY:
+                model.failures += 1
                 log_event(log, "external runner unhealthy", logging.WARNING, runner=runner.label, problem=problem)
             runner.state = UNHEALTHY
             runner.failures = 0
@@ -363,7 +371,7 @@ class RunnerPool:
         )
         if runner.launch is not None and runner.launch is not asyncio.current_task():
             runner.launch.cancel()
-        model = self._models[(runner.pipeline, runner.model_id)]
+        model.failures += 1
         restart = runner.warm and runner.slot is not None
         stopping = self._retire(runner, FAILED, keep_slot=restart)
         if restart and runner.slot is not None:
@@ -371,6 +379,7 @@ class RunnerPool:
             delay = (
                 min(self.timings.max_restart_delay, 2.0 ** (model.failed_starts - 2)) if model.failed_starts > 1 else 0
             )
+            model.restarts += 1
             log_event(log, "restarting warm runner", model=runner.model_id, slot=runner.slot, delay=delay)
             self._spawn(model, self._managed_spec(model, runner.slot), slot=runner.slot, after=stopping, delay=delay)
 

@@ -1,9 +1,9 @@
 """Managed runners as child processes: ``lpnode runner`` configured by the ai-runner env contract.
 
-Each runner gets ``PIPELINE``, ``MODEL_ID``, ``MODEL_DIR``, ``HOST``/``PORT``, the entry's optimisation
-flags as ``KEY=value`` and ``RUNNER_EXIT_WITH_PARENT=1``, so it stops when this process dies, even by
-SIGKILL. Its output is appended to ``<log_dir>/<name>.log``. Stopping is SIGTERM, then SIGKILL after
-``stop_grace`` seconds.
+Each runner gets ``PIPELINE``, ``MODEL_ID``, ``MODEL_DIR``, ``HOST``/``PORT``, ``PIPELINE_CLASS`` for a
+custom pipeline named by import path, the entry's optimisation flags as ``KEY=value`` and
+``RUNNER_EXIT_WITH_PARENT=1``, so it stops when this process dies, even by SIGKILL. Its output is appended
+to ``<log_dir>/<name>.log``. Stopping is SIGTERM, then SIGKILL after ``stop_grace`` seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from lpnode.orchestrator.pool.ports import PORT_BASES, pick_port
 log = logging.getLogger("lpnode.orchestrator.pool")
 KILL_WAIT_SECONDS = 5.0
 # Variables of the ai-runner contract that must come from the spec, never from our own environment.
-_CONTRACT_VARS = ("PIPELINE", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN", "PORT", "HOST")
+_CONTRACT_VARS = ("PIPELINE", "PIPELINE_CLASS", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN", "PORT", "HOST")
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,8 @@ class ProcessBackend:
             RUNNER_EXIT_WITH_PARENT="1",
             PYTHONUNBUFFERED="1",
         )
+        if spec.pipeline_class:
+            env["PIPELINE_CLASS"] = spec.pipeline_class
         env.update(spec.optimization_flags)
         if spec.slot is not None and spec.slot < len(self.settings.devices):
             env["CUDA_VISIBLE_DEVICES"] = self.settings.devices[spec.slot]

@@ -24,6 +24,7 @@ class RunnerStatus:
     version: str
     log_path: str
     problem: str
+    load_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class ModelStatus:
     version: str
     runners: tuple[RunnerStatus, ...]
     cold_starts: int = 0
+    failures: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    last_error_at: float | None = None  # unix time
 
 
 def model_status(model: Model) -> ModelStatus:
@@ -57,6 +62,7 @@ def model_status(model: Model) -> ModelStatus:
             version=r.version,
             log_path=str(r.handle.log_path) if r.handle and r.handle.log_path else "",
             problem=r.problem,
+            load_seconds=r.load_seconds,
         )
         for r in model.runners
     )
@@ -71,4 +77,8 @@ def model_status(model: Model) -> ModelStatus:
         version=versions[0] if versions else "",
         runners=runners,
         cold_starts=model.cold_starts,
+        failures=model.failures,
+        restarts=model.restarts,
+        last_error=model.last_error,
+        last_error_at=model.last_error_at,
     )

@@ -1,0 +1,1 @@
+"""Example pipelines served by lpnode from outside its source tree."""

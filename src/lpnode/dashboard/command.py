@@ -1,0 +1,67 @@
+"""The ``lpnode dashboard``, ``lpnode status`` and ``lpnode doctor`` commands (parsers and handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lpnode.dashboard.status_command import DEFAULT_GATEWAY, DEFAULT_ORCHESTRATOR
+
+UP_DATA_DIR = Path("~/.lpnode")
+
+
+def add_dashboard_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "dashboard",
+        help="serve the network page for any gateway's /getNetworkCapabilities",
+        description="Fetch a gateway's /getNetworkCapabilities (lpnode's or go-livepeer's CLI port) periodically "
+        "and serve the network page from this machine.",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. http://127.0.0.1:5935")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080")
+    p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS", help="fetch period (default 10)")
+
+    s = sub.add_parser("status", help="the network, the node and its runners as tables")
+    s.add_argument("--gateway", metavar="URL", help=f"the gateway (default {DEFAULT_GATEWAY})")
+    s.add_argument("--orchestrator", metavar="URL", help=f"the orchestrator (default {DEFAULT_ORCHESTRATOR})")
+
+    d = sub.add_parser("doctor", help="check the whole loop: models, runners, advertisement, prices, a request")
+    d.add_argument(
+        "--orchestrator", default=DEFAULT_ORCHESTRATOR, metavar="URL", help=f"default {DEFAULT_ORCHESTRATOR}"
+    )
+    d.add_argument(
+        "--gateway", default=DEFAULT_GATEWAY, metavar="URL", help=f"the gateway's API (default {DEFAULT_GATEWAY})"
+    )
+    d.add_argument(
+        "--ai-models", type=Path, metavar="FILE", help="the aiModels.json (default ~/.lpnode/aiModels.json if any)"
+    )
+    d.add_argument("--models-dir", type=Path, metavar="DIR", help="the models dir (default ~/.lpnode/models if any)")
+
+
+def run_dashboard_command(args: argparse.Namespace) -> int:
+    from lpnode.dashboard.standalone import run_dashboard
+    from lpnode.logs import configure_logging
+
+    configure_logging("warning")
+    run_dashboard(args.source, args.listen, args.interval)
+    return 0
+
+
+def run_status_command(args: argparse.Namespace) -> int:
+    from lpnode.dashboard.status_command import run_status
+
+    both = args.gateway is None and args.orchestrator is None
+    gateway = args.gateway or (DEFAULT_GATEWAY if both else None)
+    orchestrator = args.orchestrator or (DEFAULT_ORCHESTRATOR if both else None)
+    return run_status(gateway, orchestrator, sys.stdout)
+
+
+def run_doctor_command(args: argparse.Namespace) -> int:
+    from lpnode.dashboard.doctor import run_doctor
+    from lpnode.runner.store import models_dir_default
+
+    up_dir = UP_DATA_DIR.expanduser()
+    ai_models = args.ai_models or ((up_dir / "aiModels.json") if (up_dir / "aiModels.json").is_file() else None)
+    models_dir = args.models_dir or ((up_dir / "models") if (up_dir / "models").is_dir() else models_dir_default())
+    return run_doctor(args.orchestrator, args.gateway, ai_models, models_dir.expanduser(), sys.stdout)

@@ -1,0 +1,336 @@
+"""``lpnode doctor``: "is the loop closed?" as one command, each check PASS, FAIL or SKIP.
+
+1. the aiModels.json parses, and 2. each model's files are in the models dir (both skipped without a file);
+3. the orchestrator answers ``/status``, and 4. each warm model has a loaded runner (and on which device);
+5. its capabilities are advertised as seen from outside: a real ``GetOrchestrator`` gRPC call, TLS
+   included, to the service address the orchestrator advertises (what a gateway dials);
+6. the gateway knows the orchestrator, 7. its prices are within the gateway's caps, and 8. a small real
+   request (the cheapest warm pipeline, at 64×64 or a few tokens) goes through the gateway.
+
+A failing check prints its likely cause and the fix. The exit status is 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from lpnode.dashboard.fetch import Unreachable, base_url, get_json, request
+from lpnode.dashboard.network_view import pipeline_name
+from lpnode.errors import ConfigError
+from lpnode.orchestrator.ai_models import AIModelConfig, load_ai_models
+
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+READY_STATES = ("IDLE", "OK")
+REQUEST_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    outcome: str
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class Doctor:
+    orchestrator: str
+    gateway: str
+    ai_models: Path | None
+    models_dir: Path
+    out: TextIO
+    checks: list[Check] | None = None
+
+    def report(self, name: str, outcome: str, detail: str, fix: str = "") -> Check:
+        check = Check(name, outcome, detail, fix)
+        assert self.checks is not None
+        self.checks.append(check)
+        print(f"{outcome}  {name}: {detail}", file=self.out, flush=True)
+        if fix:
+            print(f"      fix: {fix}", file=self.out, flush=True)
+        return check
+
+    def run(self) -> int:
+        self.checks = []
+        configs = self.check_ai_models()
+        status = self.check_orchestrator()
+        service_url = str(status.get("service_url", "")) if status else ""
+        if status is not None:
+            self.check_runners(status, configs)
+        self.check_advertised(service_url, status)
+        offers = self.check_gateway(service_url)
+        if offers is not None:
+            self.check_prices(offers)
+            self.check_request(offers)
+        failed = sum(1 for c in self.checks if c.outcome == FAIL)
+        print(
+            f"\n{len(self.checks)} checks: {failed} failed" if failed else f"\nall {len(self.checks)} checks passed",
+            file=self.out,
+        )
+        return 1 if failed else 0
+
+    # --- 1, 2: the configuration ------------------------------------------------------------------------
+
+    def check_ai_models(self) -> list[AIModelConfig] | None:
+        if self.ai_models is None:
+            self.report("aiModels.json", SKIP, "no --ai-models given (and none in ~/.lpnode)")
+            return None
+        try:
+            configs, warnings = load_ai_models(str(self.ai_models))
+        except ConfigError as exc:
+            problems = "; ".join(str(exc).splitlines())
+            self.report(
+                "aiModels.json", FAIL, problems, f"correct {self.ai_models}; `lpnode models check` explains each entry"
+            )
+            return None
+        note = f" ({len(warnings)} warning(s): {'; '.join(warnings)})" if warnings else ""
+        self.report("aiModels.json", PASS, f"{len(configs)} entries in {self.ai_models}{note}")
+        from lpnode.runner.store import list_models
+
+        stored = {m.model_id for m in list_models(self.models_dir)}
+        for config in configs:
+            name = f"model files {config.pipeline} {config.model_id}"
+            if config.external:
+                self.report(name, PASS, f"external runner at {config.url} (no files needed here)")
+            elif config.pipeline == "live-video-to-video" or config.custom:
+                self.report(name, SKIP, "not kept in the models dir")
+            elif config.model_id in stored:
+                self.report(name, PASS, f"present in {self.models_dir}")
+            else:
+                self.report(
+                    name, FAIL, f"not in {self.models_dir}",
+                    f"lpnode models pull {config.model_id} --models-dir {self.models_dir} (or pass --models-dir)",
+                )  # fmt: skip
+        return configs
+
+    # --- 3, 4: the orchestrator and its runners ---------------------------------------------------------
+
+    def check_orchestrator(self) -> dict[str, Any] | None:
+        try:
+            status = get_json(f"{self.orchestrator}/status")
+        except Unreachable as exc:
+            self.report(
+                "orchestrator answers", FAIL, str(exc),
+                "start it (`lpnode up` or `lpnode orchestrator`), or pass --orchestrator with its address",
+            )  # fmt: skip
+            return None
+        if not isinstance(status, dict) or not isinstance(status.get("models"), list):
+            self.report(
+                "orchestrator answers", FAIL, f"{self.orchestrator}/status is not an lpnode orchestrator's status"
+            )
+            return None
+        self.report("orchestrator answers", PASS, f"{self.orchestrator} (service address {status.get('service_url')})")
+        return status
+
+    def check_runners(self, status: dict[str, Any], configs: list[AIModelConfig] | None) -> None:
+        served = {(m.get("pipeline"), m.get("model_id")): m for m in status["models"] if isinstance(m, dict)}
+        for config in configs or []:
+            if (config.pipeline, config.model_id) not in served and not config.custom:
+                self.report(
+                    f"runner {config.pipeline} {config.model_id}", FAIL, "in aiModels.json but not served",
+                    "the orchestrator runs another aiModels.json; restart it with this file",
+                )  # fmt: skip
+        for (pipeline, model_id), model in served.items():
+            name = f"runner {pipeline} {model_id}"
+            runners = [r for r in model.get("runners", []) if isinstance(r, dict)]
+            ready = [r for r in runners if r.get("state") in READY_STATES]
+            where = ", ".join(f"{r.get('device') or 'slot ' + str(r.get('slot'))} ({r.get('state')})" for r in ready)
+            if ready:
+                self.report(name, PASS, f"loaded on {where}")
+            elif not model.get("warm"):
+                self.report(name, PASS, "cold: a runner starts on the first request")
+            else:
+                problem = model.get("last_error") or next((r.get("problem") for r in runners if r.get("problem")), "")
+                states = ", ".join(str(r.get("state")) for r in runners) or "no runner"
+                fix = "see the runner log named in the orchestrator's output; `lpnode models check` confirms the files"
+                if any(r.get("state") in ("STARTING", "LOADING") for r in runners):
+                    fix = "still loading: wait and run doctor again"
+                self.report(name, FAIL, f"warm but not loaded ({states}){': ' + problem if problem else ''}", fix)
+
+    # --- 5: what a gateway sees ---------------------------------------------------------------------------
+
+    def check_advertised(self, service_url: str, status: dict[str, Any] | None) -> None:
+        name = "advertised from outside (GetOrchestrator)"
+        target = service_url or self.orchestrator
+        from lpnode.gateway.orch_client import OrchestratorClient, OrchestratorUnreachable
+
+        async def call() -> Any:
+            client = OrchestratorClient()
+            try:
+                return await client.get_info(target, timeout=10.0)
+            finally:
+                await client.close()
+
+        try:
+            info = asyncio.run(call())
+        except OrchestratorUnreachable as exc:
+            self.report(
+                name, FAIL, f"the service address does not answer gRPC: {exc}",
+                "the service address (-serviceAddr) must be the host:port gateways can reach: a public IP or DNS "
+                "name, with the port open in the firewall (and forwarded through NAT)",
+            )  # fmt: skip
+            return
+        names: dict[str, Any] = {}
+        advertised = {
+            (pipeline_name(cap, names), model_id): facts.warm
+            for cap, constraint in info.capabilities.constraints.PerCapability.items()
+            for model_id, facts in constraint.models.items()
+        }
+        missing = []
+        for model in (status or {}).get("models", []):
+            key = (model.get("pipeline"), model.get("model_id"))
+            if key not in advertised and model.get("pipeline") in _PIPELINES_ADVERTISED:
+                missing.append(f"{key[0]} {key[1]}")
+        warm = sum(1 for w in advertised.values() if w)
+        detail = f"{target} advertises {len(advertised)} model(s), {warm} warm, {len(info.hardware)} hardware entr(ies)"
+        if missing:
+            self.report(name, FAIL, f"{detail}; not advertised: {', '.join(missing)}", "check the orchestrator's log")
+        else:
+            self.report(name, PASS, detail)
+
+    # --- 6, 7, 8: the gateway ----------------------------------------------------------------------------
+
+    def check_gateway(self, service_url: str) -> list[tuple[str, str, dict[str, Any]]] | None:
+        try:
+            data = get_json(f"{self.gateway}/dashboard/data.json")
+        except Unreachable as exc:
+            if " answered 404" in str(exc):
+                self.report(
+                    "gateway checks", SKIP, f"{self.gateway} is not an lpnode gateway (no /dashboard/data.json)"
+                )
+                return None
+            self.report(
+                "gateway answers", FAIL, str(exc),
+                "start it (`lpnode up` or `lpnode gateway`), or pass --gateway with its public address",
+            )  # fmt: skip
+            return None
+        self.report("gateway answers", PASS, f"{self.gateway} knows {data.get('orchestrators', 0)} orchestrator(s)")
+        wanted = {service_url.rstrip("/"), self.orchestrator.rstrip("/")}
+        offers = [
+            (p["pipeline"], m["model_id"], o)
+            for p in data.get("pipelines", [])
+            for m in p.get("models", [])
+            for o in m.get("offers", [])
+            if str(o.get("orchestrator", "")).rstrip("/") in wanted or str(o.get("url", "")).rstrip("/") in wanted
+        ]
+        if offers:
+            self.report("gateway knows the orchestrator", PASS, f"{len(offers)} offer(s) from it")
+            return offers
+        problem = next(
+            (u.get("problem") for u in data.get("unreachable", []) if u.get("url", "").rstrip("/") in wanted), ""
+        )
+        if problem:
+            self.report(
+                "gateway knows the orchestrator", FAIL, f"the gateway cannot reach it: {problem}",
+                "the gateway dials the orchestrator's service address: check it is reachable from the gateway's host",
+            )  # fmt: skip
+        else:
+            self.report(
+                "gateway knows the orchestrator", FAIL, "no offer from this orchestrator at the gateway",
+                "add it to the gateway (-orchAddr HOST:PORT, or the -orchWebhookUrl list); the gateway refreshes "
+                "its orchestrators every minute",
+            )  # fmt: skip
+        return None
+
+    def check_prices(self, offers: list[tuple[str, str, dict[str, Any]]]) -> None:
+        over = [(p, m, o) for p, m, o in offers if o.get("over_cap")]
+        for pipeline, model_id, offer in over:
+            self.report(
+                f"price {pipeline} {model_id}", FAIL,
+                f"{offer.get('price_wei')} wei per unit is above the gateway's cap",
+                "lower price_per_unit in aiModels.json, or raise the gateway's -maxPricePerUnit / "
+                "-maxPricePerCapability (or POST /setMaxPriceForCapability on its admin port)",
+            )  # fmt: skip
+        if not over:
+            priced = sum(1 for _, _, o in offers if o.get("price_wei"))
+            self.report(
+                "prices within the gateway's caps", PASS, f"{priced} of {len(offers)} offer(s) priced, none over a cap"
+            )
+
+    def check_request(self, offers: list[tuple[str, str, dict[str, Any]]]) -> None:
+        warm = {(p, m) for p, m, o in offers if o.get("warm") and not o.get("over_cap")}
+        choice = next(((p, m) for p in _REQUESTS for (q, m) in sorted(warm) if q == p), None)
+        if choice is None:
+            self.report("request through the gateway", SKIP, "no warm batch pipeline to try")
+            return
+        pipeline, model_id = choice
+        data, headers = _REQUESTS[pipeline](model_id)
+        started = time.monotonic()
+        try:
+            status, body = request(f"{self.gateway}/{pipeline}", data=data, headers=headers, timeout=REQUEST_TIMEOUT)
+        except Unreachable as exc:
+            self.report(f"request {pipeline} {model_id}", FAIL, str(exc), "check the gateway's log")
+            return
+        seconds = time.monotonic() - started
+        if status == 200:
+            self.report(f"request {pipeline} {model_id}", PASS, f"answered 200 in {seconds:.1f}s")
+            return
+        try:
+            message = json.loads(body).get("error", {}).get("message", "") or body[:300].decode(errors="replace")
+        except (ValueError, AttributeError):
+            message = body[:300].decode(errors="replace")
+        fix = {
+            401: "the gateway requires an API key: run doctor against a gateway without --auth keys",
+            503: "no orchestrator could take it: see the checks above and the gateway's /dashboard",
+            504: "it took too long: the model may still be loading",
+        }.get(status, "see the orchestrator's and the runner's logs")
+        self.report(f"request {pipeline} {model_id}", FAIL, f"answered {status}: {message}", fix)
+
+
+def _png(size: int = 64) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (40, 120, 160)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _json(body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    return json.dumps(body).encode(), {"Content-Type": "application/json"}
+
+
+def _multipart(fields: dict[str, str], image: bytes) -> tuple[bytes, dict[str, str]]:
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="doctor.png"\r\n'
+        "Content-Type: image/png\r\n\r\n".encode()
+        + image
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+_REQUESTS: dict[str, Callable[[str], tuple[bytes, dict[str, str]]]] = {
+    "text-to-image": lambda m: _json(
+        {"model_id": m, "prompt": "a lighthouse", "width": 64, "height": 64, "num_inference_steps": 1}
+    ),
+    "llm": lambda m: _json({"model": m, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    "image-to-text": lambda m: _multipart({"model_id": m, "prompt": "a"}, _png()),
+    "segment-anything-2": lambda m: _multipart(
+        {"model_id": m, "point_coords": "[[10,20]]", "point_labels": "[1]"}, _png()
+    ),
+    "text-to-speech": lambda m: _json({"model_id": m, "text": "Hi."}),
+    "upscale": lambda m: _multipart({"model_id": m, "prompt": "a", "num_inference_steps": "1"}, _png(32)),
+    "image-to-image": lambda m: _multipart({"model_id": m, "prompt": "a", "num_inference_steps": "1"}, _png()),
+}
+"""Pipeline -> a small request for a model; tried in this order (cheapest first)."""
+_PIPELINES_ADVERTISED = (
+    "text-to-image", "image-to-image", "image-to-video", "upscale", "audio-to-text", "segment-anything-2", "llm",
+    "image-to-text", "live-video-to-video", "text-to-speech",
+)  # fmt: skip
+
+
+def run_doctor(orchestrator: str, gateway: str, ai_models: Path | None, models_dir: Path, out: TextIO) -> int:
+    return Doctor(base_url(orchestrator, "https"), base_url(gateway), ai_models, models_dir, out).run()

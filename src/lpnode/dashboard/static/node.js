@@ -1,0 +1,85 @@
+// The node page: the orchestrator's runners, models, BYOC capabilities and remote workers, from /status.
+"use strict";
+
+(function () {
+  const { h } = LP;
+  const container = document.getElementById("node");
+  const STATE_CLASS = { IDLE: "ok", OK: "ok", LOADING: "warn", STARTING: "warn", ERROR: "bad", UNHEALTHY: "bad", FAILED: "bad" };
+
+  function state(text) {
+    return LP.badge(text || "?", STATE_CLASS[text] || "muted");
+  }
+
+  function seconds(value) {
+    return value === null || value === undefined ? "" : Number(value).toFixed(1) + " s";
+  }
+
+  // Any list of objects (BYOC capabilities, remote workers): one column per key seen.
+  function generic(list, label) {
+    const keys = [];
+    for (const row of list) for (const key of Object.keys(row || {})) if (!keys.includes(key)) keys.push(key);
+    const show = (value) => {
+      if (value === null || value === undefined || value === "") return "";
+      if (typeof value === "boolean") return LP.badge(value ? "yes" : "no", value ? "ok" : "bad");
+      if (Array.isArray(value)) return value.map((v) => (typeof v === "object" ? JSON.stringify(v) : String(v))).join(", ");
+      if (typeof value === "object") return JSON.stringify(value);
+      return String(value);
+    };
+    const columns = keys.map((key) => ({
+      title: key.replace(/_/g, " "),
+      num: list.every((row) => row == null || typeof row[key] === "number" || row[key] == null),
+      value: (row) => show(row ? row[key] : null),
+    }));
+    return LP.table(columns, list, label);
+  }
+
+  function build(data) {
+    const models = data.models || [];
+    const nodes = [];
+    const modelColumns = [
+      { title: "Pipeline", value: (m) => m.pipeline },
+      { title: "Model", cls: "url", value: (m) => m.model_id },
+      { title: "Mode", value: (m) => LP.badge(m.warm ? "Warm" : "Cold", m.warm ? "warm" : "cold") },
+      { title: "In use / capacity", num: true, value: (m) => m.in_use + " / " + m.capacity },
+      { title: "Idle", num: true, value: (m) => m.idle },
+      { title: "Runners", num: true, value: (m) => (m.runners || []).length },
+      { title: "Restarts", num: true, value: (m) => m.restarts || 0 },
+      { title: "Last error", value: (m) => (m.last_error ? h("span", { class: "bad" }, LP.ago(m.last_error_at) + ": " + m.last_error) : "") },
+    ];
+    nodes.push(h("section", { class: "card", "aria-label": "models" }, h("h2", {}, "Models ", h("span", { class: "sub" }, models.length + " served")),
+      models.length ? LP.table(modelColumns, models, "models") : h("p", { class: "empty" }, "No models in aiModels.json.")));
+
+    const runners = [];
+    for (const m of models) for (const r of m.runners || []) runners.push({ ...r, pipeline: m.pipeline, model_id: m.model_id });
+    const runnerColumns = [
+      { title: "Runner", cls: "url", value: (r) => h("span", { title: r.pipeline + " " + r.model_id + " at " + (r.url || "?") }, r.name) },
+      { title: "State", value: (r) => state(r.state) },
+      { title: "Mode", value: (r) => LP.badge(r.warm ? "Warm" : "Cold", r.warm ? "warm" : "cold") },
+      { title: "Slot / device", value: (r) => (r.slot === null || r.slot === undefined ? "" : "slot " + r.slot + " · ") + (r.device || "") },
+      { title: "In flight / capacity", num: true, value: (r) => r.in_use + " / " + r.capacity },
+      { title: "Load time", num: true, value: (r) => seconds(r.load_seconds) },
+      { title: "PID", num: true, value: (r) => r.pid },
+      { title: "Version", value: (r) => r.version },
+      { title: "Problem", value: (r) => (r.problem ? h("span", { class: "bad" }, r.problem) : "") },
+    ];
+    nodes.push(h("section", { class: "card", "aria-label": "runners" }, h("h2", {}, "Runners ", h("span", { class: "sub" }, runners.length + " running or starting")),
+      runners.length ? LP.table(runnerColumns, runners, "runners") : h("p", { class: "empty" }, "No runner is running (cold models start on their first request).")));
+
+    if (Array.isArray(data.byoc)) {
+      nodes.push(h("section", { class: "card", "aria-label": "BYOC capabilities" }, h("h2", {}, "BYOC capabilities"),
+        data.byoc.length ? generic(data.byoc, "BYOC capabilities") : h("p", { class: "empty" }, "None registered.")));
+    }
+    if (Array.isArray(data.workers)) {
+      nodes.push(h("section", { class: "card", "aria-label": "remote workers" }, h("h2", {}, "Remote AI workers"),
+        data.workers.length ? generic(data.workers, "remote workers") : h("p", { class: "empty" }, "None connected.")));
+    }
+    return nodes;
+  }
+
+  function render(data) {
+    document.getElementById("service").textContent = (data.service_url || "") + (data.version ? " · lpnode " + data.version : "");
+    LP.rerender(container, () => build(data));
+  }
+
+  LP.poll("/status", render, 3000, document.getElementById("status"));
+})();
