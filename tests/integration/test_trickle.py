@@ -70,11 +70,13 @@ class Server:
 
 
 class StandaloneProcess:
-    def __init__(self, log_path: Path) -> None:
+    """``lpnode trickle serve`` on a free port (idle channels swept after ``idle_timeout`` seconds)."""
+
+    def __init__(self, log_path: Path, idle_timeout: float = 300.0) -> None:
         self.port = free_port()
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        args = ["--listen", f"127.0.0.1:{self.port}", "--idle-timeout", str(IDLE_TIMEOUT)]
+        args = ["--listen", f"127.0.0.1:{self.port}", "--idle-timeout", str(idle_timeout)]
         args += ["--sweep-interval", "0.25", "--max-segment-bytes", str(MAX_SEGMENT)]
         self.proc = subprocess.Popen(
             [*LPNODE, "trickle", "serve", *args], stdout=self._log, stderr=subprocess.STDOUT, env=child_env()
@@ -417,21 +419,29 @@ def test_orchestrator_creates_channels_only_with_its_secret(orchestrator: Server
     run(scenario())
 
 
-def test_idle_channel_is_swept(standalone: Server) -> None:
-    async def scenario() -> int:
-        url = standalone.url("idle")
-        await standalone.create(url)
-        async with TrickleSubscriber(url, start_seq=-1) as sub:
-            waiting = asyncio.ensure_future(sub.next())
-            for _ in range(100):  # idle timeout 1.5 s, sweep every 0.25 s
-                status = (await raw("GET", f"{url}/next"))[0]
-                if status == 404:
-                    break
-                await asyncio.sleep(0.1)
-            assert await step(waiting) is None and sub.end in ("closed", "not found")
-        return status
+def test_idle_channel_is_swept(tmp_path: Path) -> None:
+    proc = StandaloneProcess(tmp_path / "serve.log", idle_timeout=IDLE_TIMEOUT)
+    try:
+        proc.wait_ready()
+        assert run(idle_scenario(Server("idle", f"http://127.0.0.1:{proc.port}", {}, autocreate=True))) == 404
+    finally:
+        assert proc.stop() == 0, proc.log_path.read_text()
+    assert "trickle channel idle; deleted" in proc.log_path.read_text()
 
-    assert run(scenario()) == 404
+
+async def idle_scenario(server: Server) -> int:
+    """A channel nobody publishes to is deleted after the idle timeout; its waiting subscriber ends."""
+    url = server.url("idle")
+    await server.create(url)
+    async with TrickleSubscriber(url, start_seq=-1) as sub:
+        waiting = asyncio.ensure_future(sub.next())
+        for _ in range(100):  # idle timeout 1.5 s, sweep every 0.25 s
+            status = (await raw("GET", f"{url}/next"))[0]
+            if status == 404:
+                break
+            await asyncio.sleep(0.1)
+        assert await step(waiting) is None and sub.end in ("closed", "not found")
+    return status
 
 
 def test_oversize_segment_is_cut_off_and_the_next_one_flows(standalone: Server) -> None:

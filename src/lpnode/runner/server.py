@@ -10,6 +10,17 @@ from collections.abc import Callable
 from lpnode.errors import ConfigError
 from lpnode.runner.config import RunnerConfig
 
+LISTEN_FD_VAR = "LPNODE_LISTEN_FD"
+"""A listening socket handed over by the runner pool, which claimed the port for this runner."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The socket handed over in ``LPNODE_LISTEN_FD``, else a new one bound to ``host:port``."""
+    fd = os.environ.pop(LISTEN_FD_VAR, "")
+    if fd.isdigit():
+        return socket.socket(fileno=int(fd))
+    return bind_socket(host, port)
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -33,7 +44,7 @@ def serve(config: RunnerConfig, on_ready: Callable[[], None] | None = None) -> N
 
     from lpnode.runner.app import create_app
 
-    sock = bind_socket(config.host, config.port)
+    sock = listen_socket(config.host, config.port)
     if config.exit_with_parent:
         from lpnode.runner.parent_watch import exit_with_parent
 

@@ -47,6 +47,39 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def claim_port(
+    pipeline: str,
+    slot: int,
+    *,
+    host: str = "127.0.0.1",
+    taken: Collection[int] = (),
+    bases: Mapping[str, int] = PORT_BASES,
+) -> socket.socket:
+    """A listening socket on the first candidate port for (pipeline, slot) that nobody holds.
+
+    Binding and listening here claims the port at once: another pool (an orchestrator and a worker started
+    together) cannot take the same port between the pick and the runner's start, which it could with a
+    check-then-bind. The runner inherits the socket (``LPNODE_LISTEN_FD``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    base = bases.get(pipeline, FALLBACK_BASE)
+    for port in port_candidates(base, slot):
+        if port in taken:
+            continue
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    raise PoolConfigError(
+        f"no free port for a {pipeline} runner in slot {slot} on {host} (tried {base + slot % 10}, "
+        f"{base + slot % 10 + 10}, … up to {base + 99}); stop what is listening there or change the port bases"
+    )
+
+
 def pick_port(
     pipeline: str,
     slot: int,

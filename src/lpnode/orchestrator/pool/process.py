@@ -22,12 +22,13 @@ from pathlib import Path
 from lpnode.logs import log_event
 from lpnode.orchestrator.pool.backend import RunnerSpec
 from lpnode.orchestrator.pool.external import runner_name
-from lpnode.orchestrator.pool.ports import PORT_BASES, pick_port
+from lpnode.orchestrator.pool.ports import PORT_BASES, claim_port
+from lpnode.runner.server import LISTEN_FD_VAR
 
 log = logging.getLogger("lpnode.orchestrator.pool")
 KILL_WAIT_SECONDS = 5.0
 # Variables of the ai-runner contract that must come from the spec, never from our own environment.
-_CONTRACT_VARS = ("PIPELINE", "PIPELINE_CLASS", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN", "PORT", "HOST")
+_CONTRACT_VARS = ("PIPELINE", "PIPELINE_CLASS", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN", "PORT", "HOST", LISTEN_FD_VAR)
 
 
 @dataclass(frozen=True)
@@ -127,22 +128,29 @@ class ProcessBackend:
 
     async def start(self, spec: RunnerSpec) -> ProcessHandle:
         taken = {h.port for h in self._live}
-        port = pick_port(
+        sock = claim_port(
             spec.pipeline, spec.slot or 0, host=self.settings.host, taken=taken, bases=self.settings.port_bases
         )
+        port = sock.getsockname()[1]
         name = runner_name(spec.pipeline, spec.model_id, str(port))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as out:
             out.write(f"--- lpnode pool: starting {name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             out.flush()
-            proc = await asyncio.create_subprocess_exec(
-                *self.settings.command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                env=self.runner_env(spec, port),
-            )
+            env = self.runner_env(spec, port)
+            env[LISTEN_FD_VAR] = str(sock.fileno())
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.settings.command,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=env,
+                    pass_fds=(sock.fileno(),),
+                )
+            finally:
+                sock.close()  # the runner holds its own copy
         host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
         handle = ProcessHandle(
             name, port, f"http://{host}:{port}", log_path, proc, self.settings.stop_grace, self._live.discard
