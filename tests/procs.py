@@ -101,7 +101,29 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     return subprocess.run([*LPNODE, *args], capture_output=True, text=True, env=env or child_env(), timeout=timeout)
 
 
-class OrchestratorProcess:
+class ChildProcess:
+    """A child process writing to ``log_path``; ``stop`` signals it, waits, and kills it if it lingers."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _log: Any
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+
+class OrchestratorProcess(ChildProcess):
     """An ``lpnode orchestrator`` child process on a free loopback port, TLS unless ``plain``."""
 
     def __init__(
@@ -141,9 +163,6 @@ class OrchestratorProcess:
         """What ``requests`` needs to trust this node: its self-signed certificate."""
         return str(self.cert) if self.cert else True
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
     def wait_ready(self, timeout: float = 240.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -175,17 +194,6 @@ class OrchestratorProcess:
             return [r["pid"] for m in self.status() for r in m["runners"] if r["pid"]]
         except (requests.RequestException, ValueError):
             return []
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
-        return self.proc.returncode
 
 
 class GatewayProcess:
@@ -238,7 +246,7 @@ def wait_gone(pids: Sequence[int], timeout: float = 20.0) -> list[int]:
     return alive
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """An ``lpnode worker`` child process attached to the orchestrator at ``orch_url``."""
 
     def __init__(
@@ -265,9 +273,6 @@ class WorkerProcess:
             env=env or child_env(),
         )
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
     def runner_pids(self) -> list[int]:
         """The pids of its runner processes (its children)."""
         try:
@@ -275,14 +280,3 @@ class WorkerProcess:
                 return [int(pid) for pid in children.read().split()]
         except FileNotFoundError:
             return []
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
-        return self.proc.returncode

@@ -14,6 +14,7 @@
     lpnode doctor                   check the whole loop: models, runners, advertisement, prices, a request
     lpnode dashboard --from URL     serve the network page for any gateway's /getNetworkCapabilities
     lpnode trickle serve|publish|subscribe  a trickle server and clients (live video transport)
+    lpnode live play FILE           stream a video file through a gateway's live pipeline
 
 Errors an operator can fix print as one ``lpnode: error: ...`` line and exit with status 2.
 """
@@ -37,6 +38,7 @@ from lpnode.dashboard.command import (
 from lpnode.errors import ConfigError, LpnodeError
 from lpnode.gateway.command import add_gateway_parser
 from lpnode.gateway.keys_command import add_keys_parser, add_usage_parser, run_keys, run_usage
+from lpnode.gateway.live.play import add_live_parser, run_live
 from lpnode.orchestrator.command import add_orchestrator_parser
 from lpnode.trickle.command import add_trickle_parser, run_trickle
 from lpnode.worker.command import add_worker_parser
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dashboard_parsers(sub)
     add_byoc_parser(sub)
     add_trickle_parser(sub)
+    add_live_parser(sub)
     _models_parser(sub)
     oa = sub.add_parser("openapi", help="write the runner's OpenAPI document")
     oa.add_argument("--output", type=Path, default=DEFAULT_OPENAPI_PATH, help=f"default {DEFAULT_OPENAPI_PATH}")
@@ -210,7 +213,12 @@ def _cmd_runner(args: argparse.Namespace) -> int:
     )
     if config.pipeline_class and "" not in sys.path:
         sys.path.insert(0, "")  # like uvicorn: a module in the current directory can be named
-    config, _ = resolve_pipeline(config)  # unknown pipeline or class → one clear line before anything starts
+    if config.pipeline == "live-video-to-video":
+        from lpnode.live.runner_app import live_config
+
+        config, _ = live_config(config)  # unknown live pipeline or class → one clear line
+    else:
+        config, _ = resolve_pipeline(config)  # unknown pipeline or class → one clear line before anything starts
     serve(config)
     return 0
 
@@ -357,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "usage": run_usage,
         "byoc": run_byoc,
         "trickle": run_trickle,
+        "live": run_live,
         "models": _cmd_models,
         "openapi": _cmd_openapi,
         "up": _cmd_up,

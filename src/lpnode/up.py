@@ -1,7 +1,8 @@
 """``lpnode up``: the whole Livepeer AI stack on one machine, offline: gateway, orchestrator and runners.
 
 Without ``--ai-models`` it builds the tiny models into ``DATA_DIR/models`` on first run and serves every
-batch pipeline with them (text-to-image and llm warm, the others started on their first request). The
+batch pipeline with them (text-to-image and llm warm, the others started on their first request), plus the
+live pipelines ``noop`` (warm) and ``img2img`` (``lpnode live play``). The
 orchestrator is a child process on ``127.0.0.1:ORCH_PORT`` (TLS, as in production) that stops with this
 one; the gateway runs here, on ``--http-addr`` (default ``127.0.0.1:8935``, the address Livepeer's docs
 use) with its admin API on ``--cli-addr``. Ctrl-C stops everything.
@@ -39,8 +40,15 @@ SAFETY_CHECKER = "lpnode/tiny-safety-checker"
 ORCH_START_SECONDS = 300.0
 
 
+# Live pipelines (lpnode.live): noop passes frames through (cheap, so warm); img2img runs a tiny diffusion
+# model on each frame (started by the first stream).
+LIVE_PIPELINES = {"noop": True, "img2img": False}
+
+
 def tiny_ai_models() -> list[dict[str, object]]:
-    return [{"pipeline": p, "model_id": m, "warm": p in WARM} for p, m in TINY_MODELS.items()]
+    batch = [{"pipeline": p, "model_id": m, "warm": p in WARM} for p, m in TINY_MODELS.items()]
+    live = [{"pipeline": "live-video-to-video", "model_id": m, "warm": w} for m, w in LIVE_PIPELINES.items()]
+    return [*batch, *live]
 
 
 def example_request(base_url: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import signal
 import subprocess
 import textwrap
 import threading
@@ -27,7 +26,7 @@ import requests
 
 from lpnode.gateway.orch_client import OrchestratorClient
 from lpnode.protocol.lp_rpc_pb2 import OrchestratorInfo
-from procs import LPNODE, GatewayProcess, OrchestratorProcess, child_env, free_port, run_cli
+from procs import LPNODE, ChildProcess, GatewayProcess, OrchestratorProcess, child_env, free_port, run_cli
 from sdk import sdk_python
 
 SECRET = "byoc-test-secret"
@@ -68,7 +67,7 @@ def stream(inputs):
 """
 
 
-class ContainerProcess:
+class ContainerProcess(ChildProcess):
     """The kit container above, served by ``lpnode byoc serve container:app``."""
 
     def __init__(self, directory: Path, port: int | None = None, ready_file: Path | None = None) -> None:
@@ -92,16 +91,6 @@ class ContainerProcess:
             except requests.ConnectionError:
                 time.sleep(0.1)
         raise AssertionError(self.log_path.read_text())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
 
 
 def job_header(capability: str, timeout: int = 30, **extra: Any) -> str:

@@ -32,7 +32,7 @@ from lpnode.trickle import (
     TrickleSubscriber,
     TrickleUnreachableError,
 )
-from procs import LPNODE, OrchestratorProcess, child_env, free_port, run_cli
+from procs import LPNODE, ChildProcess, OrchestratorProcess, child_env, free_port, run_cli
 from trickle_env import PYTRICKLE_SCRIPT, pytrickle_python
 
 T = TypeVar("T")
@@ -69,7 +69,7 @@ class Server:
             await pub.create()
 
 
-class StandaloneProcess:
+class StandaloneProcess(ChildProcess):
     """``lpnode trickle serve`` on a free port (idle channels swept after ``idle_timeout`` seconds)."""
 
     def __init__(self, log_path: Path, idle_timeout: float = 300.0) -> None:
@@ -97,16 +97,6 @@ class StandaloneProcess:
                 return
             time.sleep(0.1)
         raise AssertionError(f"trickle server not ready:\n{self.log_path.read_text()}")
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The gateway process: the public API on ``--http-addr`` and the admin API on ``--cli-addr``, both under
 uvicorn (uvloop + httptools) in one event loop, with orchestrators refreshed in the background.
 
-Public: ``POST /<pipeline>``, ``POST /process/request/<path>`` (BYOC), ``GET /stream/<request-id>/<file>``,
+Public: ``POST /<pipeline>``, ``POST /process/request/<path>`` (BYOC), ``/live/video-to-video/<stream>/...``
+(live video, :mod:`lpnode.gateway.live`), ``GET /stream/<request-id>/<file>``,
 ``GET /healthz``, ``GET /metrics``, ``GET /dashboard`` (the network page, :mod:`lpnode.dashboard`).
 Admin: ``GET /getNetworkCapabilities``, ``GET /getAISessionPoolsInfo``, ``GET /metrics``, ``GET /dashboard``
 and ``GET /dashboard/usage``.
@@ -35,6 +36,10 @@ from lpnode.gateway.forward import Forwarder, Outcome
 from lpnode.gateway.jobs import ROUTES
 from lpnode.gateway.key_guard import KeyGuard
 from lpnode.gateway.keys import KeyStore, database_path
+from lpnode.gateway.live import LiveSessions
+from lpnode.gateway.live.page import live_page_routes
+from lpnode.gateway.live.routes import LiveRoutes
+from lpnode.gateway.live.webrtc_routes import WebRtcRoutes
 from lpnode.gateway.openai_routes import OpenAIRoutes
 from lpnode.gateway.orch_client import OrchestratorClient
 from lpnode.gateway.selection import SELECTORS, Stats
@@ -77,6 +82,10 @@ class Gateway:
         self.guard = KeyGuard(KeyStore(database)) if settings.auth == "keys" else None
         self.usage = UsageLog(database)
         self.async_jobs = AsyncJobs(settings.result_ttl)
+        self.live = LiveSessions()  # live video streams; attached to the orchestrators in run()
+        self.live_routes = LiveRoutes(self.live)  # WHIP/WHEP add theirs to live_routes.extra_routes
+        self.webrtc = WebRtcRoutes(lambda: self.live, admit=self.guard.admit_async if self.guard else None)
+        self.live_routes.extra_routes += [*self.webrtc.routes(), *live_page_routes(self)]
 
     def default_model(self, pipeline: str) -> str:
         configured = self.settings.default_models.get(pipeline)
@@ -119,7 +128,7 @@ class Gateway:
             Route("/metrics", self._metrics),
             *dashboard_routes(self, admin=False),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=[*routes, *self.live_routes.routes()])
 
     def admin_app(self) -> Starlette:
         assert self.directory is not None and self.forwarder is not None
@@ -145,7 +154,8 @@ class Gateway:
             {"url": o.url, "ready": o.info is not None and not o.suspended, "problem": o.problem}
             for o in self.directory.known()
         ]
-        return JSONResponse({"orchestrators": known})
+        live = [s.status()["gateway_status"] for s in self.live.running()]
+        return JSONResponse({"orchestrators": known, "live": live})
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -178,6 +188,7 @@ class Gateway:
             forwarder, self.directory, self.default_model, timeout=s.timeout, record=self.record, admit=admit
         )
         self.byoc = ByocGateway(self.directory, self._session, record=self.record, admit=admit)
+        self.live.attach(self.directory, SELECTORS[s.selector](), self.stats, s.caps, self._session, s.base_url)
         refresher = asyncio.ensure_future(self.directory.run())
         servers = [_server(self.public_app(), public_socket), _server(self.admin_app(), admin_socket)]
         serving = [asyncio.ensure_future(server.serve(sockets=[sock])) for server, sock in servers]
@@ -187,6 +198,8 @@ class Gateway:
         finally:
             for server, _ in servers:
                 server.should_exit = True
+            await self.webrtc.close()  # WHIP/WHEP peers
+            await self.live.close()  # ends live output streams, so their connections do not hold shutdown
             await asyncio.gather(*serving, return_exceptions=True)
             refresher.cancel()
             self.async_jobs.close()

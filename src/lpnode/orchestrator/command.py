@@ -114,7 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
     if load_classes and "" not in sys.path:
         sys.path.insert(0, "")
     configs, warnings = load_ai_models(args.ai_models, load_classes=load_classes) if args.ai_models else ([], [])
-    served = set(pipeline_names())
+    served = {*pipeline_names(), "live-video-to-video"}  # live entries run `lpnode runner` live runners
     for config in configs:
         if config.pipeline not in served and not config.external and not config.custom:
             warnings.append(

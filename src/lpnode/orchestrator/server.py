@@ -7,7 +7,8 @@ killed (they watch their parent).
 
 HTTP routes: ``POST /<pipeline>`` for each batch pipeline, ``GET /stream/<request-id>/<file>`` (results),
 ``GET /metrics`` (Prometheus), ``GET /healthz`` and ``GET /status`` (the pool, as JSON), ``POST /aiResults``
-(remote AI workers' results). gRPC: ``net.Orchestrator/GetOrchestrator``, ``net.AIWorker/RegisterAIWorker``.
+(remote AI workers' results), ``POST /live-video-to-video`` (:mod:`lpnode.orchestrator.live`) and its trickle
+channels under ``/ai/trickle/``. gRPC: ``net.Orchestrator/GetOrchestrator``, ``net.AIWorker/RegisterAIWorker``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from lpnode.logs import log_event
 from lpnode.orchestrator.ai_results import ResultsRoute
 from lpnode.orchestrator.info import PriceBook, offers, orchestrator_info
 from lpnode.orchestrator.jobs import JobRelay, batch_pipelines
+from lpnode.orchestrator.live import LiveRoute
 from lpnode.orchestrator.metrics import OrchestratorMetrics
 from lpnode.orchestrator.pool import ModelStatus, ProcessSettings, RunnerBackend, RunnerPool
 from lpnode.orchestrator.pool.ports import port_is_free
@@ -86,6 +88,10 @@ class Orchestrator:
             settings.service_url,
             remote=self.remote,
         )
+        self.live = LiveRoute(
+            self.pool, self.trickle, self.tokens, self.capabilities, self.session, settings.service_url,
+            self.metrics.registry,
+        )  # fmt: skip
 
     def _backend(self) -> ProcessSettings | RunnerBackend:
         s = self.settings
@@ -146,6 +152,7 @@ class Orchestrator:
             Route("/healthz", self._healthz),
             Route("/status", self._status),
             Route("/aiResults", self.results.handle, methods=["POST"]),
+            Route("/live-video-to-video", self.live.handle, methods=["POST"]),
             *self.byoc.routes(),
             *node_routes(),
         ]
@@ -167,6 +174,7 @@ class Orchestrator:
                 "models": models,
                 "byoc": self.byoc.status(),
                 "workers": self.remote.status(),
+                "live": self.live.status(),
             }
         )
 
@@ -187,6 +195,7 @@ class Orchestrator:
         )
         sweeper = asyncio.ensure_future(self._sweep())
         workers_closer = asyncio.ensure_future(self.remote.close_when(stop))
+        channels_closer = asyncio.ensure_future(self._close_channels_when(stop))
         try:
             starting = asyncio.ensure_future(self.pool.start())
             await asyncio.wait({starting, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
@@ -208,9 +217,16 @@ class Orchestrator:
         finally:
             sweeper.cancel()
             workers_closer.cancel()
+            channels_closer.cancel()
+            await self.live.close()
             await self.byoc.close()
             await self.pool.close()
             await self._session.close()
+
+    async def _close_channels_when(self, stop: asyncio.Event) -> None:
+        """On stop, end the trickle channels first, so their long-polling readers do not hold shutdown."""
+        await stop.wait()
+        await self.trickle.close()
 
     async def _sweep(self) -> None:
         while True:

@@ -54,16 +54,25 @@ class OrchestratorSettings:
 
     @property
     def slots(self) -> int:
-        if self.gpus:
-            return len(self.gpus) * self.runners_per_gpu
-        if self.cpu_slots:
-            return self.cpu_slots
-        return max(1, sum(c.capacity for c in self.ai_models if not c.external))
+        return slot_count(self.gpus, self.runners_per_gpu, self.cpu_slots, self.ai_models)
 
     @property
     def slot_devices(self) -> list[str]:
-        """The GPU of each slot (``CUDA_VISIBLE_DEVICES``); GPUs alternate when several runners share one."""
-        return [gpu for _ in range(self.runners_per_gpu) for gpu in self.gpus]
+        return slot_devices(self.gpus, self.runners_per_gpu)
+
+
+def slot_count(gpus: Sequence[str], runners_per_gpu: int, cpu_slots: int, ai_models: Sequence[AIModelConfig]) -> int:
+    """Runner slots: ``runners_per_gpu`` per GPU; without GPUs ``cpu_slots``, else the managed capacity."""
+    if gpus:
+        return len(gpus) * runners_per_gpu
+    if cpu_slots:
+        return cpu_slots
+    return max(1, sum(c.capacity for c in ai_models if not c.external))
+
+
+def slot_devices(gpus: Sequence[str], runners_per_gpu: int) -> list[str]:
+    """The GPU of each slot (``CUDA_VISIBLE_DEVICES``); GPUs alternate when several runners share one."""
+    return [gpu for _ in range(runners_per_gpu) for gpu in gpus]
 
 
 def service_url(value: str) -> str:

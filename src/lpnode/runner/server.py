@@ -37,6 +37,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def serve(config: RunnerConfig, on_ready: Callable[[], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM. The model loads in the background once the port is open."""
+    if config.pipeline == "live-video-to-video":
+        from lpnode.live.runner_app import serve_live
+
+        serve_live(config)
+        return
     if not config.allow_downloads:
         # Read by huggingface_hub at import; serve what is in the models dir, never fetch silently.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

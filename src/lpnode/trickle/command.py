@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import socket
 import ssl
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, BinaryIO, cast
 
 from lpnode.errors import ConfigError
 from lpnode.logs import configure_logging, log_event
+from lpnode.orchestrator.pool.ports import port_is_free
 from lpnode.protocol.asgi import Receive, Scope, Send
 from lpnode.protocol.same_port import ServerSettings, hypercorn_config, new_event_loop
 from lpnode.trickle.channels import (
@@ -243,18 +243,6 @@ def _tls(cacert: Path | None) -> TlsVerify:
         return ssl.create_default_context(cafile=str(cacert))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"--cacert {cacert}: cannot load it: {exc}") from None
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True when ``host:port`` can be bound now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _listen_address(text: str) -> tuple[str, int]:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from lpnode.errors import ConfigError
 from lpnode.orchestrator.ai_models import AIModelConfig
+from lpnode.orchestrator.settings import slot_count, slot_devices
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,11 @@ class WorkerSettings:
 
     @property
     def slots(self) -> int:
-        if self.gpus:
-            return len(self.gpus) * self.runners_per_gpu
-        if self.cpu_slots:
-            return self.cpu_slots
-        return max(1, sum(c.capacity for c in self.ai_models if not c.external))
+        return slot_count(self.gpus, self.runners_per_gpu, self.cpu_slots, self.ai_models)
 
     @property
     def slot_devices(self) -> list[str]:
-        return [gpu for _ in range(self.runners_per_gpu) for gpu in self.gpus]
+        return slot_devices(self.gpus, self.runners_per_gpu)
 
 
 def orchestrator_url(value: str) -> str:

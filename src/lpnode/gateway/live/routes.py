@@ -1,0 +1,222 @@
+"""The gateway's live video HTTP API, on the public port, under ``/live/video-to-video/{stream}/``.
+
+go-livepeer's routes:
+
+- ``POST .../start``: start the stream. JSON ``{"model_id" (or "pipeline"), "params", "stream_id"}``, or
+  go-livepeer's form fields (``source_id``, ``source_type``, ``query`` holding ``pipeline=...&params=...``, as
+  MediaMTX's ``runOnReady`` hook sends them), or the same as URL query parameters. The pipeline defaults to
+  ``noop``. Answers JSON with the stream's URLs (go-livepeer answers an empty 200).
+- ``POST .../update``: the body (a JSON object of params) becomes one control message; kept and sent again
+  after an orchestrator swap. 404 for an unknown stream.
+- ``GET .../status``: the runner's last status event plus ``gateway_status``; readable for a minute after the
+  stream ended. 404 for an unknown stream.
+
+lpnode's additions, so any HTTP client can push and play a stream without WebRTC or RTMP:
+
+- ``POST .../segment``: one MPEG-TS segment (starting at an IDR) as the body, handed to the stream as input;
+  answers at once with ``{"dropped": bool}`` (a segment is dropped when 3 are still being sent).
+- ``GET .../output``: the processed output as one continuous MPEG-TS body (output segments back to back, from
+  the live edge on, until the stream ends): ``curl -N URL > out.ts`` or ``ffplay URL``.
+- ``POST .../stop``: end the stream; answers its final status.
+
+WHIP/WHEP routes (``.../whip``, ``.../whep``) are added by the WebRTC module through :attr:`LiveRoutes.extra_routes`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from lpnode.errors import BadRequestError, JobError, PayloadTooLargeError
+from lpnode.gateway.api import error_response
+from lpnode.gateway.live.sessions import LiveSession, LiveSessions
+
+PREFIX = "/live/video-to-video"
+DEFAULT_PIPELINE = "noop"
+MAX_PARAMS_BYTES = 1024 * 1024
+MAX_SEGMENT_BYTES = 32 * 1024 * 1024
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class NotFoundError(JobError):
+    status_code = 404
+
+
+class GoneError(JobError):
+    status_code = 409
+
+
+class LiveRoutes:
+    """The live routes of one gateway. ``extra_routes`` (WHIP, WHEP, pages) are mounted beside them."""
+
+    def __init__(self, live: LiveSessions) -> None:
+        self.live = live
+        self.extra_routes: list[BaseRoute] = []
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(PREFIX + "/{stream}/start", self.start, methods=["POST"]),
+            Route(PREFIX + "/{stream}/update", self.update, methods=["POST"]),
+            Route(PREFIX + "/{stream}/status", self.status, methods=["GET"]),
+            Route(PREFIX + "/{stream}/stop", self.stop, methods=["POST"]),
+            Route(PREFIX + "/{stream}/segment", self.segment, methods=["POST"]),
+            Route(PREFIX + "/{stream}/output", self.output, methods=["GET"]),
+            *self.extra_routes,
+        ]
+
+    def urls(self, stream: str) -> dict[str, str]:
+        base = f"{self.live.public_url}{PREFIX}/{stream}"
+        names = ("update", "status", "stop", "segment", "output", "whip", "whep")
+        return {f"{name}_url": f"{base}/{name}" for name in names}
+
+    # --- handlers ---------------------------------------------------------------------------------------
+
+    async def start(self, request: Request) -> Response:
+        try:
+            stream = _stream_name(request)
+            fields = await _start_fields(request)
+            model_id = str(fields.get("model_id") or fields.get("pipeline") or DEFAULT_PIPELINE)
+            params = _params(fields.get("params"))
+            stream_id = str(fields.get("stream_id") or fields.get("streamId") or "")
+            session = await self.live.start(stream, model_id, params, stream_id=stream_id)
+        except JobError as exc:
+            return error_response(exc)
+        gateway_status = session.status()["gateway_status"]
+        return JSONResponse(
+            {
+                "stream": stream,
+                "stream_id": session.stream_id,
+                "request_id": session.request_id,
+                "pipeline": model_id,
+                "orchestrator": gateway_status["orchestrator"],
+                "manifest_id": gateway_status["manifest_id"],
+                **self.urls(stream),
+            }
+        )
+
+    async def update(self, request: Request) -> Response:
+        try:
+            session = self._session(request)
+            body = await _body(request, MAX_PARAMS_BYTES)
+            if session.ended:
+                raise GoneError(f"stream {session.stream!r} has ended")
+            await session.update(body)
+        except JobError as exc:
+            return error_response(exc)
+        return Response(status_code=200)
+
+    async def status(self, request: Request) -> Response:
+        try:
+            session = self._session(request)
+        except JobError as exc:
+            return error_response(exc)
+        return JSONResponse(session.status())
+
+    async def stop(self, request: Request) -> Response:
+        try:
+            session = self._session(request)
+        except JobError as exc:
+            return error_response(exc)
+        await session.stop()
+        return JSONResponse(session.status())
+
+    async def segment(self, request: Request) -> Response:
+        try:
+            session = self._session(request)
+            body = await _body(request, MAX_SEGMENT_BYTES)
+            if session.ended:
+                raise GoneError(f"stream {session.stream!r} has ended ({session.ended_by})")
+            if not body:
+                raise BadRequestError("the body must be one MPEG-TS segment")
+        except JobError as exc:
+            return error_response(exc)
+        before = session.input_dropped
+        session.publish(body)
+        return JSONResponse({"dropped": session.input_dropped > before})
+
+    async def output(self, request: Request) -> Response:
+        try:
+            session = self._session(request)
+            if session.ended:
+                raise GoneError(f"stream {session.stream!r} has ended ({session.ended_by})")
+        except JobError as exc:
+            return error_response(exc)
+        return StreamingResponse(_segments(session), media_type="video/MP2T", headers={"Cache-Control": "no-cache"})
+
+    def _session(self, request: Request) -> LiveSession:
+        stream = request.path_params["stream"]
+        session = self.live.get(stream)
+        if session is None:
+            raise NotFoundError(f"no live stream named {stream!r}; start it with POST {PREFIX}/{stream}/start")
+        return session
+
+
+async def _segments(session: LiveSession) -> AsyncIterator[bytes]:
+    async for segment in session.output():
+        yield segment
+
+
+def _stream_name(request: Request) -> str:
+    stream = str(request.path_params["stream"])
+    if not _STREAM_NAME.match(stream):
+        raise BadRequestError(
+            f"stream name {stream!r} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if stream.endswith("-out"):
+        raise BadRequestError("stream names ending in -out name output streams; choose another name")
+    return stream
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLargeError(f"the body is over the limit of {limit} bytes")
+    return bytes(data)
+
+
+async def _start_fields(request: Request) -> dict[str, Any]:
+    """The start request's fields: URL query parameters, overridden by form fields (and the ``query``
+    field go-livepeer's MediaMTX hook sends), overridden by a JSON body."""
+    fields: dict[str, Any] = dict(request.query_params)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        async with request.form(max_files=0, max_part_size=MAX_PARAMS_BYTES) as form:
+            for key, value in form.items():
+                if not isinstance(value, UploadFile):
+                    fields[key] = value
+        for key, values in parse_qs(str(fields.get("query") or "").lstrip("?")).items():
+            fields.setdefault(key, values[0])
+        return fields
+    raw = await _body(request, MAX_PARAMS_BYTES)
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequestError(f"the body must be JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequestError('the body must be a JSON object, e.g. {"model_id": "noop", "params": {}}')
+        fields.update(body)
+    return fields
+
+
+def _params(value: Any) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise BadRequestError(f"params must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequestError("params must be a JSON object")
+    return value
