@@ -67,7 +67,9 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="serve a pipeline class of your own; --pipeline names its route (docs/custom-pipelines.md) "
         "[PIPELINE_CLASS]",
     )
-    p.add_argument("--model-id", help="Hugging Face repo id of the model [MODEL_ID]")
+    p.add_argument(
+        "--model-id", help="Hugging Face repo id of the model; for live-video-to-video, the live pipeline [MODEL_ID]"
+    )
     p.add_argument(
         "--models-dir",
         "--model-dir",

@@ -45,9 +45,37 @@ ORCH_START_SECONDS = 300.0
 LIVE_PIPELINES = {"noop": True, "img2img": False}
 
 
+# Prices in wei per billing unit (pixels, milliseconds of audio, tokens, characters, live pixel-seconds), in
+# the range operators on the network ask, so the dashboard and the usage log show what requests would cost.
+# Off-chain nothing is paid; they are what the orchestrator advertises.
+DEMO_PRICES: dict[str, int] = {
+    "text-to-image": 4_768_371,
+    "image-to-image": 4_768_371,
+    "image-to-video": 3_390_842,
+    "upscale": 4_768_371,
+    "audio-to-text": 12_882_811,
+    "segment-anything-2": 3_122_110,
+    "llm": 60_000_000,
+    "image-to-text": 1_000_000,
+    "text-to-speech": 4_000_000,
+    "live-video-to-video": 100,
+}
+
+
 def tiny_ai_models() -> list[dict[str, object]]:
-    batch = [{"pipeline": p, "model_id": m, "warm": p in WARM} for p, m in TINY_MODELS.items()]
-    live = [{"pipeline": "live-video-to-video", "model_id": m, "warm": w} for m, w in LIVE_PIPELINES.items()]
+    batch = [
+        {"pipeline": p, "model_id": m, "warm": p in WARM, "price_per_unit": DEMO_PRICES[p]}
+        for p, m in TINY_MODELS.items()
+    ]
+    live = [
+        {
+            "pipeline": "live-video-to-video",
+            "model_id": m,
+            "warm": w,
+            "price_per_unit": DEMO_PRICES["live-video-to-video"],
+        }
+        for m, w in LIVE_PIPELINES.items()
+    ]
     return [*batch, *live]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from lpnode.up import DEMO_PRICES
 from procs import LPNODE, child_env, free_port
 from up_stack import Stack
 
@@ -90,10 +91,11 @@ def test_network_page_lists_every_model_with_warm_flag_price_and_measurements(
     served = orchestrator_status(stack)
     for model in served:
         section = page.locator(f"section[aria-label='{model['pipeline']}']")
-        row = section.locator("tbody tr").first
-        sync_api.expect(section.locator("summary")).to_contain_text(model["model_id"])
+        block = section.locator("details", has=page.locator("summary", has_text=model["model_id"]))
+        row = block.locator("tbody tr").first
+        sync_api.expect(block.locator("summary")).to_contain_text(model["model_id"])
         sync_api.expect(row).to_contain_text("Warm" if model["warm"] else "Cold")
-        sync_api.expect(row).to_contain_text("not priced")  # `lpnode up` runs off-chain without prices
+        sync_api.expect(row).to_contain_text(f"{DEMO_PRICES[model['pipeline']]:,} wei")  # per unit, as advertised
         sync_api.expect(row).to_contain_text(stack.orch_url)
     t2i = page.locator("section[aria-label='text-to-image'] tbody tr").first
     sync_api.expect(t2i).to_contain_text("100%")

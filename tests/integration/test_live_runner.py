@@ -13,7 +13,7 @@ import io
 import json
 import subprocess
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +61,7 @@ def read_number(rgb: np.ndarray) -> int:
     number = 0
     for i in range(4):
         middle = rgb[i * band + band // 4 : (i + 1) * band - band // 4, width // 4 : 3 * width // 4]
-        number = number * 4 + int(round(float(middle.mean()) / 85))
+        number = number * 4 + round(float(middle.mean()) / 85)
     return number
 
 
@@ -83,7 +83,9 @@ def input_segments(first: int, seconds: int) -> list[bytes]:
                 out.mux(video.encode(frame))
                 samples = np.zeros((1, 2000), np.float32)
                 sound = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-                sound.sample_rate, sound.pts, sound.time_base = 48000, number * 2000, Fraction(1, 48000)
+                # AAC primes 1024 samples before the first: start there so no PTS goes negative (the
+                # muxer would shift every PTS of the segment to avoid it)
+                sound.sample_rate, sound.pts, sound.time_base = 48000, 1024 + number * 2000, Fraction(1, 48000)
                 out.mux(audio.encode(sound))
             out.mux(video.encode(None))
             out.mux(audio.encode(None))
@@ -147,7 +149,7 @@ def noop_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerProc
         runner.wait_status({"IDLE"}, timeout=60)
         yield runner
     finally:
-        assert runner.stop() == 0, runner.log()
+        assert runner.stop() in (0, -15), runner.log()  # uvicorn re-raises the SIGTERM it handled
 
 
 # -- one stream, driven like an orchestrator and a gateway would ------------------------------------
@@ -192,10 +194,15 @@ class Stream:
                 self.events.append(json.loads(await segment.read()))
                 self.got_event.set()
 
-    async def publish_input(self, segments: list[bytes]) -> None:
-        """Each segment at the pace of a live source (a chunk per frame time); then close the channel."""
+    async def publish_input(
+        self, segments: list[bytes], before: dict[int, Callable[[], Awaitable[None]]] | None = None
+    ) -> None:
+        """Each segment at the pace of a live source (a chunk per frame time), ``before[i]`` awaited before
+        segment i; then close the channel."""
         async with TricklePublisher(self.urls["subscribe_url"], "video/MP2T") as pub:
-            for data in segments:
+            for index, data in enumerate(segments):
+                if before and index in before:
+                    await before[index]()
                 async with pub.segment() as seg:
                     step = -(-len(data) // FPS)
                     for offset in range(0, len(data), step):
@@ -251,7 +258,7 @@ def test_noop_stream_passes_every_frame_in_order_and_applies_params(
     numbers = [n for n, _, _ in frames]
     dropped = sorted(set(range(72)) - set(numbers))
     print(f"output frames: {len(frames)} of 72; dropped: {dropped}")
-    assert len(frames) >= 60, numbers
+    assert len(frames) >= 48, numbers  # a frame finding the pipeline busy is dropped, by design
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), numbers  # order kept, no repeats
     assert all(size == (64, 64) for _, _, size in frames)
     assert all(pts == n * FRAME_PTS for n, pts, _ in frames), frames[:5]  # the input's PTS, in 1/90000
@@ -359,4 +366,109 @@ def test_img2img_pipeline_runs_on_cpu_at_tiny_size(
         assert pts == sorted(pts) and all(p % FRAME_PTS == 0 for p in pts)  # input PTS carried through
         wait_idle(runner)
     finally:
-        assert runner.stop() == 0, runner.log()
+        assert runner.stop() in (0, -15), runner.log()  # uvicorn re-raises the SIGTERM it handled
+
+
+def test_example_pipeline_class_follows_params_updates(
+    trickle: TrickleServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """examples/live-pipeline served with --pipeline-class: a control message switches inversion on."""
+    example = Path(__file__).parents[2] / "examples" / "live-pipeline"
+    logs = tmp_path_factory.mktemp("example")
+    env = child_env(PYTHONPATH=str(example))
+    runner = RunnerProcess(
+        ["--pipeline", "live-video-to-video", "--pipeline-class", "invert_pipeline:InvertPipeline"],
+        logs / "r.log",
+        env=env,
+    )
+    try:
+        runner.wait_status({"IDLE"}, timeout=60)
+        assert runner.get("/version").json()["model_id"] == "invert"
+
+        async def scenario() -> Stream:
+            stream = Stream(trickle.base, "inv")
+            await stream.create()
+            params = {"width": 64, "height": 64, "invert": False}
+            body = {**stream.urls, "model_id": "invert", "params": params}
+            answer = await asyncio.to_thread(runner.post, "/live-video-to-video", json=body, timeout=30)
+            assert answer.status_code == 200, answer.text
+            await asyncio.wait_for(stream.got_event.wait(), 20)
+
+            async def invert() -> None:
+                await stream.control({"width": 64, "height": 64, "invert": True})
+
+            async def reload() -> None:  # the pipeline returns a 1 s Task: the loading overlay shows
+                await stream.control({"width": 64, "height": 64, "invert": True, "warmup_seconds": 1.0})
+
+            await stream.publish_input(input_segments(0, 4), before={1: invert, 2: reload})
+            await stream.finish()
+            return stream
+
+        stream = run(scenario())
+        kinds = []
+        for segment in stream.output:
+            with av.open(io.BytesIO(segment), format="mpegts") as container:
+                for frame in container.decode(video=0):
+                    rgb = frame.to_ndarray(format="rgb24")
+                    number = (frame.pts or 0) // FRAME_PTS
+                    overlay = int(np.abs(rgb[61, :, 0].astype(int) - 60).min()) < 10  # the overlay's bar row
+                    plain, inverted = read_number(rgb) == number, read_number(255 - rgb) == number
+                    kinds.append("overlay" if overlay else "plain" if plain else "inverted" if inverted else "?")
+        phases = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]  # runs collapsed
+        assert phases == ["plain", "inverted", "overlay", "inverted"], kinds
+        wait_idle(runner)
+    finally:
+        assert runner.stop() in (0, -15), runner.log()
+
+
+CRASHING_PIPELINE = '''
+import os
+from pathlib import Path
+
+from lpnode.live.pipelines.noop import Noop
+
+
+class Crashing(Noop):
+    """Noop whose first process dies at its first frame (a segfault, say); the restarted one works."""
+
+    async def put_video_frame(self, frame, request_id):
+        marker = Path(os.environ["CRASH_MARKER"])
+        if not marker.exists():
+            marker.write_text("crashed")
+            os._exit(3)
+        await super().put_video_frame(frame, request_id)
+'''
+
+
+def test_a_crashed_pipeline_process_is_restarted(
+    trickle: TrickleServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = tmp_path_factory.mktemp("crash")
+    (base / "crashing.py").write_text(CRASHING_PIPELINE)
+    env = child_env(PYTHONPATH=str(base), CRASH_MARKER=str(base / "marker"))
+    args = ["--pipeline", "live-video-to-video", "--pipeline-class", "crashing:Crashing", "--model-id", "crashy"]
+    runner = RunnerProcess(args, base / "r.log", env=env)
+    try:
+        runner.wait_status({"IDLE"}, timeout=60)
+
+        async def scenario() -> Stream:
+            stream = Stream(trickle.base, "crash")
+            await stream.create()
+            body = {**stream.urls, "model_id": "crashy", "params": {"width": 64, "height": 64}}
+            answer = await asyncio.to_thread(runner.post, "/live-video-to-video", json=body, timeout=30)
+            assert answer.status_code == 200, answer.text
+            await asyncio.wait_for(stream.got_event.wait(), 20)
+            publishing = asyncio.create_task(stream.publish_input(input_segments(0, 2)))
+            await stream.finish()  # the runner ends the stream on the crash: output and events close
+            publishing.cancel()
+            return stream
+
+        stream = run(scenario())
+        restarts = [e["event"] for e in stream.events if e["event"].get("type") == "restart"]
+        assert restarts and restarts[0]["restart_count"] == 1 and restarts[0]["pipeline"] == "crashy", stream.events
+        assert isinstance(restarts[0]["restart_logs"], list)
+        assert stream.output_end in {"closed", "not found"}
+        runner.wait_status({"IDLE"}, timeout=60)  # the new process loaded; the runner takes streams again
+        assert "restarting the pipeline process" in runner.log()
+    finally:
+        assert runner.stop() in (0, -15), runner.log()

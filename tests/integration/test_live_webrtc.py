@@ -160,22 +160,22 @@ def test_the_webcam_page_publishes_a_camera_and_plays_the_output(gateway: Gatewa
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("console", console)
             page.goto(f"{gateway.base_url.replace('127.0.0.1', 'localhost')}/live")
-            page.wait_for_function("document.getElementById('pipeline').value === 'noop'")
+            page.wait_for_function("() => document.getElementById('pipeline').value === 'noop'")
             page.fill("#stream", "browser-cam")
             page.fill("#params", json.dumps(PARAMS))
             page.keyboard.press("Tab")
             page.focus("#start")
             page.keyboard.press("Enter")  # the page works from the keyboard
-            page.wait_for_function("document.getElementById('output').videoWidth > 0", timeout=60_000)
+            page.wait_for_function("() => document.getElementById('output').videoWidth > 0", timeout=60_000)
             played = page.evaluate("document.getElementById('output').videoWidth")
             assert played == 64
             running = status(gateway, "browser-cam")["gateway_status"]
             assert running["pipeline"] == "noop" and running["input_segments"] > 0
             page.fill("#params", '{"width": 64, "height": 64, "prompt": "a cat"}')
             page.click("#update")
-            page.wait_for_function("document.getElementById('status').textContent === 'Params sent.'")
+            page.wait_for_function("() => document.getElementById('status').textContent === 'Params sent.'")
             page.click("#stop")
-            page.wait_for_function("document.getElementById('status').textContent === 'Stopped.'")
+            page.wait_for_function("() => document.getElementById('status').textContent === 'Stopped.'")
         finally:
             browser.close()
     assert problems == []

@@ -155,6 +155,10 @@ def test_live_route_checks_credentials_and_capacity_and_runs_a_stream_until_its_
             answer = await client.post("/live-video-to-video", json=body, headers=headers(tokens))
             assert answer.status_code == 500 and "pipeline exploded" in answer.text
             assert trickle.channels.names() == [] and pool.snapshot()[(PIPELINE, "noop")].in_use == 0
+            runner.fail_with = 400  # the runner refuses the params: the caller's mistake, passed on as 400
+            answer = await client.post("/live-video-to-video", json=body, headers=headers(tokens))
+            assert answer.status_code == 400 and "pipeline exploded" in answer.text
+            assert trickle.channels.names() == [] and pool.snapshot()[(PIPELINE, "noop")].in_use == 0
 
             await client.aclose()
             await live.close()

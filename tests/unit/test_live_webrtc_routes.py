@@ -180,6 +180,8 @@ def test_protocol_errors_get_clear_statuses() -> None:
                 assert r.status == 405
             async with http.post(whip, data=b"hello", headers={"Content-Type": "application/sdp"}) as r:
                 assert r.status == 400
+            async with http.post(whip, data=b"v=0\n" * 20_000, headers={"Content-Type": "application/sdp"}) as r:
+                assert r.status == 413
             for bad_name in ("bad%20name", "cam-out"):
                 async with http.post(f"{server.base}/{bad_name}/whip", data=b"v=0") as r:
                     assert r.status == 400
@@ -201,6 +203,8 @@ def test_protocol_errors_get_clear_statuses() -> None:
             assert second.status == 409
             viewer = await view(http, f"{server.base}/cam/whep")
             assert viewer.answered.status == 201
+            sending = await publish(http, f"{server.base}/cam/whep", NumberedTrack())  # an offer that only sends
+            assert sending.status == 400 and "receive video" in sending.body
             over = await view(http, f"{server.base}/cam-1234-out/whep")
             assert over.answered.status == 503 and over.answered.headers.get("Retry-After") == "10"
             async with http.delete(viewer.answered.headers["Location"]) as r:
@@ -210,7 +214,7 @@ def test_protocol_errors_get_clear_statuses() -> None:
             assert first.pc is not None
             await first.pc.close()  # the publisher goes away without a DELETE: the stream stops
             await asyncio.wait_for(sessions.sessions["cam"].stopped.wait(), 20)
-            for pc in (bad_params.pc, refused.pc, missing.pc, second.pc, viewer.pc, over.pc):
+            for pc in (bad_params.pc, refused.pc, missing.pc, second.pc, viewer.pc, sending.pc, over.pc):
                 if pc is not None:
                     await pc.close()
 

@@ -83,8 +83,9 @@ class Gateway:
         self.usage = UsageLog(database)
         self.async_jobs = AsyncJobs(settings.result_ttl)
         self.live = LiveSessions()  # live video streams; attached to the orchestrators in run()
-        self.live_routes = LiveRoutes(self.live)  # WHIP/WHEP add theirs to live_routes.extra_routes
-        self.webrtc = WebRtcRoutes(lambda: self.live, admit=self.guard.admit_async if self.guard else None)
+        admit_live = self.guard.admit_async if self.guard is not None else None
+        self.live_routes = LiveRoutes(self.live, admit_live)  # WHIP/WHEP add theirs to live_routes.extra_routes
+        self.webrtc = WebRtcRoutes.from_env(lambda: self.live, admit=self.guard.admit_async if self.guard else None)
         self.live_routes.extra_routes += [*self.webrtc.routes(), *live_page_routes(self)]
 
     def default_model(self, pipeline: str) -> str:

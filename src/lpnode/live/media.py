@@ -40,7 +40,9 @@ MAX_DECODE_ERRORS = 10
 MAX_AUDIO_BACKLOG = 100
 """Audio frames held while video lags behind; older ones are dropped."""
 X264_OPTIONS = {"preset": "superfast", "tune": "zerolatency", "forced-idr": "1"}
-DEMUX_OPTIONS = {"analyzeduration": "2500000", "probesize": "500000"}
+DEMUX_OPTIONS = {"analyzeduration": "1000000", "fpsprobesize": "0"}
+"""Probe briefly: MPEG-TS declares its streams up front, and estimating the frame rate (FFmpeg reads ~20
+frames for it by default) would hold the first frames back and then release them in a burst."""
 
 
 class MediaError(LpnodeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -63,6 +64,9 @@ class LiveService:
             self.streamer = None
         if self.process is not None:
             await asyncio.to_thread(self.process.stop)
+            # Release its queues' semaphores now: a runner stopped by a signal exits without finalizers.
+            self.process = None
+            gc.collect()
 
     def health(self) -> str:
         return health_of(self.tracker.state)
@@ -177,7 +181,10 @@ class LiveService:
             if self.streamer is not None:
                 await self.stream_ended(self.streamer, "pipeline failed")
             return
-        process.drain()
+        for when, message in process.drain():
+            self.tracker.error(message, when)
+        if not process.alive():
+            self.tracker.error(f"the pipeline process exited (code {process.process.exitcode})", time.time())
         logs = list(process.logs)
         self.tracker.restarted(logs, time.time())
         streamer = self.streamer
@@ -198,7 +205,7 @@ class LiveService:
             logging.WARNING,
             pipeline=self.spec.name,
             restart_count=self.tracker.restart_count,
-            reason=self.tracker.last_error or "pipeline stalled",
+            reason=self.tracker.last_error or "the pipeline stalled",
         )
         await asyncio.to_thread(process.stop)
         self._spawn()

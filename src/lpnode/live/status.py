@@ -145,6 +145,8 @@ class StatusTracker:
         self.last_output_time = None
         self.input_fps.reset()
         self.output_fps.reset()
+        if self.ready and self.state is not PipelineState.ERROR:
+            self._set(PipelineState.ONLINE, now)  # /health says OK from the start answer on
 
     def stream_stopped(self) -> None:
         self.streaming = False

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lpnode.live.media import VIDEO_TIME_BASE, ByteStream, DecodedFrame, Decoder, MediaError, SegmentEncoder
+from lpnode.live.pacing import FramePacer
 from lpnode.logs import log_event
 from lpnode.trickle import TricklePublisher, TrickleSubscriber
 from lpnode.trickle.errors import ChannelClosedError, ChannelNotFoundError, TrickleError
@@ -104,6 +105,7 @@ class Streamer:
         self._status_now = asyncio.Event()
         self._egress_stop = threading.Event()
         self._bytes = ByteStream()
+        self._pacer = FramePacer()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._ending: asyncio.Future[None] | None = None
@@ -190,15 +192,27 @@ class Streamer:
             reason = f"input unreachable: {exc}"
         finally:
             self._bytes.close()
+            decoding.add_done_callback(_retrieve)  # when cancelled, nobody awaits it
         try:
             await decoding
         except MediaError as exc:
-            reason = str(exc)
-            self.emit_error(reason)
+            if self._bytes.fed:  # an input that ended before any byte is just an ended stream
+                reason = str(exc)
+                self.emit_error(reason)
+        await self._settle()
         self._end_soon(reason)
 
+    async def _settle(self, limit: float = 2.0, quiet: float = 0.3) -> None:
+        """Let the frames still in the pipeline come out: until none came for ``quiet`` s (at most ``limit``)."""
+        deadline = time.monotonic() + limit
+        seen = -1
+        while self.frames_out != seen and time.monotonic() < deadline:
+            seen = self.frames_out
+            await asyncio.sleep(quiet)
+
     def _on_frame(self, frame: DecodedFrame) -> None:
-        """Decoder thread: a frame for the pipeline."""
+        """Decoder thread: a frame for the pipeline, when its presentation time comes (see :mod:`.pacing`)."""
+        self._pacer.wait(frame.seconds)
         self.frames_in += 1
         self._loop.call_soon_threadsafe(self.service.tracker.input_frame, time.time())
         process = self.service.process
@@ -237,6 +251,7 @@ class Streamer:
         first = True
         segment = None
         async with TricklePublisher(self.request.publish_url, "video/MP2T") as pub:
+            _ = pub.session  # closing deletes the channel only if there is a session
             while True:
                 kind, data = await self._segments.get()
                 try:
@@ -330,6 +345,7 @@ class Streamer:
                 pass
             return
         async with TricklePublisher(self.request.events_url, "application/json") as pub:
+            _ = pub.session
             while True:
                 item = await self._events.get()
                 if not item:
@@ -342,3 +358,8 @@ class Streamer:
                     return
                 except TrickleError as exc:
                     log_event(log, "event not delivered", logging.DEBUG, error=str(exc))
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -2,7 +2,8 @@
 
 Checks run in go-livepeer's order and answer its status codes: a bad ``Livepeer-Payment`` is 402, bad
 segment credentials 403, a body that is not a JSON object 400, no free live runner 503
-``insufficient capacity``, a runner that fails to start the stream 500. Error bodies are plain text.
+``insufficient capacity``, a runner that fails to start the stream 500 (400 when it refused the params, as
+the batch routes do). Error bodies are plain text.
 
 A started stream gets a random manifest id ``mid`` and four trickle channels on this node's trickle
 server (``/ai/trickle/``): ``{mid}`` (video in, ``video/MP2T``), ``{mid}-out`` (video out), ``{mid}-control``
@@ -43,6 +44,7 @@ from lpnode.orchestrator.credentials import check_credentials
 from lpnode.orchestrator.jobs import error_response
 from lpnode.orchestrator.pool import LeasedRunner, RunnerPool
 from lpnode.orchestrator.pool.health import probe
+from lpnode.orchestrator.runner_errors import error_message
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.lp_rpc_pb2 import Capabilities
 from lpnode.trickle import TrickleServer
@@ -215,10 +217,12 @@ class LiveRoute:
             ) as answer:
                 if answer.status == 200:
                     return
-                text = (await answer.text(errors="replace"))[:500].strip()
+                text = error_message(await answer.content.read(64 * 1024))
         except (aiohttp.ClientError, TimeoutError) as exc:
             text = str(exc) or type(exc).__name__
             raise PipelineFailedError(f"the live runner {runner.name} could not start the stream: {text}") from None
+        if answer.status in (400, 422):  # the caller's params: no other runner or orchestrator would take them
+            raise BadRequestError(f"the live runner refused the params: {text}")
         raise PipelineFailedError(f"the live runner {runner.name} refused the stream (HTTP {answer.status}): {text}")
 
     async def _supervise(self, stream: LiveStream, stack: AsyncExitStack) -> None:
@@ -231,12 +235,19 @@ class LiveRoute:
             raise
         finally:
             stream.ended_by = reason
-            self._delete_channels(stream.manifest_id)
             try:
-                if reason in ("input channel deleted", "runner error") or reason.startswith("no input"):
+                if reason == "input channel deleted":
+                    # The runner finishes the last input and closes its output; then the rest goes.
+                    self.trickle.delete_channel(stream.manifest_id + "-control")
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._until_idle(stream)
+                    self._delete_channels(stream.manifest_id)
+                elif reason == "runner error" or reason.startswith("no input"):
+                    self._delete_channels(stream.manifest_id)
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._until_idle(stream)
             finally:
+                self._delete_channels(stream.manifest_id)
                 await stack.aclose()
                 self.streams.pop(stream.manifest_id, None)
                 self._running.labels(model_id=stream.model_id).dec()

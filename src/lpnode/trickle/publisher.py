@@ -339,8 +339,8 @@ class TricklePublisher:
         if self._next is not None:
             await self._next.cancel()
             self._next = None
-        if self.delete_on_close and self._session is not None and not isinstance(self._terminal, ChannelNotFoundError):
-            await self._delete(self.url)
+        if self.delete_on_close and not isinstance(self._terminal, ChannelNotFoundError):
+            await self._delete(self.url)  # also when nothing was published: the channel still ends
         if self._own_session and self._session is not None:
             await close_session(self._session)
             self._session = None

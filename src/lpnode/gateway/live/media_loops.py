@@ -75,6 +75,7 @@ class Attempt:
         self.output_segments = 0
         self._in_flight: dict[asyncio.Task[None], SegmentWriter] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._output: asyncio.Task[None] | None = None
         self._failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._control_lock = asyncio.Lock()
         self._closed = False
@@ -84,7 +85,9 @@ class Attempt:
         return self.urls.orchestrator
 
     def start(self) -> None:
-        for loop in (self._subscribe(), self._events(), self._keepalive(), self._watch()):
+        self._output = asyncio.ensure_future(self._guard(self._subscribe()))
+        self._loops.append(self._output)
+        for loop in (self._events(), self._keepalive(), self._watch()):
             self._loops.append(asyncio.ensure_future(self._guard(loop)))
 
     async def failed(self) -> str:
@@ -216,13 +219,25 @@ class Attempt:
 
     # --- end -------------------------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Stop every loop and send; delete the input and control channels (ends the stream upstream)."""
+    async def close(self, drain: float = 0.0) -> None:
+        """Stop every loop and send; delete the input and control channels (ends the stream upstream).
+
+        With ``drain``, the input ends first (segments being sent finish, then the input channel is deleted)
+        and the output is read for up to ``drain`` seconds more, until the runner closes it: the output of the
+        last input is not lost."""
         if self._closed:
             return
         self._closed = True
         if not self._failed.done():
             self._failed.set_result("closed")
+        if drain > 0:
+            deadline = asyncio.get_running_loop().time() + drain
+            if self._in_flight:
+                await asyncio.wait(set(self._in_flight), timeout=drain / 2)
+            with contextlib.suppress(TrickleError, TimeoutError):
+                await asyncio.wait_for(self.input.close(), drain / 2)
+            if self._output is not None:
+                await asyncio.wait({self._output}, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         tasks = [*self._loops, *self._in_flight]
         for task in tasks:
             task.cancel()

@@ -33,7 +33,7 @@ from lpnode.errors import ConfigError, LpnodeError
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8935"
 PREFIX = "/live/video-to-video"
-DRAIN_QUIET = 4.0
+DRAIN_QUIET = 3.0
 """After the input, seconds without new output that end the wait for it."""
 DRAIN_MAX = 30.0
 REQUEST_TIMEOUT = 60.0

@@ -42,6 +42,9 @@ class LiveSettings:
     """Input segments being sent at once; more are dropped, never queued."""
     max_swaps: int = 2
     swap_window: float = 180.0
+    stop_drain: float = 8.0
+    """On stop, how long the output of the last input may take to come back (the runner closes its output
+    channel when done, which ends the wait early)."""
     keep_ended: float = 60.0
     """An ended stream's status stays readable this long."""
     max_streams: int = 64

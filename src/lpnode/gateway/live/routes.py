@@ -19,11 +19,15 @@ lpnode's additions, so any HTTP client can push and play a stream without WebRTC
   the live edge on, until the stream ends): ``curl -N URL > out.ts`` or ``ffplay URL``.
 - ``POST .../stop``: end the stream; answers its final status.
 
+With API keys on (``--auth keys``), ``start`` admits the stream under the caller's key for its whole life, and
+the stream's other routes need the same ``Authorization`` header (401).
+
 WHIP/WHEP routes (``.../whip``, ``.../whep``) are added by the WebRTC module through :attr:`LiveRoutes.extra_routes`.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from collections.abc import AsyncIterator
@@ -36,7 +40,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from lpnode.errors import BadRequestError, JobError, PayloadTooLargeError
-from lpnode.gateway.api import error_response
+from lpnode.gateway.api import Admit, error_response
+from lpnode.gateway.key_guard import UnauthorizedError
 from lpnode.gateway.live.sessions import LiveSession, LiveSessions
 
 PREFIX = "/live/video-to-video"
@@ -57,8 +62,11 @@ class GoneError(JobError):
 class LiveRoutes:
     """The live routes of one gateway. ``extra_routes`` (WHIP, WHEP, pages) are mounted beside them."""
 
-    def __init__(self, live: LiveSessions) -> None:
+    def __init__(self, live: LiveSessions, admit: Admit | None = None) -> None:
         self.live = live
+        self.admit = admit
+        """With API keys on: a stream is started under a key (it counts among the key's requests until the
+        stream ends), and its other routes need the same ``Authorization`` header."""
         self.extra_routes: list[BaseRoute] = []
 
     def routes(self) -> list[BaseRoute]:
@@ -86,7 +94,17 @@ class LiveRoutes:
             model_id = str(fields.get("model_id") or fields.get("pipeline") or DEFAULT_PIPELINE)
             params = _params(fields.get("params"))
             stream_id = str(fields.get("stream_id") or fields.get("streamId") or "")
-            session = await self.live.start(stream, model_id, params, stream_id=stream_id)
+            authorization = request.headers.get("authorization", "")
+            admission = await self.admit(authorization) if self.admit is not None else None
+            try:
+                session = await self.live.start(stream, model_id, params, stream_id=stream_id)
+            except BaseException:
+                if admission is not None:
+                    admission.release()
+                raise
+            if admission is not None:
+                session.authorization = authorization
+                session.on_end(admission.release)
         except JobError as exc:
             return error_response(exc)
         gateway_status = session.status()["gateway_status"]
@@ -156,6 +174,9 @@ class LiveRoutes:
         session = self.live.get(stream)
         if session is None:
             raise NotFoundError(f"no live stream named {stream!r}; start it with POST {PREFIX}/{stream}/start")
+        given = request.headers.get("authorization", "")
+        if self.admit is not None and not hmac.compare_digest(given.encode(), session.authorization.encode()):
+            raise UnauthorizedError(f"stream {stream!r} was started with another API key; send that key")
         return session
 
 

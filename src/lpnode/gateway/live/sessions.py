@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -79,6 +79,9 @@ class LiveSession:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._failed_orchestrators: set[str] = set()
+        self.authorization = ""
+        """The ``Authorization`` header that started the stream (checked on its routes when keys are on)."""
+        self._on_end: list[Callable[[], None]] = []
 
     # --- the interface ---------------------------------------------------------------------------------
 
@@ -120,6 +123,13 @@ class LiveSession:
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop("stopped"))
         return self._stopping
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the stream ends (at once if it has ended)."""
+        if self.ended:
+            callback()
+        else:
+            self._on_end.append(callback)
 
     # --- state -----------------------------------------------------------------------------------------
 
@@ -201,10 +211,10 @@ class LiveSession:
             orchestrator=offer.url, manifest_id=urls.manifest_id,
         )  # fmt: skip
 
-    async def _release_attempt(self) -> None:
+    async def _release_attempt(self, drain: float = 0.0) -> None:
         attempt, offer = self.attempt, self.offer
         if attempt is not None:
-            await attempt.close()
+            await attempt.close(drain)
         if offer is not None:
             measure = self.owner.stats.of(offer)
             measure.in_flight = max(0, measure.in_flight - 1)
@@ -266,14 +276,17 @@ class LiveSession:
         finally:
             failure.cancel()
 
-    async def _finish(self, state: str, why: str) -> None:
-        await self._release_attempt()
+    async def _finish(self, state: str, why: str, drain: float = 0.0) -> None:
+        await self._release_attempt(drain)
         if not self.ended:
             self.state = state
             self.ended_by = why
             self.ended_at = time.time()
             self.ring.close()
             self.owner._mark_ended(self)
+            for callback in self._on_end:
+                callback()
+            self._on_end.clear()
             log_event(
                 log, "live stream ended", stream=self.stream, state=state, reason=why, swaps=self.swap_count,
                 input_segments=self.input_segments, output_segments=self.output_segments,
@@ -284,7 +297,7 @@ class LiveSession:
         if supervisor is not None and supervisor is not asyncio.current_task():
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
-        await self._finish(ENDED, why)
+        await self._finish(ENDED, why, self.settings.stop_drain)
 
 
 class LiveSessions:

@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+from starlette.requests import Request
 
-from lpnode.errors import BadRequestError, JobError, UnsupportedMediaError
+from lpnode.errors import BadRequestError, JobError, PayloadTooLargeError, UnsupportedMediaError
 
 # aioice logs every ICE connectivity check at INFO; the gateway logs what matters (answered, started, ended).
 logging.getLogger("aioice").setLevel(logging.WARNING)
@@ -71,15 +72,19 @@ def check_stream_name(stream: str) -> str:
     return stream
 
 
-def read_offer(content_type: str | None, body: bytes) -> str:
-    """The SDP offer in a WHIP/WHEP POST body; 415 unless ``Content-Type: application/sdp``, 400 if unusable."""
-    media_type = (content_type or "").split(";")[0].strip().lower()
+async def read_offer(request: Request) -> str:
+    """The SDP offer in a WHIP/WHEP POST: 415 unless ``Content-Type: application/sdp``, 413 over
+    ``MAX_SDP_BYTES``, 400 if it is not SDP text."""
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media_type != "application/sdp":
         raise UnsupportedMediaError(
             f"send the SDP offer with Content-Type: application/sdp (got {media_type or 'no content type'})"
         )
-    if len(body) > MAX_SDP_BYTES:
-        raise BadRequestError(f"the SDP offer is over {MAX_SDP_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_SDP_BYTES:
+            raise PayloadTooLargeError(f"the SDP offer is over {MAX_SDP_BYTES} bytes")
     try:
         sdp = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from lpnode.errors import BadRequestError, JobError, LpnodeError, UnavailableError
+from lpnode.errors import BadRequestError, ConfigError, JobError, LpnodeError, UnavailableError
 from lpnode.gateway.api import error_response
 from lpnode.gateway.key_guard import Admission
 from lpnode.gateway.live.webrtc import (
@@ -79,6 +80,32 @@ class WebRtcRoutes:
         self.viewers: dict[str, WhepViewer] = {}
         self._publishing: set[str] = set()
 
+    @classmethod
+    def from_env(
+        cls,
+        live: Callable[[], LiveStreams | None],
+        *,
+        admit: Callable[[str | None], Awaitable[Admission]] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> WebRtcRoutes:
+        """Limits from ``LPNODE_LIVE_WHEP_MAX_SESSIONS`` (viewers per stream, or ``unlimited``; default 5) and
+        ``LPNODE_LIVE_WHIP_IDLE_TIMEOUT`` (seconds without video before a publisher is dropped; default 30).
+        Raises :class:`ConfigError` for a value that is not a positive number."""
+        env = os.environ if env is None else env
+        viewers = env.get("LPNODE_LIVE_WHEP_MAX_SESSIONS", str(DEFAULT_MAX_VIEWERS)).strip()
+        idle = env.get("LPNODE_LIVE_WHIP_IDLE_TIMEOUT", "30").strip()
+        try:
+            max_viewers = None if viewers.lower() == "unlimited" else int(viewers)
+            idle_timeout = float(idle)
+        except ValueError:
+            max_viewers, idle_timeout = 0, 0.0
+        if (max_viewers is not None and max_viewers < 1) or not idle_timeout > 0:
+            raise ConfigError(
+                "LPNODE_LIVE_WHEP_MAX_SESSIONS must be a positive whole number or 'unlimited' and "
+                f"LPNODE_LIVE_WHIP_IDLE_TIMEOUT a positive number of seconds; got {viewers!r} and {idle!r}"
+            )
+        return cls(live, admit=admit, max_viewers=max_viewers, idle_timeout=idle_timeout)
+
     def routes(self) -> list[Route]:
         return [
             Route(f"{PREFIX}/{{stream}}/whip", self.whip, methods=["POST", "OPTIONS", "HEAD"]),
@@ -107,7 +134,7 @@ class WebRtcRoutes:
             live = self._streams()
             if self._admit is not None:
                 admission = await self._admit(request.headers.get("authorization"))
-            offer = read_offer(request.headers.get("content-type"), await request.body())
+            offer = await read_offer(request)
             pipeline = request.query_params.get("pipeline") or request.query_params.get("model_id")
             params = _params(request.query_params.get("params"))
             if stream in self._publishing:
@@ -189,7 +216,7 @@ class WebRtcRoutes:
         try:
             spelled = check_stream_name(request.path_params["stream"])
             live = self._streams()
-            offer = read_offer(request.headers.get("content-type"), await request.body())
+            offer = await read_offer(request)
             stream, session = _find_output(live, spelled)
             watching = sum(1 for viewer in self.viewers.values() if viewer.stream == stream)
             if self.max_viewers is not None and watching >= self.max_viewers:

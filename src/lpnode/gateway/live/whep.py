@@ -25,6 +25,7 @@ from fractions import Fraction
 import av
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import SessionDescription
 from av.stream import Stream
 
 from lpnode.errors import BadRequestError
@@ -155,7 +156,8 @@ class WhepViewer:
 
     def attach(self, pc: RTCPeerConnection) -> None:
         """Add the outgoing tracks for the kinds the offer asks to receive (called during negotiation)."""
-        kinds = {t.kind for t in pc.getTransceivers() if t.direction in ("recvonly", "sendrecv")}
+        offer = SessionDescription.parse(pc.remoteDescription.sdp)
+        kinds = {m.kind for m in offer.media if (m.direction or "sendrecv") in ("recvonly", "sendrecv")}
         if "video" not in kinds:
             raise BadRequestError("the WHEP offer must ask to receive video (a recvonly video m= line)")
         pc.addTrack(_PacedTrack("video", self._clock, self._video, VIDEO_CLOCK))

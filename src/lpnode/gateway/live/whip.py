@@ -137,8 +137,11 @@ class WhipIngest:
                 else:
                     segments = await asyncio.to_thread(segmenter.push_audio, frame, ticks)
                 self._publish(segments)
-        finally:
             self._publish(await asyncio.to_thread(segmenter.close))
+        except Exception as exc:  # a frame that cannot be encoded: end the ingest rather than go on silently
+            log.exception("whip encoding failed", extra={"fields": {"stream": self.stream}})
+            self.close(f"encoding failed: {type(exc).__name__}: {exc}")
+        finally:
             self.frames_dropped += segmenter.frames_dropped
 
     def _publish(self, segments: list[bytes]) -> None:

@@ -59,7 +59,8 @@ def _load(model_id: str) -> _Model:
 
         tiny.build(models_dir, "image-to-image")
     device = select_device(os.environ.get("RUNNER_DEVICE", ""))
-    common: dict[str, Any] = {"cache_dir": models_dir}
+    offline = os.environ.get("HF_HUB_OFFLINE", "1").strip() not in {"0", "false"}
+    common: dict[str, Any] = {"cache_dir": models_dir, "local_files_only": offline}
     d: Any = diffusers
     t: Any = transformers
     vae = d.AutoencoderKL.from_pretrained(model_id, subfolder="vae", **common).to(device).eval()

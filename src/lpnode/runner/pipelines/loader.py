@@ -95,7 +95,9 @@ def _load(target: str, base: type, via: str) -> type[Any]:
         value = getattr(value, part)
     if not (isinstance(value, type) and issubclass(value, base)):
         kind = f"class {value.__qualname__}" if isinstance(value, type) else f"a value of type {type(value).__name__}"
-        raise ConfigError(f"{via} names {kind}, not a pipeline class: it must subclass {_public_name(base)}")
+        raise ConfigError(
+            f"{via} names {kind}, not a pipeline class: it must subclass {_public_name(base)}{_other_kind(value)}"
+        )
     if inspect.isabstract(value):
         missing = ", ".join(sorted(getattr(value, "__abstractmethods__", ())))
         raise ConfigError(f"{via} is abstract: define {missing} on it")
@@ -140,3 +142,15 @@ def _public_name(cls: type) -> str:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _other_kind(value: object) -> str:
+    """A hint when ``value`` is a pipeline of the other kind (live for batch, or batch for live)."""
+    if not isinstance(value, type):
+        return ""
+    names = {klass.__module__ + "." + klass.__qualname__ for klass in value.__mro__}
+    if "lpnode.live.pipeline.Pipeline" in names:
+        return "; it is a live pipeline: serve it with --pipeline live-video-to-video"
+    if "lpnode.runner.pipelines.base.BatchPipeline" in names:
+        return "; it is a batch pipeline: leave out --pipeline live-video-to-video"
+    return ""
