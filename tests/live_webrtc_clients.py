@@ -79,8 +79,20 @@ class Answered:
     pc: RTCPeerConnection | None = None
 
 
+_OPEN: list[RTCPeerConnection] = []
+
+
 def peer() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    """A client peer connection; :func:`close_peers` closes every one made."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    _OPEN.append(pc)
+    return pc
+
+
+async def close_peers() -> None:
+    """Close every client peer connection (their threads would otherwise keep the test process alive)."""
+    while _OPEN:
+        await _OPEN.pop().close()
 
 
 async def post_offer(http: aiohttp.ClientSession, url: str, pc: RTCPeerConnection, **headers: str) -> Answered:

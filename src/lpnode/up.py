@@ -128,6 +128,7 @@ def run_up(
         print(
             f"\nlpnode is up (Ctrl-C to stop):\n  gateway       {base}\n  admin         http://{cli_addr}\n"
             f"  orchestrator  {orch_url}\n  orch secret   {read_secret(secret_source)}  (for lpnode byoc register)\n"
+            f"  dashboard     {base}/dashboard\n  live video    {base}/live  (webcam through a live pipeline)\n"
             f"Try it:\n  {example_request(base)}\n",
             flush=True,
         )

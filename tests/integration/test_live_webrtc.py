@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import requests
 
-from live_webrtc_clients import NumberedTrack, publish, view
+from live_webrtc_clients import NumberedTrack, close_peers, publish, view
 from procs import GatewayProcess, OrchestratorProcess
 
 T = TypeVar("T")
@@ -34,7 +34,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 def run(coro: Awaitable[T], timeout: float = 90) -> T:
     async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        finally:
+            await close_peers()
 
     return asyncio.run(bounded())
 
@@ -102,22 +105,17 @@ def test_whip_frames_come_back_over_whep_through_the_noop_runner(
             assert playback == f"{gateway.base_url}/live/video-to-video/{stream}-out/whep"
             viewer = await view(http, playback)
             assert viewer.answered.status == 201, viewer.answered.body
-            try:
-                numbers = await viewer.collect(45, timeout=60)
-                assert len(numbers) >= 45, f"only {len(numbers)} frames came back"
-                assert numbers == sorted(numbers), "frames must come back in order"
-                assert numbers[0] > 0 and numbers[-1] <= track.sent, "frames must be the ones published"
+            numbers = await viewer.collect(45, timeout=60)
+            assert len(numbers) >= 45, f"only {len(numbers)} frames came back"
+            assert numbers == sorted(numbers), "frames must come back in order"
+            assert numbers[0] > 0 and numbers[-1] <= track.sent, "frames must be the ones published"
 
-                gateway_status = (await asyncio.to_thread(status, gateway, stream))["gateway_status"]
-                assert gateway_status["pipeline"] == "noop" and gateway_status["input_segments"] > 0
+            gateway_status = (await asyncio.to_thread(status, gateway, stream))["gateway_status"]
+            assert gateway_status["pipeline"] == "noop" and gateway_status["input_segments"] > 0
 
-                async with http.delete(published.headers["Location"]) as deleted:
-                    assert deleted.status == 200
-                await asyncio.wait_for(viewer.task or asyncio.sleep(0), 30)  # playback ends with the stream
-            finally:
-                for pc in (published.pc, viewer.pc):
-                    if pc is not None:
-                        await pc.close()
+            async with http.delete(published.headers["Location"]) as deleted:
+                assert deleted.status == 200
+            await asyncio.wait_for(viewer.task or asyncio.sleep(0), 30)  # playback ends with the stream
 
     run(scenario())
     ended = wait_for(lambda: status(gateway, stream)["gateway_status"]["ended_at"], 30, "the stream to end")

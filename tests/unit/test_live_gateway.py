@@ -17,7 +17,7 @@ from lpnode.gateway.live import LiveSessions, LiveSettings
 from lpnode.gateway.live.media_loops import Attempt
 from lpnode.gateway.live.orch_start import LiveUrls
 from lpnode.gateway.live.policy import StallWatch, SwapBudget
-from lpnode.gateway.live.ring import OutputRing
+from lpnode.gateway.live.ring import OutputRing, OutputSegment
 from lpnode.gateway.live.sessions import LiveSession
 from lpnode.trickle import TrickleServer, TrickleSubscriber
 
@@ -59,13 +59,38 @@ def test_ring_followers_start_at_the_live_edge_and_read_every_later_segment_in_o
     run(main())
 
 
+def test_output_bytes_reach_followers_before_their_segment_ends() -> None:
+    async def main() -> None:
+        ring = OutputRing()
+        streamed = ring.follow_bytes()
+        whole = ring.follow()
+        first = asyncio.ensure_future(anext(streamed))
+        complete = asyncio.ensure_future(anext(whole))
+        await asyncio.sleep(0)
+        segment = ring.start()
+        segment.append(b"head")
+        assert await asyncio.wait_for(first, STEP) == b"head"  # the segment is still open
+        assert not complete.done()
+        segment.append(b"tail")
+        segment.finish()
+        assert await asyncio.wait_for(complete, STEP) == b"headtail"
+        assert await asyncio.wait_for(anext(streamed), STEP) == b"tail"
+        cut = ring.start()
+        cut.append(b"partial")
+        ring.close()  # an open segment is cut off: whole-segment readers skip it and nobody waits
+        assert await asyncio.wait_for(_collect(whole), STEP) == []
+
+    run(main())
+
+
 def test_ring_is_bounded_and_a_lagging_follower_skips_to_the_oldest_segment_held() -> None:
     ring = OutputRing(max_segments=3, max_bytes=10_000)
     follower = ring.follower()
     for n in range(6):
         ring.push(bytes([n]) * 10)
     assert ring.pushed == 6 and ring.held_bytes == 30
-    assert ring.take(follower) == bytes([3]) * 10
+    taken = ring.take(follower)
+    assert taken is not None and taken.data == bytes([3]) * 10
     assert follower.skipped == 3
     by_bytes = OutputRing(max_segments=10, max_bytes=25)
     for n in range(4):
@@ -139,12 +164,17 @@ def test_settings_come_from_lpnode_live_variables() -> None:
 class Sink:
     def __init__(self) -> None:
         self.last_input = asyncio.get_running_loop().time()
-        self.outputs: list[bytes] = []
+        self.ring = OutputRing()
         self.events: list[dict[str, Any]] = []
         self.drops = 0
 
-    def output_segment(self, segment: bytes) -> None:
-        self.outputs.append(segment)
+    @property
+    def outputs(self) -> list[bytes]:
+        """The complete output segments received so far."""
+        return [s.data for _, s in self.ring._items if s.done and not s.cut and s.size]
+
+    def output_start(self) -> OutputSegment:
+        return self.ring.start()
 
     def event(self, event: dict[str, Any]) -> None:
         self.events.append(event)

@@ -23,7 +23,7 @@ import uvicorn
 from aiortc import AudioStreamTrack
 from starlette.applications import Starlette
 
-from live_webrtc_clients import NumberedTrack, publish, view
+from live_webrtc_clients import NumberedTrack, close_peers, publish, view
 from lpnode.errors import UnavailableError
 from lpnode.gateway.live.webrtc_routes import WebRtcRoutes
 from lpnode.gateway.live.whep import PlaybackClock
@@ -107,7 +107,10 @@ def _no_signals() -> Any:
 
 def run(coro: Awaitable[T]) -> T:
     async def bounded() -> T:
-        return await asyncio.wait_for(coro, 60)
+        try:
+            return await asyncio.wait_for(coro, 60)
+        finally:
+            await close_peers()
 
     return asyncio.run(bounded())
 
@@ -156,9 +159,6 @@ def test_whip_video_and_audio_come_back_over_whep_and_delete_stops_the_stream() 
                     break
                 await asyncio.sleep(0.1)
             assert routes.ingests == {} and routes.viewers == {}
-            for pc in (viewer.pc, published.pc):
-                if pc is not None:
-                    await pc.close()
 
     run(scenario())
 
@@ -201,10 +201,10 @@ def test_protocol_errors_get_clear_statuses() -> None:
             assert first.status == 201, first.body
             second = await publish(http, whip, NumberedTrack())
             assert second.status == 409
-            viewer = await view(http, f"{server.base}/cam/whep")
-            assert viewer.answered.status == 201
             sending = await publish(http, f"{server.base}/cam/whep", NumberedTrack())  # an offer that only sends
             assert sending.status == 400 and "receive video" in sending.body
+            viewer = await view(http, f"{server.base}/cam/whep")
+            assert viewer.answered.status == 201
             over = await view(http, f"{server.base}/cam-1234-out/whep")
             assert over.answered.status == 503 and over.answered.headers.get("Retry-After") == "10"
             async with http.delete(viewer.answered.headers["Location"]) as r:
@@ -214,9 +214,6 @@ def test_protocol_errors_get_clear_statuses() -> None:
             assert first.pc is not None
             await first.pc.close()  # the publisher goes away without a DELETE: the stream stops
             await asyncio.wait_for(sessions.sessions["cam"].stopped.wait(), 20)
-            for pc in (bad_params.pc, refused.pc, missing.pc, second.pc, viewer.pc, sending.pc, over.pc):
-                if pc is not None:
-                    await pc.close()
 
     run(scenario())
 

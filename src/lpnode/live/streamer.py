@@ -332,7 +332,8 @@ class Streamer:
         self._status_now.set()
 
     async def _status_loop(self) -> None:
-        while True:
+        # The flag as well as the cancel: Python 3.11's wait_for can lose a cancel that lands as its wait ends.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._status_now.wait(), STATUS_INTERVAL)
             self._status_now.clear()

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from lpnode.gateway.live.orch_start import LiveUrls
 from lpnode.gateway.live.policy import LiveSettings, StallWatch
+from lpnode.gateway.live.ring import OutputSegment
 from lpnode.logs import log_event
 from lpnode.trickle import (
     ChannelClosedError,
@@ -54,7 +55,7 @@ class Sink(Protocol):
     @property
     def last_input(self) -> float: ...
 
-    def output_segment(self, segment: bytes) -> None: ...
+    def output_start(self) -> OutputSegment: ...
 
     def event(self, event: dict[str, Any]) -> None: ...
 
@@ -169,14 +170,21 @@ class Attempt:
     async def _subscribe(self) -> None:
         async with TrickleSubscriber(self.urls.subscribe_url, start_seq=0) as sub:
             async for segment in sub:
+                out = self.sink.output_start()  # relayed to followers as its bytes arrive
+                cut = True
                 try:
-                    data = await segment.read()
+                    async for chunk in segment:
+                        if not out.size:
+                            self.watch.output()
+                        out.append(chunk)
+                    cut = False
                 except SegmentCutOffError:
                     continue
-                if data:
+                finally:
+                    out.finish(cut=cut)
+                if out.size:
                     self.watch.output()
                     self.output_segments += 1
-                    self.sink.output_segment(data)
             self.fail(f"output channel {sub.end or 'ended'}")
 
     async def _events(self) -> None:

@@ -181,8 +181,8 @@ class LiveRoutes:
 
 
 async def _segments(session: LiveSession) -> AsyncIterator[bytes]:
-    async for segment in session.output():
-        yield segment
+    async for chunk in session.output_bytes():
+        yield chunk
 
 
 def _stream_name(request: Request) -> str:

@@ -36,7 +36,7 @@ from lpnode.gateway.directory import Directory, Offer
 from lpnode.gateway.live.media_loops import Attempt
 from lpnode.gateway.live.orch_start import OrchestratorStarter, StartRequest
 from lpnode.gateway.live.policy import LiveSettings, SwapBudget
-from lpnode.gateway.live.ring import OutputRing
+from lpnode.gateway.live.ring import OutputRing, OutputSegment
 from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.settings import PriceCaps
 from lpnode.logs import log_event
@@ -101,6 +101,11 @@ class LiveSession:
         async for segment in self.ring.follow():
             yield segment
 
+    async def output_bytes(self) -> AsyncIterator[bytes]:
+        """The output MPEG-TS bytes from the live edge on, as they arrive, until the stream ends."""
+        async for chunk in self.ring.follow_bytes():
+            yield chunk
+
     async def update(self, params: bytes) -> None:
         """Send new params (one control message); they are kept and sent again after a swap. Raises
         :class:`BadRequestError` for a body that is not a JSON object."""
@@ -141,9 +146,9 @@ class LiveSession:
     def last_input(self) -> float:
         return self._last_input
 
-    def output_segment(self, segment: bytes) -> None:
+    def output_start(self) -> OutputSegment:
         self.output_segments += 1
-        self.ring.push(segment)
+        return self.ring.start()
 
     def dropped(self, count: int = 1) -> None:
         self.input_dropped += count

@@ -39,6 +39,8 @@ MAX_LATE = 0.5
 """Seconds a frame may be overdue before the clock is re-anchored at it."""
 MAX_JUMP = 5.0
 """Seconds of source PTS between two frames that count as a discontinuity."""
+STOP_TIMEOUT = 10.0
+"""Seconds closing waits for the feeder to finish."""
 VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000
 
@@ -206,7 +208,8 @@ class WhepViewer:
     async def _close(self, reason: str) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
         await self.pc.close()
         log_event(log, "whep viewer ended", stream=self.stream, reason=reason, frames=self.video_frames)
         self.ended.set()

@@ -32,6 +32,8 @@ from lpnode.logs import log_event
 
 log = logging.getLogger("lpnode.gateway.whip")
 QUEUE_FRAMES = 8
+STOP_TIMEOUT = 10.0
+"""Seconds closing waits for the track readers and the encoder to finish."""
 DRIFT_TICKS = 90000
 """How far (1/90000) a track's RTP clock may drift from the wall clock before it is re-anchored."""
 
@@ -114,7 +116,8 @@ class WhipIngest:
         timeline = _Timeline(self._started)
         reason = f"{track.kind} track ended"
         try:
-            while True:
+            # Checked as well as cancelled: Python 3.11's wait_for loses a cancel that lands as a frame arrives.
+            while self._closing is None:
                 frame = await asyncio.wait_for(track.recv(), self.idle_timeout)
                 assert isinstance(frame, av.VideoFrame | av.AudioFrame)
                 try:
@@ -158,7 +161,8 @@ class WhipIngest:
         readers = self._tasks[1:]
         for task in readers:
             task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        if readers:
+            await asyncio.wait(readers, timeout=STOP_TIMEOUT)
         if self._tasks:
             while True:
                 try:
@@ -166,7 +170,7 @@ class WhipIngest:
                     break
                 except asyncio.QueueFull:
                     self._queue.get_nowait()  # make room for the end marker by dropping the oldest frame
-            await asyncio.gather(self._tasks[0], return_exceptions=True)
+            await asyncio.wait([self._tasks[0]], timeout=STOP_TIMEOUT)
         await self.pc.close()
         try:
             await stop_session(self.session)
