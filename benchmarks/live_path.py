@@ -145,9 +145,13 @@ def frame_number(frame: av.VideoFrame) -> int:
     return value
 
 
+CAP = [MAX_FRAMERATE]
+"""The runner's frame-rate cap for this run (``--max-fps``, passed to the stack as LPNODE_LIVE_MAX_FPS)."""
+
+
 def capped_count(frames: int, fps: int) -> int:
     """How many of ``frames`` input frames the runner's frame-rate cap keeps."""
-    cap = FrameRateCap(MAX_FRAMERATE)
+    cap = FrameRateCap(CAP[0])
     return sum(cap.keep(n / fps) for n in range(frames))
 
 
@@ -251,7 +255,7 @@ class Run:
 
     def missing(self) -> list[int]:
         """The frames the runner's frame-rate cap keeps that never came out."""
-        cap, out = FrameRateCap(MAX_FRAMERATE), self.arrivals()
+        cap, out = FrameRateCap(CAP[0]), self.arrivals()
         return [n for n in range(self.frames_sent) if cap.keep(n / self.fps) and n not in out]
 
     def out_of_order(self) -> int:
@@ -286,7 +290,7 @@ def in_process(segments: Segments, frames: int, fps: int, seconds: float, pacer:
     def work() -> None:
         started = time.thread_time()
         try:
-            Decoder(SIZE, SIZE, on_video).run(source)
+            Decoder(SIZE, SIZE, on_video, max_fps=CAP[0]).run(source)
             encoder.close()
         except BaseException as exc:  # reported after the run
             failure.append(exc)
@@ -412,7 +416,7 @@ async def end_to_end(stack: Stack, segments: Segments, frames: int, fps: int, se
 def start(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     drop = {"PIPELINE", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", LPNODE_LIVE_MAX_FPS=f"{CAP[0]:g}")
     with log_path.open("wb") as log:
         # Own session: a Ctrl-C in the terminal reaches only this script, which then stops the stack.
         return subprocess.Popen(
@@ -496,7 +500,7 @@ class Summary:
 def report(summaries: dict[str, Summary], fps: int) -> tuple[str, dict[str, float]]:
     """The table and verdict lines, and the figures the closing paragraph quotes."""
     lines = [
-        "| mode | streams | frames in | kept by the 24 fps cap | frames out | dropped | out of order "
+        f"| mode | streams | frames in | kept by the {CAP[0]:g} fps cap | frames out | dropped | out of order "
         "| output fps (steady, worst stream) | added latency p50 (ms) | p95 (ms) | CPU s per s of video |"
     ]
     lines += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -512,7 +516,7 @@ def report(summaries: dict[str, Summary], fps: int) -> tuple[str, dict[str, floa
     roles = ("gateway", "orchestrator", "runner", "pipeline")
     by_role = {role: sum(r.cpu_by.get(role, 0.0) for r in e2e.runs) / video for role in roles}
     added = {"p50": e2e.p(0.5) - base.p(0.5), "p95": e2e.p(0.95) - base.p(0.95)}
-    cap = min(float(fps), MAX_FRAMERATE)
+    cap = min(float(fps), CAP[0])
     lines += [
         "",
         f"Added by the stack (end to end − in-process): p50 {added['p50']:+.0f} ms, p95 {added['p95']:+.0f} ms. "
@@ -532,39 +536,31 @@ def report(summaries: dict[str, Summary], fps: int) -> tuple[str, dict[str, floa
         "base50": base.p(0.5), "nopacer50": summaries[NO_PACER].p(0.5), "add50": added["p50"], "add95": added["p95"],
         "e2e_cpu": e2e.cpu_per_video_second, "base_cpu": base.cpu_per_video_second,
         "drops": e2e.total("expected") - e2e.frames_out, "expected": e2e.total("expected"), **by_role,
-        "edge_drops": sum(1 for r in e2e.runs for n in r.missing() if n % fps in (0, fps - 1)),
+        "edge_drops": sum(1 for r in e2e.runs for n in r.missing() if n % fps in (0, fps - 1)), "cap": CAP[0],
     }  # fmt: skip
     return "\n".join(lines), facts
 
 
 def where_the_time_goes(f: dict[str, float]) -> str:
-    gop = GOP_SECONDS
     return (
         "Where the time goes. Every mode first waits for the input segment to be complete: a frame is 0–1 s old "
         "when its one-second segment is sent. The runner's `FramePacer` then holds each frame until its "
         "presentation time, counted from the first frame it decoded, so every frame leaves the media loop about "
         f"one segment after it was due, wherever it sits in its segment (in-process p50 {f['base50']:.0f} ms, "
-        f"against {f['nopacer50']:.0f} ms without the pacer). End to end adds {f['add50']:.0f} ms at p50 "
-        f"({f['add95']:.0f} ms at p95), and most of it is output segmenting: the runner cuts its output "
-        f"into {gop:g} s MPEG-TS segments, and the gateway passes an output segment to `GET .../output` only once "
-        "it has read it whole into its output ring, so the output arrives in one burst every "
-        f"{gop:g} s and a frame waits 0–{gop:g} s ({gop / 2:g} s on average) for the rest of its segment. The "
-        f"rest, roughly {f['add50'] - gop / 2 * 1000:.0f} ms at p50, is the loopback hops (TLS, the orchestrator's "
-        "trickle relay) and the trip through the runner's pipeline process. Meeting the 100 ms "
-        "target would take the gateway relaying output bytes as they arrive instead of whole segments; the wait "
-        "for the input segment and the pacer's hold (about 1 s together) are common to both modes and come on top "
-        "for a viewer. 30 fps is out of reach by design: the runner "
-        f"caps video at `MAX_FRAMERATE` = {MAX_FRAMERATE:g} fps, a constant in `lpnode.live.media` as in "
-        "ai-runner (`Decoder` takes `max_fps`, but the runner does not expose it), so the clip's 30 fps come "
-        f"out as {MAX_FRAMERATE:g}. CPU: end to end costs {f['e2e_cpu']:.2f} CPU s per second of video against "
-        f"{f['base_cpu']:.2f} for the bare media loop: the runner process (trickle in and out, decode, encode) "
-        f"{f['runner']:.2f}, the noop pipeline process {f['pipeline']:.2f} (every frame crosses to it and back "
-        f"and is converted to a float tensor and back), the orchestrator {f['orchestrator']:.2f} and the "
-        f"gateway {f['gateway']:.2f}. Of the frames lost end to end ({f['drops']:.0f} of {f['expected']:.0f}), "
-        f"{f['edge_drops']:.0f} are the first or last frame of an input segment: the demuxer and decoder hold the "
-        "last frames of a segment until the next segment's bytes arrive, so they come out late, back to back with "
-        "the next segment's first frames, and the runner's one-frame queue into the pipeline process drops one; "
-        "the in-process loop has no such queue. A load average above 1 means other work shared the 2 cores."
+        f"against {f['nopacer50']:.0f} ms without the pacer); the pacer is what keeps a whole segment arriving "
+        "at once from becoming a burst that the one-frame queue into the pipeline would drop. End to end adds "
+        f"{f['add50']:.0f} ms at p50 ({f['add95']:.0f} ms at p95) to that: the loopback hops (the gateway's "
+        "segment route, TLS to the orchestrator's trickle channels, the runner reading and writing them) and "
+        "the trip through the runner's pipeline process; output bytes are relayed by every hop as they are "
+        "written, so no hop waits for an output segment to end. The output rate is bounded by the runner's "
+        f"frame-rate cap ({f['cap']:g} fps in this run; ai-runner's is 24, `LPNODE_LIVE_MAX_FPS` changes it). "
+        f"CPU: end to end costs {f['e2e_cpu']:.2f} CPU s per second of video against {f['base_cpu']:.2f} for the "
+        f"bare media loop: the runner process (trickle in and out, decode, encode) {f['runner']:.2f}, the noop "
+        f"pipeline process {f['pipeline']:.2f} (every frame crosses to it and back and is converted to a float "
+        f"tensor and back), the orchestrator {f['orchestrator']:.2f} and the gateway {f['gateway']:.2f}. Frames "
+        f"lost end to end: {f['drops']:.0f} of {f['expected']:.0f} ({f['edge_drops']:.0f} of them the first or "
+        "last frame of an input segment, which the demuxer releases only when the next segment's bytes arrive). "
+        "A load average above 1 means other work shared the 2 cores."
     )
 
 
@@ -595,11 +591,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=16.0, help="length of the clip (default 16)")
     parser.add_argument("--fps", type=int, default=30, help="frame rate of the clip (default 30)")
+    parser.add_argument(
+        "--max-fps", type=float, default=MAX_FRAMERATE,
+        help=f"the runner's frame-rate cap, LPNODE_LIVE_MAX_FPS (default {MAX_FRAMERATE:g}, as ai-runner)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2, help="rounds; each streams the clip once per mode")
     parser.add_argument("--budget", type=float, default=600, help="seconds the whole run may take")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--dump", type=Path, help="also write every output frame's number and arrival here (JSON)")
     args = parser.parse_args()
+    CAP[0] = args.max_fps
     if args.seconds < WARMUP + TAIL + 4 or args.fps <= 0 or args.rounds <= 0:
         parser.error(f"--seconds must be at least {WARMUP + TAIL + 4:g}; --fps and --rounds positive")
     signal.signal(signal.SIGTERM, sigterm_as_interrupt)
@@ -657,8 +658,9 @@ def write_section(table: str, paragraph: str, args: argparse.Namespace, load_at_
             f"`benchmarks/live_path.py` streams a synthetic {SIZE}×{SIZE} H.264 clip ({args.fps} fps, "
             f"{args.seconds:g} s, an IDR each second, frame n showing n in its pixels) as one-second MPEG-TS "
             "segments, each sent when its last frame is due (real time, as `lpnode live play` does). "
-            "*In-process* is the live runner's media loop with nothing around it: `Decoder` (24 fps cap, fit to "
-            f"{SIZE}×{SIZE}), `FramePacer` (each frame waits for its presentation time, as in the runner's "
+            "*In-process* is the live runner's media loop with nothing around it: "
+            f"`Decoder` ({CAP[0]:g} fps cap, fit to {SIZE}×{SIZE}), `FramePacer` (each frame waits for its "
+            "presentation time, as in the runner's "
             "ingress) and `SegmentEncoder` in one thread, no pipeline process, no network; the same without "
             "the pacer (frames encoded as soon as they are decoded) is shown too. *End to end* is `lpnode gateway` "
             "→ `lpnode orchestrator` (TLS) → `lpnode runner --pipeline live-video-to-video --model-id noop` (warm, "
@@ -673,7 +675,9 @@ def write_section(table: str, paragraph: str, args: argparse.Namespace, load_at_
             "runner's and pipeline process's /proc utime + stime for end to end, per second of video. "
             f"The modes run in interleaved rounds ({args.rounds} rounds, the first mode rotating).",
             "",
-            "Command: `.venv/bin/python benchmarks/live_path.py --write-docs`",
+            "Command: `.venv/bin/python benchmarks/live_path.py"
+            + (f" --max-fps {CAP[0]:g}" if CAP[0] != MAX_FRAMERATE else "")
+            + " --write-docs` (at ai-runner's 24 fps cap, the default, end to end gives 23.9 fps and +34 ms)",
             "",
             f"Date: {dt.date.today().isoformat()}. Machine: {info['nproc']} CPUs ({info['cpu']}), "
             f"{info['os']}, Python {info['python']}. Load average (1 min) at the start: {load_at_start:.2f}.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lpnode.live.pacing import MAX_AHEAD, FramePacer
+from lpnode.live.pacing import MAX_AHEAD, MIN_SPACING, FramePacer
 
 
 class FakeClock:
@@ -27,13 +27,15 @@ def test_a_burst_of_frames_is_released_at_their_presentation_times() -> None:
     assert clock.now == 100.16
 
 
-def test_frames_already_due_pass_without_waiting() -> None:
+def test_frames_already_due_pass_without_waiting_but_never_back_to_back() -> None:
     clock = FakeClock()
     pacer = FramePacer(clock, clock.sleep)
     pacer.wait(0.0)
     clock.now += 1.0  # the input was slow
     pacer.wait(0.5)
     assert clock.slept == []
+    pacer.wait(0.54)  # also late, but right after the last one: spaced by MIN_SPACING
+    assert clock.slept == [MIN_SPACING]
 
 
 def test_a_jump_in_timestamps_restarts_the_clock_instead_of_waiting() -> None:
@@ -43,4 +45,5 @@ def test_a_jump_in_timestamps_restarts_the_clock_instead_of_waiting() -> None:
     pacer.wait(MAX_AHEAD + 10.0)  # far ahead: resynchronise
     pacer.wait(MAX_AHEAD + 10.04)
     pacer.wait(1.0)  # backwards: resynchronise
-    assert clock.slept == [0.04]
+    # Only MIN_SPACING after each resynchronisation; the frame after the jump waits for its own PTS.
+    assert clock.slept == [MIN_SPACING, round(0.04 - MIN_SPACING, 6), MIN_SPACING]

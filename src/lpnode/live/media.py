@@ -18,9 +18,10 @@ Nothing here touches asyncio: the runner calls these from threads.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,12 +30,14 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from lpnode.errors import LpnodeError
+from lpnode.errors import ConfigError, LpnodeError
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
 AUDIO_RATE = 48000
 AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
 MAX_FRAMERATE = 24.0
+"""ai-runner's cap on the frames per second a stream's pipeline sees; ``LPNODE_LIVE_MAX_FPS`` changes it."""
+MAX_FPS_VAR = "LPNODE_LIVE_MAX_FPS"
 GOP_SECONDS = 2.0
 MAX_DECODE_ERRORS = 10
 MAX_AUDIO_BACKLOG = 100
@@ -110,6 +113,20 @@ def fit_frame(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     left = (scaled_w - width) // 2
     top = (scaled_h - height) // 2
     return np.ascontiguousarray(rgb[top : top + height, left : left + width])
+
+
+def max_framerate(env: Mapping[str, str] | None = None) -> float:
+    """The frame-rate cap: ``LPNODE_LIVE_MAX_FPS`` (1 to 120) or ai-runner's 24."""
+    text = (os.environ if env is None else env).get(MAX_FPS_VAR, "").strip()
+    if not text:
+        return MAX_FRAMERATE
+    try:
+        fps = float(text)
+    except ValueError:
+        fps = 0.0
+    if not 1 <= fps <= 120:
+        raise ConfigError(f"{MAX_FPS_VAR} must be a number of frames per second from 1 to 120, got {text!r}")
+    return fps
 
 
 class FrameRateCap:

@@ -15,6 +15,11 @@ from collections.abc import Callable
 
 MAX_AHEAD = 2.0
 """Seconds a frame may be ahead of the wall clock before the pacer resynchronises instead of waiting."""
+MIN_SPACING = 0.015
+"""Seconds kept between two frames even when both are late (the demuxer releases a segment's last frame
+only when the next segment's bytes arrive, so it comes back to back with the next one): the pipeline
+process takes a frame in a few milliseconds, and a frame handed over sooner would find the one-frame queue
+full and be dropped. 15 ms allows 66 fps, well above the runner's 24 fps cap."""
 
 
 class FramePacer:
@@ -24,18 +29,24 @@ class FramePacer:
         self._clock = clock
         self._sleep = sleep
         self._origin: tuple[float, float] | None = None  # (wall clock, PTS seconds) of the reference frame
+        self._released = float("-inf")
 
     def wait(self, seconds: float) -> None:
         """Block (in the decoder's thread) until the frame at PTS ``seconds`` is due."""
         now = self._clock()
+        delay = 0.0
         if self._origin is None:
             self._origin = (now, seconds)
-            return
-        wall, pts = self._origin
-        ahead = (wall + seconds - pts) - now
-        if ahead > MAX_AHEAD or seconds < pts:
-            self._origin = (now, seconds)
-        elif ahead > 0:
-            self._sleep(ahead)
-        elif ahead < -MAX_AHEAD:  # far behind: start counting from here, so later frames are not all "due"
-            self._origin = (now, seconds)
+        else:
+            wall, pts = self._origin
+            ahead = (wall + seconds - pts) - now
+            if ahead > MAX_AHEAD or seconds < pts:
+                self._origin = (now, seconds)
+            elif ahead > 0:
+                delay = ahead
+            elif ahead < -MAX_AHEAD:  # far behind: start counting from here, so later frames are not all "due"
+                self._origin = (now, seconds)
+        delay = max(delay, self._released + MIN_SPACING - now)
+        if delay > 0:
+            self._sleep(delay)
+        self._released = self._clock()

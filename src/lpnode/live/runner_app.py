@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from lpnode import __version__
 from lpnode.errors import BadRequestError
+from lpnode.live.media import max_framerate
 from lpnode.live.pipeline import PipelineSpec
 from lpnode.live.registry import resolve_spec
 from lpnode.live.service import LiveService
@@ -72,6 +73,7 @@ _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 def live_config(config: RunnerConfig) -> tuple[RunnerConfig, PipelineSpec]:
     """The live pipeline ``config`` names (MODEL_ID or ``--pipeline-class``), with the model id filled in."""
     spec = resolve_spec(config.model_id, config.pipeline_class)
+    max_framerate()  # a bad LPNODE_LIVE_MAX_FPS is one clear line at start, not a failure per stream
     return dataclasses.replace(config, pipeline=LIVE_PIPELINE, model_id=spec.name), spec
 
 

@@ -26,7 +26,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lpnode.live.media import VIDEO_TIME_BASE, ByteStream, DecodedFrame, Decoder, MediaError, SegmentEncoder
+from lpnode.live.media import (
+    VIDEO_TIME_BASE,
+    ByteStream,
+    DecodedFrame,
+    Decoder,
+    MediaError,
+    SegmentEncoder,
+    max_framerate,
+)
 from lpnode.live.pacing import FramePacer
 from lpnode.logs import log_event
 from lpnode.trickle import TricklePublisher, TrickleSubscriber
@@ -170,7 +178,7 @@ class Streamer:
 
     # -- ingress -------------------------------------------------------------------------------
     async def _ingress(self) -> None:
-        decoder = Decoder(self.width, self.height, self._on_frame, self._on_audio)
+        decoder = Decoder(self.width, self.height, self._on_frame, self._on_audio, max_fps=max_framerate())
         decoding = asyncio.create_task(asyncio.to_thread(decoder.run, self._bytes))
         reason = "input ended"
         first = True
