@@ -677,7 +677,7 @@ def write_section(table: str, paragraph: str, args: argparse.Namespace, load_at_
             "",
             "Command: `.venv/bin/python benchmarks/live_path.py"
             + (f" --max-fps {CAP[0]:g}" if CAP[0] != MAX_FRAMERATE else "")
-            + " --write-docs` (at ai-runner's 24 fps cap, the default, end to end gives 23.9 fps and +34 ms)",
+            + " --write-docs`",
             "",
             f"Date: {dt.date.today().isoformat()}. Machine: {info['nproc']} CPUs ({info['cpu']}), "
             f"{info['os']}, Python {info['python']}. Load average (1 min) at the start: {load_at_start:.2f}.",
