@@ -273,7 +273,7 @@ def test_dashboard_from_a_go_livepeer_gateway_renders_prices_and_escapes_names(
     sync_api.expect(t2i).to_have_count(2)
     sync_api.expect(t2i.first).to_contain_text("Warm")  # warm first
     sync_api.expect(t2i.first).to_contain_text("4,768,371 wei")
-    sync_api.expect(t2i.first).to_contain_text("5000 gwei")  # 4,768,371 × 1024² wei per 1024×1024 image
+    sync_api.expect(t2i.first).to_contain_text("5,000 gwei")  # 4,768,371 × 1024² wei per 1024×1024 image
     sync_api.expect(t2i.first).to_contain_text("NVIDIA GeForce RTX 4090")
     sync_api.expect(t2i.nth(1)).to_contain_text("Cold")
     llm = page.locator("section[aria-label='llm'] tbody tr")

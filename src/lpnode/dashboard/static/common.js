@@ -49,8 +49,9 @@ LP.wei = function (text) {
   if (text === "" || text === null || text === undefined) return LP.h("span", { class: "muted" }, "not priced");
   const value = Number(text);
   let shown = LP.group(text) + " wei";
-  if (value >= 1e15) shown = (value / 1e18).toPrecision(3) + " ETH";
-  else if (value >= 1e9) shown = (value / 1e9).toPrecision(4) + " gwei";
+  const digits = { maximumSignificantDigits: 4 };  // 50,000 gwei rather than 5.000e+4
+  if (value >= 1e15) shown = (value / 1e18).toLocaleString("en-US", digits) + " ETH";
+  else if (value >= 1e9) shown = (value / 1e9).toLocaleString("en-US", digits) + " gwei";
   return LP.h("span", { title: LP.group(text) + " wei" }, shown);
 };
 
