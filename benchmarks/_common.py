@@ -65,24 +65,41 @@ def free_port() -> int:
         return port
 
 
-def start_runner(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``python -m lpnode.cli runner ARGS`` with one OpenMP thread and no network, logging to ``log_path``."""
-    cmd = [sys.executable, "-m", "lpnode.cli", "runner", *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+def start_lpnode(
+    args: list[str], log_path: Path, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m lpnode.cli ARGS`` with one OpenMP thread and no network (plus ``env``), logging to
+    ``log_path``. Variables of the runner contract (PIPELINE, MODEL_ID, ...) are not passed on."""
+    contract = {"PIPELINE", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN"}
+    environ = {k: v for k, v in os.environ.items() if k not in contract}
+    environ.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
     with log_path.open("wb") as log:
-        # Own session: a Ctrl-C in the terminal reaches only this script, which then stops the runner.
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Own session: a Ctrl-C in the terminal reaches only this script, which then stops the process.
+        return subprocess.Popen(
+            [sys.executable, "-m", "lpnode.cli", *args], cwd=cwd, env=environ, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
 
 
-def stop_runner(proc: subprocess.Popen[bytes]) -> None:
+def start_runner(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``lpnode runner ARGS`` (see :func:`start_lpnode`)."""
+    return start_lpnode(["runner", *args], log_path)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
     if proc.poll() is not None:
         return
     proc.terminate()
     try:
-        proc.wait(timeout=15)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
+
+
+def stop_runner(proc: subprocess.Popen[bytes]) -> None:
+    stop_process(proc, timeout=15)
 
 
 def log_tail(log_path: Path, lines: int = 20) -> str:

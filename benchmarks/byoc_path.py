@@ -41,7 +41,17 @@ from pathlib import Path
 
 import aiohttp
 
-from _common import Deadline, free_port, log_tail, machine_info, nearest_rank, sigterm_as_interrupt, write_docs
+from _common import (
+    Deadline,
+    free_port,
+    log_tail,
+    machine_info,
+    nearest_rank,
+    sigterm_as_interrupt,
+    start_lpnode,
+    stop_process,
+    write_docs,
+)
 
 SECRET = "byoc-bench-secret"
 START_MARK = "<!-- byoc_path:start -->"
@@ -75,25 +85,6 @@ class Mode:
 
     def p(self, q: float) -> float:
         return nearest_rank(self.latencies, q) * 1000
-
-
-def start(args: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "lpnode.cli", *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
@@ -214,19 +205,21 @@ def main() -> int:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             log = work / "container.log"
-            procs.append(start(["byoc", "serve", "container:app", "--port", str(ports["container"])], log, work))
+            procs.append(
+                start_lpnode(["byoc", "serve", "container:app", "--port", str(ports["container"])], log, cwd=work)
+            )
             wait_http(container_url + "/health", procs[-1], log)
             log = work / "orch.log"
             orch = ["orchestrator", "--ai-models", str(work / "aiModels.json"), "--orch-secret", SECRET]
             orch += ["--service-addr", f"127.0.0.1:{ports['orch']}", "--data-dir", str(work / "orch")]
-            procs.append(start(orch, log))
+            procs.append(start_lpnode(orch, log))
             wait_http(orch_url + "/healthz", procs[-1], log)
             register(orch_url, container_url)
             log = work / "gateway.log"
             gateway = ["gateway", "--orch-addr", f"127.0.0.1:{ports['orch']}"]
             gateway += ["--http-addr", f"127.0.0.1:{ports['http']}", "--cli-addr", f"127.0.0.1:{ports['cli']}"]
             gateway += ["--data-dir", str(work / "gw"), "--log-level", "warning"]
-            procs.append(start(gateway, log))
+            procs.append(start_lpnode(gateway, log))
             wait_http(f"http://127.0.0.1:{ports['http']}/healthz", procs[-1], log)
             urls = {
                 DIRECT: f"{container_url}/echo",
@@ -236,7 +229,7 @@ def main() -> int:
             modes = asyncio.run(measure(urls, args.rounds, [1, 32], deadline))
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                stop_process(proc)
     table = report(modes, args.rounds)
     print(table)
     if args.write_docs:

@@ -70,6 +70,8 @@ from _common import (
     nearest_rank,
     process_cpu_seconds,
     sigterm_as_interrupt,
+    start_lpnode,
+    stop_process,
     write_docs,
 )
 from lpnode.gateway.live.play import encode_segments
@@ -413,28 +415,6 @@ async def end_to_end(stack: Stack, segments: Segments, frames: int, fps: int, se
 # -- the processes ----------------------------------------------------------------------------------
 
 
-def start(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    drop = {"PIPELINE", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", LPNODE_LIVE_MAX_FPS=f"{CAP[0]:g}")
-    with log_path.open("wb") as log:
-        # Own session: a Ctrl-C in the terminal reaches only this script, which then stops the stack.
-        return subprocess.Popen(
-            [sys.executable, "-m", "lpnode.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 def fetch(url: str, timeout: float = 5) -> bytes:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the orchestrator's own certificate
@@ -620,21 +600,21 @@ def main() -> int:
             log = work / "orch.log"
             orch = ["orchestrator", "--ai-models", str(work / "aiModels.json"), "--models-dir", str(work / "models")]
             orch += ["--service-addr", f"127.0.0.1:{ports['orch']}", "--data-dir", str(work / "orch")]
-            procs.append(start(orch, log))
+            procs.append(start_lpnode(orch, log, env={"LPNODE_LIVE_MAX_FPS": f"{CAP[0]:g}"}))
             wait_until(lambda: fetch(f"{orch_url}/healthz") is not None, procs[-1], log, "orchestrator", 120)
             wait_until(lambda: runner_idle(orch_url), procs[-1], log, "the live runner", 180)
             orchestrator = procs[-1]
             log = work / "gateway.log"
             gateway = ["gateway", "--orch-addr", f"127.0.0.1:{ports['orch']}", "--data-dir", str(work / "gw")]
             gateway += ["--http-addr", f"127.0.0.1:{ports['http']}", "--cli-addr", f"127.0.0.1:{ports['cli']}"]
-            procs.append(start([*gateway, "--log-level", "warning"], log))
+            procs.append(start_lpnode([*gateway, "--log-level", "warning"], log))
             gateway_url = f"http://127.0.0.1:{ports['http']}"
             wait_until(lambda: fetch(f"{gateway_url}/healthz") is not None, procs[-1], log, "gateway", 60)
             stack = Stack(gateway_url, procs[-1], orchestrator)
             summaries = asyncio.run(measure(stack, segments, frames, args, deadline))
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                stop_process(proc)
     table, facts = report(summaries, args.fps)
     if args.dump:
         runs = [
