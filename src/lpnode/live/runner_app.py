@@ -168,32 +168,12 @@ def create_live_app(config: RunnerConfig, spec: PipelineSpec, log_level: str = "
 
 def serve_live(config: RunnerConfig, log_level: str = "", spec: PipelineSpec | None = None) -> None:
     """Serve the live runner until SIGINT/SIGTERM (the port is bound before the pipeline loads)."""
-    import uvicorn
-
-    from lpnode.runner.server import listen_socket
+    from lpnode.runner.server import run_app
 
     if spec is None:
         config, spec = live_config(config)
-    if not config.allow_downloads:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sock = listen_socket(config.host, config.port)
-    if config.exit_with_parent:
-        from lpnode.runner.parent_watch import exit_with_parent
-
-        exit_with_parent()
-    app = create_live_app(config, spec, log_level or logging.getLevelName(logging.getLogger().level).lower())
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-            lifespan="on",
-        )
-    )
-    server.run(sockets=[sock])
+    level = log_level or logging.getLevelName(logging.getLogger().level).lower()
+    run_app(config, lambda: create_live_app(config, spec, level))
 
 
 def serve_spec(spec: PipelineSpec, host: str | None = None, port: int | None = None) -> None:

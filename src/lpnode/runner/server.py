@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from lpnode.errors import ConfigError
 from lpnode.runner.config import RunnerConfig
@@ -42,22 +43,31 @@ def serve(config: RunnerConfig, on_ready: Callable[[], None] | None = None) -> N
 
         serve_live(config)
         return
+
+    def make_app() -> Any:
+        from lpnode.runner.app import create_app  # after run_app has set HF_HUB_OFFLINE: read at import
+
+        return create_app(config, on_ready=on_ready)
+
+    run_app(config, make_app)
+
+
+def run_app(config: RunnerConfig, make_app: Callable[[], Any]) -> None:
+    """Take the port (or the socket the runner pool handed over), start watching the parent, build the app
+    with ``make_app`` and serve it with uvicorn until SIGINT/SIGTERM. Batch and live runners share this."""
     if not config.allow_downloads:
         # Read by huggingface_hub at import; serve what is in the models dir, never fetch silently.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import uvicorn
-
-    from lpnode.runner.app import create_app
 
     sock = listen_socket(config.host, config.port)
     if config.exit_with_parent:
         from lpnode.runner.parent_watch import exit_with_parent
 
         exit_with_parent()
-    app = create_app(config, on_ready=on_ready)
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            make_app(),
             loop="uvloop",
             http="httptools",
             log_config=None,
