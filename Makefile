@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lpnode-installed
 UP_ARGS ?=
 
-.PHONY: up test check openapi clean
+.PHONY: up test test-fast check openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 up: $(STAMP)  ## run gateway, orchestrator and runners here, offline, with tiny models (UP_ARGS="--http-addr 127.0.0.1:9935")
 	$(BIN)/lpnode up $(UP_ARGS)
 
-test: $(STAMP)  ## run the test suite (real processes on loopback)
+test: $(STAMP)  ## run the test suite (real processes on loopback; installs Chromium for the dashboard tests)
+	scripts/install-test-deps
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the in-process tests only, under a minute (`make test` runs everything)
+	$(BIN)/python -m pytest -m "not processes"
 
 check: $(STAMP)  ## lint, format check and strict type check
 	$(BIN)/ruff check src tests benchmarks

@@ -614,8 +614,8 @@ def measure(args: argparse.Namespace, models_dir: Path, tmp: Path) -> Outcome:
     """Start the runner, the orchestrator, the gateway and nginx, run the rounds, always stop every process."""
     import uvloop
 
-    from lpnode.gateway.forward import segment_header
     from lpnode.gateway.orch_client import OrchestratorClient
+    from lpnode.protocol.job_hop import encode_segment as segment_header
 
     args.inline = gateway_asks_inline()
 

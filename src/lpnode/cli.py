@@ -342,6 +342,14 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    # The doctor's presentation is shared; each role supplies the checks that need its own code.
+    from lpnode.gateway.doctor import advertised
+    from lpnode.orchestrator.doctor import OrchestratorFiles
+
+    return run_doctor_command(args, OrchestratorFiles(), advertised)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from lpnode.up import run_up
 
@@ -373,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "up": _cmd_up,
         "dashboard": run_dashboard_command,
         "status": run_status_command,
-        "doctor": run_doctor_command,
+        "doctor": _cmd_doctor,
     }
     try:
         return handlers[args.command](args)

@@ -22,19 +22,11 @@ from pathlib import Path
 
 from lpnode.errors import ConfigError
 from lpnode.logs import configure_logging
-from lpnode.orchestrator.settings import read_secret
+from lpnode.pipelines import BATCH_PIPELINES
+from lpnode.protocol.orch_secret import read_secret
 
-TINY_MODELS = {
-    "text-to-image": "lpnode/tiny-text-to-image",
-    "image-to-image": "lpnode/tiny-image-to-image",
-    "image-to-video": "lpnode/tiny-image-to-video",
-    "upscale": "lpnode/tiny-upscale",
-    "audio-to-text": "lpnode/tiny-audio-to-text",
-    "segment-anything-2": "lpnode/tiny-segment-anything-2",
-    "llm": "lpnode/tiny-llm",
-    "image-to-text": "lpnode/tiny-image-to-text",
-    "text-to-speech": "lpnode/tiny-text-to-speech",
-}
+# Every batch pipeline has a tiny model, named for the pipeline it serves (lpnode.runner.tiny).
+TINY_MODELS = {p: f"lpnode/tiny-{p}" for p in BATCH_PIPELINES}
 WARM = {"text-to-image", "llm"}
 SAFETY_CHECKER = "lpnode/tiny-safety-checker"
 ORCH_START_SECONDS = 300.0

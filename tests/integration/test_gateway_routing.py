@@ -12,6 +12,8 @@ import concurrent.futures
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +121,64 @@ def test_a_price_cap_routes_everything_to_the_cheaper_orchestrator(
         assert sorted(o["orch_uri"] for o in network["orchestrators"]) == sorted([cheap.base_url, dear.base_url])
     finally:
         gateway.stop()
+
+
+class SilentOrchestrator(procs.ChildProcess):
+    """``tests/peers/silent_orchestrator.py``: advertises the model, accepts jobs, never answers them."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = procs.free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = data_dir / "silent.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        script = Path(__file__).parents[1] / "peers" / "silent_orchestrator.py"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "--port", str(self.port), "--model", T2I],
+            stdout=self._log, stderr=subprocess.STDOUT, env=procs.child_env(),
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                requests.get(self.base_url + "/accepted", timeout=2)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise AssertionError(self.log())
+
+    def accepted(self) -> int:
+        return int(requests.get(self.base_url + "/accepted", timeout=5).text)
+
+
+def test_an_orchestrator_that_never_answers_is_abandoned_at_the_deadline_and_suspended(
+    runner: RunnerProcess, models_dir: Path, tmp_path: Path
+) -> None:
+    healthy = orchestrator(runner, models_dir, tmp_path / "healthy", price=10)
+    silent = SilentOrchestrator(tmp_path / "silent")
+    timeout = 6.0
+    gateway = GatewayProcess(
+        tmp_path / "gw", "--orch-addr", f"{silent.base_url},{healthy.base_url}", "--timeout", str(timeout)
+    )
+    try:
+        answers: list[tuple[int, float]] = []
+        for _ in range(4):  # the latency selector tries an unmeasured orchestrator before a measured one
+            started = time.monotonic()
+            status = gateway.post().status_code
+            answers.append((status, time.monotonic() - started))
+            if silent.accepted():
+                break
+        assert silent.accepted() == 1, answers
+        status, seconds = answers[-1]
+        assert status in (200, 504), answers  # another orchestrator's result if time was left, else 504
+        assert seconds < timeout + 3, answers
+        known = requests.get(gateway.admin_url + "/status", timeout=10).json()["orchestrators"]
+        state = {o["url"]: o for o in known}
+        assert state[silent.base_url]["ready"] is False, known
+        assert "deadline" in state[silent.base_url]["problem"], known
+        assert [gateway.post().status_code for _ in range(3)] == [200] * 3
+        assert silent.accepted() == 1  # suspended: no further job went there
+    finally:
+        gateway.stop()
+        silent.stop()
+        healthy.stop()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lpnode.gateway.key_guard import KeyGuard, UnauthorizedError
+from lpnode.errors import UnauthorizedError
+from lpnode.gateway.key_guard import KeyGuard
 from lpnode.gateway.keys import KeyStore
 from lpnode.gateway.usage import UsageLog, UsageRecord
 from procs import child_env

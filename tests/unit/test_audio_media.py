@@ -12,8 +12,8 @@ import pytest
 
 from lpnode.errors import BadRequestError, UnsupportedMediaError
 from lpnode.runner.audio import decode_audio, wav_bytes
-from lpnode.runner.pipelines.audio_to_text import parse_metadata_duration, parse_return_timestamps
 from lpnode.runner.pipelines.text_to_speech import split_text
+from lpnode.schemas.checks import parse_metadata_duration, parse_return_timestamps
 
 
 def wav_file(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:

@@ -12,8 +12,8 @@ from lpnode.dashboard.network_view import network_view
 from lpnode.dashboard.standalone import capabilities_url
 from lpnode.dashboard.status_command import format_table
 from lpnode.dashboard.units import price_per_output, wei_text
-from lpnode.dashboard.usage_series import usage_series
 from lpnode.errors import ConfigError
+from lpnode.gateway.dashboard_source import usage_series
 from lpnode.gateway.usage import UsageLog, UsageRecord
 
 GO_DOCUMENT = {

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lpnode.errors import ConfigError
-from lpnode.gateway.key_guard import KeyGuard, TooManyRequestsError, UnauthorizedError, bearer_key
+from lpnode.errors import ConfigError, TooManyRequestsError, UnauthorizedError
+from lpnode.gateway.key_guard import KeyGuard, bearer_key
 from lpnode.gateway.keys import KeyStore
 from lpnode.gateway.keys_command import DEFAULT_DATA_DIR
 from lpnode.gateway.settings import GatewaySettings

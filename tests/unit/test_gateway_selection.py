@@ -14,13 +14,13 @@ from lpnode.cli import build_parser
 from lpnode.errors import BadRequestError, ConfigError
 from lpnode.gateway.command import parse_capability_prices, settings_from_args
 from lpnode.gateway.directory import Offer, normalize_address
-from lpnode.gateway.forward import segment_header
-from lpnode.gateway.jobs import ROUTES, units
 from lpnode.gateway.selection import GoLivepeerSelector, LatencySelector, Stats
 from lpnode.gateway.settings import PriceCaps, parse_price
 from lpnode.orchestrator.credentials import check_credentials
+from lpnode.pipelines import PIPELINES
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import ModelOffer, build_capabilities
+from lpnode.protocol.job_hop import encode_segment as segment_header
 from lpnode.schemas.images import TextToImageParams
 
 
@@ -101,9 +101,9 @@ def test_gateway_flags_accept_go_livepeer_spellings() -> None:
 
 def test_units_follow_go_livepeer() -> None:
     params = TextToImageParams(prompt="x", width=64, height=32, num_images_per_prompt=3)
-    assert units(ROUTES["text-to-image"], params, {}) == 64 * 32 * 3
+    assert PIPELINES["text-to-image"].units(params, {}) == 64 * 32 * 3
     with pytest.raises(BadRequestError, match="not a readable image"):
-        units(ROUTES["upscale"], params, {"image": b"junk"})
+        PIPELINES["upscale"].units(params, {"image": b"junk"})
 
 
 def test_the_segment_header_passes_the_orchestrators_own_check() -> None:

@@ -22,13 +22,13 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from lpnode.gateway.forward import segment_header
 from lpnode.orchestrator.ai_models import AIModelConfig
 from lpnode.orchestrator.info import PriceBook, offers
 from lpnode.orchestrator.live import LiveRoute, LiveTimings
 from lpnode.orchestrator.pool import PoolTimings, ProcessSettings, RunnerPool
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import build_capabilities
+from lpnode.protocol.job_hop import encode_segment as segment_header
 from lpnode.trickle import TrickleServer
 
 T = TypeVar("T")

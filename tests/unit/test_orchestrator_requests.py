@@ -9,13 +9,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lpnode.errors import BadRequestError, JobError, PayloadTooLargeError, UnavailableError, UnsupportedMediaError
-from lpnode.orchestrator.credentials import ForbiddenError, PaymentRequiredError, check_credentials
+from lpnode.errors import (
+    BadRequestError,
+    ForbiddenError,
+    JobError,
+    PayloadTooLargeError,
+    PaymentRequiredError,
+    UnavailableError,
+    UnsupportedMediaError,
+)
+from lpnode.orchestrator.credentials import check_credentials
 from lpnode.orchestrator.job_body import read_model_id
-from lpnode.orchestrator.runner_errors import runner_error
 from lpnode.orchestrator.settings import listen_address, parse_gpus, service_url
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import ModelOffer, build_capabilities, incompatibility
+from lpnode.protocol.job_hop import runner_error
 from lpnode.protocol.lp_rpc_pb2 import Capabilities, Payment, SegData
 
 BOUNDARY = "b0undary"

@@ -16,6 +16,7 @@ GEN = [sys.executable, str(ROOT / "scripts" / "gen-proto")]
 CHECKED_IN = ROOT / "src" / "lpnode" / "protocol"
 
 
+@pytest.mark.processes  # runs scripts/gen-proto
 def test_checked_in_generated_code_matches_the_proto(tmp_path: Path) -> None:
     result = subprocess.run([*GEN, "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -25,6 +26,7 @@ def test_checked_in_generated_code_matches_the_proto(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.processes  # runs scripts/gen-proto
 def test_gen_proto_check_fails_on_drift(tmp_path: Path) -> None:
     for name in ("lp_rpc_pb2.py", "lp_rpc_pb2.pyi"):
         shutil.copy(CHECKED_IN / name, tmp_path / name)

@@ -17,7 +17,7 @@ from lpnode.protocol.ai_worker import (
     parse_multipart,
     parse_result,
 )
-from lpnode.worker.jobs import _result_upload, _runner_request
+from lpnode.worker.job_runner import _result_upload, _runner_request
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"\r\n--not-a-boundary\r\n" * 3
 

@@ -130,7 +130,7 @@ def _base_url(url: str) -> str:
 def _secret(value: str) -> str:
     import os
 
-    from lpnode.orchestrator.settings import read_secret
+    from lpnode.protocol.orch_secret import read_secret
 
     secret = read_secret(value or os.environ.get("LPNODE_ORCH_SECRET", ""))
     if not secret:

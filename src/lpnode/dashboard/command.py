@@ -1,4 +1,7 @@
-"""The ``lpnode dashboard``, ``lpnode status`` and ``lpnode doctor`` commands (parsers and handlers)."""
+"""The ``lpnode dashboard``, ``lpnode status`` and ``lpnode doctor`` commands (parsers and handlers).
+
+``lpnode doctor`` needs the roles' own checks; ``lpnode.cli`` passes them in (see
+:mod:`lpnode.dashboard.sources`)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lpnode.dashboard.sources import Advertisement, NodeFiles
 from lpnode.dashboard.status_command import DEFAULT_GATEWAY, DEFAULT_ORCHESTRATOR
 
 UP_DATA_DIR = Path("~/.lpnode")
@@ -57,11 +61,21 @@ def run_status_command(args: argparse.Namespace) -> int:
     return run_status(gateway, orchestrator, sys.stdout)
 
 
-def run_doctor_command(args: argparse.Namespace) -> int:
+def run_doctor_command(args: argparse.Namespace, files: NodeFiles, advertisement: Advertisement) -> int:
+    """``lpnode doctor`` with the orchestrator's side (``files``) and the gateway's (``advertisement``)."""
     from lpnode.dashboard.doctor import run_doctor
-    from lpnode.runner.store import models_dir_default
 
     up_dir = UP_DATA_DIR.expanduser()
     ai_models = args.ai_models or ((up_dir / "aiModels.json") if (up_dir / "aiModels.json").is_file() else None)
-    models_dir = args.models_dir or ((up_dir / "models") if (up_dir / "models").is_dir() else models_dir_default())
-    return run_doctor(args.orchestrator, args.gateway, ai_models, models_dir.expanduser(), sys.stdout)
+    models_dir = args.models_dir or (
+        (up_dir / "models") if (up_dir / "models").is_dir() else files.default_models_dir()
+    )
+    return run_doctor(
+        args.orchestrator,
+        args.gateway,
+        ai_models,
+        models_dir.expanduser(),
+        sys.stdout,
+        files=files,
+        advertisement=advertisement,
+    )

@@ -8,24 +8,27 @@
    request (the cheapest warm pipeline, at 64×64 or a few tokens) goes through the gateway.
 
 A failing check prints its likely cause and the fix. The exit status is 1 when any check fails.
+
+What needs a role's own code comes in through :mod:`lpnode.dashboard.sources`: the orchestrator's
+:class:`~lpnode.dashboard.sources.NodeFiles` (1, 2) and the gateway's
+:data:`~lpnode.dashboard.sources.Advertisement` (5); ``lpnode.cli`` wires them. The rest is HTTP.
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from lpnode.dashboard.doctor_requests import SMALL_REQUESTS, small_request
 from lpnode.dashboard.fetch import Unreachable, base_url, get_json, request
 from lpnode.dashboard.network_view import pipeline_name
+from lpnode.dashboard.sources import NODE_STATUS_PATH, Advertisement, ModelEntry, NodeFiles
 from lpnode.errors import ConfigError
-from lpnode.orchestrator.ai_models import AIModelConfig, load_ai_models
+from lpnode.pipelines import PIPELINES
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 READY_STATES = ("IDLE", "OK")
@@ -47,6 +50,8 @@ class Doctor:
     ai_models: Path | None
     models_dir: Path
     out: TextIO
+    files: NodeFiles
+    advertisement: Advertisement
     checks: list[Check] | None = None
 
     def report(self, name: str, outcome: str, detail: str, fix: str = "") -> Check:
@@ -79,43 +84,45 @@ class Doctor:
 
     # --- 1, 2: the configuration ------------------------------------------------------------------------
 
-    def check_ai_models(self) -> list[AIModelConfig] | None:
+    def check_ai_models(self) -> list[ModelEntry] | None:
         if self.ai_models is None:
             self.report("aiModels.json", SKIP, "no --ai-models given (and none in ~/.lpnode)")
             return None
         try:
-            configs, warnings = load_ai_models(str(self.ai_models))
+            config = self.files.read_config(self.ai_models)
         except ConfigError as exc:
             problems = "; ".join(str(exc).splitlines())
             self.report(
                 "aiModels.json", FAIL, problems, f"correct {self.ai_models}; `lpnode models check` explains each entry"
             )
             return None
+        entries, warnings = list(config.entries), config.warnings
         note = f" ({len(warnings)} warning(s): {'; '.join(warnings)})" if warnings else ""
-        self.report("aiModels.json", PASS, f"{len(configs)} entries in {self.ai_models}{note}")
-        from lpnode.runner.store import list_models
+        self.report("aiModels.json", PASS, f"{len(entries)} entries in {self.ai_models}{note}")
+        self.check_model_files(entries, self.files.stored_models(self.models_dir))
+        return entries
 
-        stored = {m.model_id for m in list_models(self.models_dir)}
-        for config in configs:
-            name = f"model files {config.pipeline} {config.model_id}"
-            if config.external:
-                self.report(name, PASS, f"external runner at {config.url} (no files needed here)")
-            elif config.pipeline == "live-video-to-video" or config.custom:
+    def check_model_files(self, entries: list[ModelEntry], stored: Collection[str]) -> None:
+        for entry in entries:
+            name = f"model files {entry.pipeline} {entry.model_id}"
+            known = PIPELINES.get(entry.pipeline)
+            if entry.external_url:
+                self.report(name, PASS, f"external runner at {entry.external_url} (no files needed here)")
+            elif entry.custom or (known is not None and not known.batch):
                 self.report(name, SKIP, "not kept in the models dir")
-            elif config.model_id in stored:
+            elif entry.model_id in stored:
                 self.report(name, PASS, f"present in {self.models_dir}")
             else:
                 self.report(
                     name, FAIL, f"not in {self.models_dir}",
-                    f"lpnode models pull {config.model_id} --models-dir {self.models_dir} (or pass --models-dir)",
+                    f"lpnode models pull {entry.model_id} --models-dir {self.models_dir} (or pass --models-dir)",
                 )  # fmt: skip
-        return configs
 
     # --- 3, 4: the orchestrator and its runners ---------------------------------------------------------
 
     def check_orchestrator(self) -> dict[str, Any] | None:
         try:
-            status = get_json(f"{self.orchestrator}/status")
+            status = get_json(f"{self.orchestrator}{NODE_STATUS_PATH}")
         except Unreachable as exc:
             self.report(
                 "orchestrator answers", FAIL, str(exc),
@@ -124,13 +131,15 @@ class Doctor:
             return None
         if not isinstance(status, dict) or not isinstance(status.get("models"), list):
             self.report(
-                "orchestrator answers", FAIL, f"{self.orchestrator}/status is not an lpnode orchestrator's status"
+                "orchestrator answers",
+                FAIL,
+                f"{self.orchestrator}{NODE_STATUS_PATH} is not an lpnode orchestrator's status",
             )
             return None
         self.report("orchestrator answers", PASS, f"{self.orchestrator} (service address {status.get('service_url')})")
         return status
 
-    def check_runners(self, status: dict[str, Any], configs: list[AIModelConfig] | None) -> None:
+    def check_runners(self, status: dict[str, Any], configs: list[ModelEntry] | None) -> None:
         served = {(m.get("pipeline"), m.get("model_id")): m for m in status["models"] if isinstance(m, dict)}
         for config in configs or []:
             if (config.pipeline, config.model_id) not in served and not config.custom:
@@ -160,18 +169,9 @@ class Doctor:
     def check_advertised(self, service_url: str, status: dict[str, Any] | None) -> None:
         name = "advertised from outside (GetOrchestrator)"
         target = service_url or self.orchestrator
-        from lpnode.gateway.orch_client import OrchestratorClient, OrchestratorUnreachable
-
-        async def call() -> Any:
-            client = OrchestratorClient()
-            try:
-                return await client.get_info(target, timeout=10.0)
-            finally:
-                await client.close()
-
         try:
-            info = asyncio.run(call())
-        except OrchestratorUnreachable as exc:
+            info = self.advertisement(target)
+        except Unreachable as exc:
             self.report(
                 name, FAIL, f"the service address does not answer gRPC: {exc}",
                 "the service address (-serviceAddr) must be the host:port gateways can reach: a public IP or DNS "
@@ -179,18 +179,14 @@ class Doctor:
             )  # fmt: skip
             return
         names: dict[str, Any] = {}
-        advertised = {
-            (pipeline_name(cap, names), model_id): facts.warm
-            for cap, constraint in info.capabilities.constraints.PerCapability.items()
-            for model_id, facts in constraint.models.items()
-        }
+        advertised = {(pipeline_name(cap, names), model_id): warm for (cap, model_id), warm in info.models.items()}
         missing = []
         for model in (status or {}).get("models", []):
             key = (model.get("pipeline"), model.get("model_id"))
-            if key not in advertised and model.get("pipeline") in _PIPELINES_ADVERTISED:
+            if key not in advertised and model.get("pipeline") in PIPELINES:
                 missing.append(f"{key[0]} {key[1]}")
         warm = sum(1 for w in advertised.values() if w)
-        detail = f"{target} advertises {len(advertised)} model(s), {warm} warm, {len(info.hardware)} hardware entr(ies)"
+        detail = f"{target} advertises {len(advertised)} model(s), {warm} warm, {info.hardware} hardware entr(ies)"
         if missing:
             self.report(name, FAIL, f"{detail}; not advertised: {', '.join(missing)}", "check the orchestrator's log")
         else:
@@ -257,12 +253,12 @@ class Doctor:
 
     def check_request(self, offers: list[tuple[str, str, dict[str, Any]]]) -> None:
         warm = {(p, m) for p, m, o in offers if o.get("warm") and not o.get("over_cap")}
-        choice = next(((p, m) for p in _REQUESTS for (q, m) in sorted(warm) if q == p), None)
+        choice = next(((p, m) for p in SMALL_REQUESTS for (q, m) in sorted(warm) if q == p), None)
         if choice is None:
             self.report("request through the gateway", SKIP, "no warm batch pipeline to try")
             return
         pipeline, model_id = choice
-        data, headers = _REQUESTS[pipeline](model_id)
+        data, headers = small_request(pipeline, model_id)
         started = time.monotonic()
         try:
             status, body = request(f"{self.gateway}/{pipeline}", data=data, headers=headers, timeout=REQUEST_TIMEOUT)
@@ -285,52 +281,18 @@ class Doctor:
         self.report(f"request {pipeline} {model_id}", FAIL, f"answered {status}: {message}", fix)
 
 
-def _png(size: int = 64) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), (40, 120, 160)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _json(body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    return json.dumps(body).encode(), {"Content-Type": "application/json"}
-
-
-def _multipart(fields: dict[str, str], image: bytes) -> tuple[bytes, dict[str, str]]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="doctor.png"\r\n'
-        "Content-Type: image/png\r\n\r\n".encode()
-        + image
-        + b"\r\n"
+def run_doctor(
+    orchestrator: str,
+    gateway: str,
+    ai_models: Path | None,
+    models_dir: Path,
+    out: TextIO,
+    *,
+    files: NodeFiles,
+    advertisement: Advertisement,
+) -> int:
+    """Run every check against the orchestrator and gateway at these addresses, print each; 1 if one failed."""
+    doctor = Doctor(
+        base_url(orchestrator, "https"), base_url(gateway), ai_models, models_dir, out, files, advertisement
     )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-_REQUESTS: dict[str, Callable[[str], tuple[bytes, dict[str, str]]]] = {
-    "text-to-image": lambda m: _json(
-        {"model_id": m, "prompt": "a lighthouse", "width": 64, "height": 64, "num_inference_steps": 1}
-    ),
-    "llm": lambda m: _json({"model": m, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
-    "image-to-text": lambda m: _multipart({"model_id": m, "prompt": "a"}, _png()),
-    "segment-anything-2": lambda m: _multipart(
-        {"model_id": m, "point_coords": "[[10,20]]", "point_labels": "[1]"}, _png()
-    ),
-    "text-to-speech": lambda m: _json({"model_id": m, "text": "Hi."}),
-    "upscale": lambda m: _multipart({"model_id": m, "prompt": "a", "num_inference_steps": "1"}, _png(32)),
-    "image-to-image": lambda m: _multipart({"model_id": m, "prompt": "a", "num_inference_steps": "1"}, _png()),
-}
-"""Pipeline -> a small request for a model; tried in this order (cheapest first)."""
-_PIPELINES_ADVERTISED = (
-    "text-to-image", "image-to-image", "image-to-video", "upscale", "audio-to-text", "segment-anything-2", "llm",
-    "image-to-text", "live-video-to-video", "text-to-speech",
-)  # fmt: skip
-
-
-def run_doctor(orchestrator: str, gateway: str, ai_models: Path | None, models_dir: Path, out: TextIO) -> int:
-    return Doctor(base_url(orchestrator, "https"), base_url(gateway), ai_models, models_dir, out).run()
+    return doctor.run()

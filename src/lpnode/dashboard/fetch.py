@@ -17,7 +17,7 @@ TIMEOUT = 10.0
 
 
 class Unreachable(Exception):
-    """The URL did not answer with JSON; ``str()`` says why, in one line."""
+    """The node did not answer (with JSON, or over gRPC for the doctor); ``str()`` says why, in one line."""
 
 
 def _context() -> ssl.SSLContext:

@@ -12,20 +12,17 @@ gateway's price cap per model through ``max_price``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from lpnode.dashboard.sources import Annotate, MaxPrice
 from lpnode.dashboard.units import OUTPUT_UNITS, price_per_output, wei_text
-from lpnode.protocol.capabilities import pipeline_for_capability
+from lpnode.pipelines import PIPELINES
 
 BYOC_CAPABILITY = 37
-
-Annotate = Callable[[int, str, str], Mapping[str, Any]]
-"""(orchestrator index in the document, pipeline, model id) -> extra fields for that offer."""
-MaxPrice = Callable[[str, str], Fraction | None]
-"""(pipeline, model id) -> the most wei per unit the gateway pays, or ``None`` for no cap."""
+_PIPELINE_NAMES: Mapping[int, str] = {spec.capability: name for name, spec in PIPELINES.items()}
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -57,11 +54,11 @@ def pipeline_name(capability: int, names: Mapping[str, Any]) -> str:
     """``text-to-image`` for 27, ``byoc`` for 37; other numbers by the document's own name, or ``capability N``."""
     if capability == BYOC_CAPABILITY:
         return "byoc"
-    try:
-        return pipeline_for_capability(capability)
-    except ValueError:
-        name = _str(names.get(str(capability)))
-        return name.lower().replace(" ", "-") if name else f"capability {capability}"
+    known = _PIPELINE_NAMES.get(capability)
+    if known is not None:
+        return known
+    name = _str(names.get(str(capability)))
+    return name.lower().replace(" ", "-") if name else f"capability {capability}"
 
 
 @dataclass

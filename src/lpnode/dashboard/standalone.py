@@ -9,10 +9,8 @@ Only the network page is served: usage and selection measurements live in the ga
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +26,7 @@ from lpnode.dashboard.network_view import network_view
 from lpnode.dashboard.pages import asset_route, json_response, page_route
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
-from lpnode.runner.server import bind_socket
+from lpnode.serving import QuietServer, bind_socket, run_until_stopped
 
 log = logging.getLogger("lpnode.dashboard")
 ENDPOINT = "/getNetworkCapabilities"
@@ -105,8 +103,6 @@ def dashboard_app(feed: Feed) -> Starlette:
 
 def run_dashboard(source: str, listen: str, interval: float) -> None:
     """Blocking: fetch ``source`` every ``interval`` seconds and serve the page on ``listen`` until Ctrl-C."""
-    import uvloop
-
     url = capabilities_url(source)
     host, _, port_text = listen.rpartition(":")
     if not host or not port_text.isdigit():
@@ -121,15 +117,11 @@ def run_dashboard(source: str, listen: str, interval: float) -> None:
         ) from None
     feed = Feed(url)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         config = uvicorn.Config(
             dashboard_app(feed), loop="none", http="httptools", log_config=None, access_log=False, lifespan="off"
         )
-        server = _QuietServer(config)
+        server = QuietServer(config)
         async with aiohttp.ClientSession() as session:
 
             async def refresh() -> None:
@@ -148,13 +140,4 @@ def run_dashboard(source: str, listen: str, interval: float) -> None:
                 refresher.cancel()
                 await asyncio.gather(serving, refresher, return_exceptions=True)
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
-
-
-class _QuietServer(uvicorn.Server):
-    """Signals are handled by :func:`run_dashboard`, not uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
+    run_until_stopped(main)

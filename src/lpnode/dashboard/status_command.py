@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from lpnode.dashboard.fetch import Unreachable, base_url, get_json
 from lpnode.dashboard.network_view import network_view
+from lpnode.dashboard.sources import NODE_STATUS_PATH
 from lpnode.dashboard.units import OUTPUT_UNITS
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8935"
@@ -145,7 +146,9 @@ def run_status(gateway: str | None, orchestrator: str | None, out: TextIO) -> in
         targets.append(("gateway", base_url(gateway), lambda url: print_gateway(gateway_data(url), out)))
     if orchestrator is not None:
         root = base_url(orchestrator, "https")
-        targets.append(("orchestrator", root, lambda url: print_orchestrator(get_json(f"{url}/status"), out)))
+        targets.append(
+            ("orchestrator", root, lambda url: print_orchestrator(get_json(f"{url}{NODE_STATUS_PATH}"), out))
+        )
     failed = False
     for index, (role, url, show) in enumerate(targets):
         if index:

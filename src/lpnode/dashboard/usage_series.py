@@ -1,21 +1,19 @@
-"""The usage page's data: the gateway's usage records summed into time buckets, per API key and per pipeline.
+"""The usage page's data: a gateway's usage records summed into time buckets, per API key and per pipeline.
 
-The sums run in SQLite (``GROUP BY`` bucket, key, pipeline), so a busy gateway's week of records costs one
-indexed scan, not a Python loop per record. Spend is summed as a float (the page draws it; ``lpnode usage``
-gives exact totals).
+The gateway sums its records per bucket (:class:`~lpnode.dashboard.sources.UsageSource`: in SQLite, one
+indexed scan, not a Python loop per record); this module lays the sums out as the page's series. Spend is
+summed as a float (the page draws it; ``lpnode usage`` gives exact totals).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextlib import closing
 from types import MappingProxyType
 from typing import Any
 
+from lpnode.dashboard.sources import UsageSource
 from lpnode.errors import ConfigError
-from lpnode.gateway.keys import connect
-from lpnode.gateway.usage import UsageLog
 
 WINDOWS: Mapping[str, tuple[float, float]] = MappingProxyType(
     {
@@ -28,11 +26,6 @@ WINDOWS: Mapping[str, tuple[float, float]] = MappingProxyType(
 )
 """Window name -> (window seconds, bucket seconds): 30 to 48 buckets each."""
 NO_KEY = "(no key)"
-_SQL = """
-SELECT CAST((time - ?) / ? AS INTEGER) AS bucket, key_name, pipeline, COUNT(*), SUM(units), SUM(status >= 400),
-       SUM(CAST(price_wei AS REAL)), SUM(latency_ms)
-FROM usage WHERE time >= ? GROUP BY bucket, key_name, pipeline
-"""
 _MEASURES = ("requests", "units", "errors", "spend_wei", "latency_ms")
 
 
@@ -40,7 +33,7 @@ def _empty(count: int) -> dict[str, list[float]]:
     return {name: [0.0] * count for name in (*_MEASURES, "_latency_sum")}
 
 
-def usage_series(usage: UsageLog, window: str = "1h", *, now: float | None = None) -> dict[str, Any]:
+def usage_series(source: UsageSource, window: str = "1h", *, now: float | None = None) -> dict[str, Any]:
     """``{window, bucket_seconds, since, until, buckets: [start times], by_key: {name: series},
     by_pipeline: {name: series}, totals: {by_key: [...], by_pipeline: [...]}}``; a series holds one list per
     measure (``requests``, ``units``, ``errors``, ``spend_wei``, ``latency_ms`` = mean per bucket, 0 when
@@ -51,20 +44,18 @@ def usage_series(usage: UsageLog, window: str = "1h", *, now: float | None = Non
     until = time.time() if now is None else now
     count = int(span // step)
     since = until - count * step
-    usage.flush()
-    with closing(connect(usage.path)) as conn:
-        rows = list(conn.execute(_SQL, (since, step, since)))
     groups: dict[str, dict[str, dict[str, list[float]]]] = {"by_key": {}, "by_pipeline": {}}
-    for bucket, key_name, pipeline, requests, units, errors, spend, latency in rows:
+    for row in source.usage_buckets(since, step):
+        bucket = row.bucket
         if not 0 <= bucket < count:
             continue  # a record with a clock from the future
-        for group, name in (("by_key", key_name or NO_KEY), ("by_pipeline", pipeline)):
+        for group, name in (("by_key", row.key_name or NO_KEY), ("by_pipeline", row.pipeline)):
             series = groups[group].setdefault(name, _empty(count))
-            series["requests"][bucket] += requests
-            series["units"][bucket] += units or 0
-            series["errors"][bucket] += errors or 0
-            series["spend_wei"][bucket] += spend or 0.0
-            series["_latency_sum"][bucket] += latency or 0.0
+            series["requests"][bucket] += row.requests
+            series["units"][bucket] += row.units
+            series["errors"][bucket] += row.errors
+            series["spend_wei"][bucket] += row.spend_wei
+            series["_latency_sum"][bucket] += row.latency_ms
     totals: dict[str, list[dict[str, Any]]] = {}
     for group, by_name in groups.items():
         totals[group] = []

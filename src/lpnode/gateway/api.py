@@ -1,62 +1,40 @@
 """The gateway's public AI API: ``POST /<pipeline>`` for every batch pipeline, with the runner API's bodies.
 
-Each request is validated here, once, against the runner's own schema (422 in FastAPI's shape for a bad
-field), given the pipeline's default model when it names none, and handed to the forwarder. Errors are
-JSON that both the ``livepeer-ai`` SDK and go-livepeer clients read: ``{"error": {"message": m},
-"detail": {"msg": m}}``.
+Each request is validated here, once, against the pipeline's schema (422 in FastAPI's shape for a bad field)
+and its cheap checks (:meth:`lpnode.pipelines.PipelineSpec.precheck`: the same code the runner runs, so a bad
+request is refused before an orchestrator is leased), given the pipeline's default model when it names none,
+and handed to the forwarder. Admission, metering and errors (the gateway's JSON dialect, which both the
+``livepeer-ai`` SDK and go-livepeer clients read) are :mod:`lpnode.gateway.job_wrapper`'s.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import secrets
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from lpnode.errors import JobCancelledError, JobError, PayloadTooLargeError, UnsupportedMediaError
+from lpnode.errors import (
+    JobError,
+    PayloadTooLargeError,
+    PipelineFailedError,
+    UnsupportedMediaError,
+    ValidationFailedError,
+    gateway_json_response,
+)
 from lpnode.gateway.async_jobs import AsyncJobs
-from lpnode.gateway.forward import Forwarder, Job, Outcome
-from lpnode.gateway.jobs import ROUTES, PipelineRoute, audio_units, units
-from lpnode.gateway.key_guard import Admission
-from lpnode.http_relay import when_sent
+from lpnode.gateway.forward import Forwarder, Job
+from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
+from lpnode.pipelines import PipelineSpec, audio_units, spec
 
 log = logging.getLogger("lpnode.gateway")
 MAX_BODY_BYTES = 100 * 1024 * 1024
-
-
-class ValidationFailed(JobError):
-    status_code = 422
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors))
-        self.errors = errors
-
-
-def error_response(exc: JobError) -> Response:
-    """The error body both SDK families parse; 422 keeps FastAPI's ``detail`` list."""
-    if isinstance(exc, JobCancelledError):
-        return Response(status_code=499)
-    headers: dict[str, str] | None = getattr(exc, "headers", None)
-    if headers is None and hasattr(exc, "retry_after"):
-        headers = {"Retry-After": str(exc.retry_after)}
-    if isinstance(exc, ValidationFailed):
-        body: dict[str, Any] = {"detail": exc.errors, "error": {"message": exc.message}}
-    else:
-        body = {"error": {"message": exc.message}, "detail": {"msg": exc.message}}
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
-
-
-Recorder = Callable[[str, str, int, int, Outcome, float, str], None]
-"""Called once per finished job: pipeline, model, units, status, outcome, seconds, request id."""
-Admit = Callable[[str | None], Awaitable[Admission]]
 
 
 class PublicApi:
@@ -64,87 +42,49 @@ class PublicApi:
         self,
         forwarder: Forwarder,
         default_model: Callable[[str], str],
+        wrapper: JobWrapper,
         *,
         timeout: float,
-        record: Recorder | None = None,
-        admit: Admit | None = None,
         async_jobs: AsyncJobs | None = None,
     ) -> None:
-        self.admit = admit
-        self.async_jobs = async_jobs
         self.forwarder = forwarder
         self.default_model = default_model
+        self.wrapper = wrapper
         self.timeout = timeout
-        self.record = record
+        self.async_jobs = async_jobs
 
     async def handle(self, request: Request) -> Response:
-        route = ROUTES[request.url.path.strip("/")]
-        started = time.monotonic()
-        request_id = secrets.token_hex(8)
-        outcome = Outcome()
-        model_id, job_units = "", 0
-        admission: Admission | None = None
+        route = spec(request.url.path.strip("/"))
+        settle = _audio_units if route.name == "audio-to-text" else None
+        job = JobRecord(pipeline=route.name)  # a refused key's record names the pipeline too
+        return await self.wrapper.serve(request, lambda job: self._serve(route, request, job), settle=settle, job=job)
+
+    async def _serve(self, route: PipelineSpec, request: Request, job: JobRecord) -> Response:
+        job.pipeline = route.name
+        params, fields, body, content_type = await self._read(route, request)
+        job.model_id = str(fields.get(route.model_field) or "") or self.default_model(route.name)
+        if not fields.get(route.model_field):
+            body, content_type = _with_model(route, fields, job.model_id, body, content_type)
+        route.precheck(params, fields)
+        job.units = route.units(params, fields)
+        hop = Job(route.name, job.model_id, body, content_type, job.request_id)
+        if self.async_jobs is not None and route.name == "image-to-video" and self.async_jobs.wants_async(request):
+            finish = job.detach()  # the background job releases the key and records itself
+            return self.async_jobs.start(job.request_id, lambda: self._background(hop, job, finish))
+        return await self.forwarder.run(hop, request, job.started + self.timeout, job)
+
+    async def _background(self, hop: Job, job: JobRecord, finish: Callable[[int], None]) -> Response:
         try:
-            if self.admit is not None:
-                admission = await self.admit(request.headers.get("authorization"))
-                outcome.key_id, outcome.key_name = admission.key.id, admission.key.name
-            params, fields, body, content_type = await self._read(route, request)
-            model_id = str(fields.get(route.model_field) or "") or self.default_model(route.name)
-            if not fields.get(route.model_field):
-                body, content_type = _with_model(route, fields, model_id, body, content_type)
-            job_units = units(route, params, fields)
-            job = Job(route.name, model_id, body, content_type, request_id)
-            if self.async_jobs is not None and route.name == "image-to-video" and self.async_jobs.wants_async(request):
-                held, admission = admission, None  # the background job releases it
-                done = functools.partial(self._finished, route.name, model_id, job_units, outcome, started, request_id)
-                return self.async_jobs.start(request_id, lambda: self._background(job, started, outcome, held, done))
-            response = await self.forwarder.run(job, request, started + self.timeout, outcome)
+            response = await self.forwarder.run(hop, None, job.started + self.timeout, job)
         except JobError as exc:
-            refused_key = getattr(exc, "key", None)
-            if refused_key is not None:
-                outcome.key_id, outcome.key_name = refused_key.id, refused_key.name
-            response = error_response(exc)
-        except Exception as exc:  # a bug: log it whole, answer a plain 500 without a traceback
-            log.exception("request failed unexpectedly", extra={"fields": {"pipeline": route.name}})
-            response = error_response(JobError(f"internal error: {type(exc).__name__}"))
-        if route.name == "audio-to-text":
-            job_units = audio_units(outcome.headers.get("X-Audio-Duration") or outcome.headers.get("x-audio-duration"))
-
-        def finish(status: int) -> None:
-            if admission is not None:
-                admission.release()
-            self._finished(route.name, model_id, job_units, outcome, started, request_id, status)
-
-        return when_sent(response, finish)
-
-    def _finished(
-        self, pipeline: str, model_id: str, units: int, outcome: Outcome, started: float, rid: str, status: int
-    ) -> None:
-        if self.record is not None:
-            self.record(pipeline, model_id, units, status, outcome, time.monotonic() - started, rid)
-
-    async def _background(
-        self,
-        job: Job,
-        started: float,
-        outcome: Outcome,
-        admission: Admission | None,
-        finished: Callable[[int], None],
-    ) -> Response:
-        try:
-            response = await self.forwarder.run(job, None, started + self.timeout, outcome)
-        except JobError as exc:
-            response = error_response(exc)
+            response = gateway_json_response(exc)
         except Exception as exc:  # a bug: log it, report it as the job's error
-            log.exception("async job failed unexpectedly", extra={"fields": {"pipeline": job.pipeline}})
-            response = error_response(JobError(f"internal error: {type(exc).__name__}"))
-        finally:
-            if admission is not None:
-                admission.release()
-        finished(response.status_code)
+            log.exception("async job failed unexpectedly", extra={"fields": {"pipeline": hop.pipeline}})
+            response = gateway_json_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
+        finish(response.status_code)
         return response
 
-    async def _read(self, route: PipelineRoute, request: Request) -> tuple[BaseModel, dict[str, Any], bytes, str]:
+    async def _read(self, route: PipelineSpec, request: Request) -> tuple[BaseModel, dict[str, Any], bytes, str]:
         content_type = request.headers.get("content-type", "")
         declared = int(request.headers.get("content-length") or 0)
         if declared > MAX_BODY_BYTES:
@@ -170,25 +110,26 @@ class PublicApi:
             try:
                 loaded = json.loads(body)
             except ValueError as exc:
-                raise ValidationFailed(
+                raise ValidationFailedError(
                     [{"loc": ["body"], "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]
                 ) from None
             if not isinstance(loaded, dict):
-                raise ValidationFailed([{"loc": ["body"], "msg": "must be a JSON object", "type": "model_type"}])
+                raise ValidationFailedError([{"loc": ["body"], "msg": "must be a JSON object", "type": "model_type"}])
             fields = loaded
         try:
+            assert route.params is not None
             params = route.params.model_validate(
                 {k: bytes(v) if isinstance(v, _Upload) else v for k, v in fields.items()}
             )
         except ValidationError as exc:
-            raise ValidationFailed(
+            raise ValidationFailedError(
                 [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
             ) from None
         return params, fields, body, content_type
 
 
 def _with_model(
-    route: PipelineRoute, fields: Mapping[str, Any], model_id: str, body: bytes, content_type: str
+    route: PipelineSpec, fields: Mapping[str, Any], model_id: str, body: bytes, content_type: str
 ) -> tuple[bytes, str]:
     """The body with the model field filled in: JSON re-encoded, multipart rebuilt with the same parts."""
     if not route.multipart:
@@ -220,3 +161,8 @@ class _Upload(bytes):
         upload.filename = filename.replace('"', "")
         upload.content_type = content_type
         return upload
+
+
+def _audio_units(job: JobRecord, status: int) -> None:
+    """audio-to-text is metered by the answer's duration (``X-Audio-Duration``)."""
+    job.units = audio_units(job.headers.get("X-Audio-Duration") or job.headers.get("x-audio-duration"))

@@ -13,9 +13,7 @@ from typing import Any
 from lpnode.errors import ConfigError
 from lpnode.gateway.settings import SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price
 from lpnode.logs import command_log_level
-from lpnode.runner.pipelines import NETWORK_PIPELINES
-
-ROUTES = [p for p in NETWORK_PIPELINES if p != "live-video-to-video"]
+from lpnode.pipelines import BATCH_PIPELINES
 
 OFFCHAIN = "offchain"
 
@@ -42,7 +40,9 @@ def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--auth", choices=("none", "keys"), default="none", help="keys: require `lpnode keys` API keys")
     p.add_argument("--selection", choices=SELECTOR_NAMES, default="latency", help="default latency")
     p.add_argument("--default-models", default="", help='JSON {"pipeline": "model id"} for requests naming none')
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds a job may take to start answering")
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds a job may take, its whole answer included (then 504)"
+    )
     p.add_argument("--data-dir", "-dataDir", dest="data_dir", type=Path, default=Path("~/.lpnode/gateway"))
     p.add_argument("--network", "-network", default=OFFCHAIN, help="only offchain is served")
     p.add_argument("-gateway", "-broadcaster", dest="role", nargs="?", const="true", default="true")
@@ -102,8 +102,8 @@ def parse_capability_prices(text: str, fallback: Fraction | None) -> dict[tuple[
     caps: dict[tuple[str, str], Fraction] = {}
     for index, entry in enumerate(entries, 1):
         where = f"--max-price-per-capability entry {index}"
-        if not isinstance(entry, dict) or entry.get("pipeline") not in ROUTES:
-            raise ConfigError(f"{where}: pipeline must be one of {', '.join(ROUTES)}")
+        if not isinstance(entry, dict) or entry.get("pipeline") not in BATCH_PIPELINES:
+            raise ConfigError(f"{where}: pipeline must be one of {', '.join(BATCH_PIPELINES)}")
         currency = str(entry.get("currency") or "wei").lower()
         if currency not in ("wei", "eth"):
             raise ConfigError(f"{where}: currency {currency!r} needs an on-chain price feed; use wei or eth")
@@ -128,7 +128,7 @@ def _default_models(text: str) -> dict[str, str]:
         data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"--default-models is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not all(k in ROUTES and isinstance(v, str) for k, v in data.items()):
+    if not isinstance(data, dict) or not all(k in BATCH_PIPELINES and isinstance(v, str) for k, v in data.items()):
         raise ConfigError('--default-models must be {"<pipeline>": "<model id>", ...} with known pipelines')
     return dict(data)
 

@@ -35,7 +35,7 @@ RECENT_ERRORS = 5
 
 
 @dataclass
-class Orchestrator:
+class KnownOrchestrator:
     url: str
     info: OrchestratorInfo | None = None
     fetched_at: float = 0.0  # wall clock, to compare with token expiry
@@ -83,7 +83,7 @@ class Directory:
         self.session = session
         self.refresh_seconds = refresh_seconds
         self.timeout = timeout
-        self.orchestrators: dict[str, Orchestrator] = {u: Orchestrator(u) for u in addresses}
+        self.orchestrators: dict[str, KnownOrchestrator] = {u: KnownOrchestrator(u) for u in addresses}
         self.last_refresh = 0.0
         self._refreshing: asyncio.Task[None] | None = None
 
@@ -106,7 +106,7 @@ class Directory:
 
     async def _refresh(self) -> None:
         for url in await self._webhook_addresses():
-            self.orchestrators.setdefault(url, Orchestrator(url))
+            self.orchestrators.setdefault(url, KnownOrchestrator(url))
         await asyncio.gather(*(self._fetch(o) for o in list(self.orchestrators.values())))
         self.last_refresh = time.time()
         usable = sum(1 for o in self.orchestrators.values() if o.info is not None and not o.suspended)
@@ -125,7 +125,7 @@ class Directory:
             log_event(log, "orchestrator webhook failed", logging.WARNING, url=self.webhook_url, problem=str(exc))
             return []
 
-    async def _fetch(self, orch: Orchestrator) -> None:
+    async def _fetch(self, orch: KnownOrchestrator) -> None:
         async with orch.lock:
             started = time.monotonic()
             try:
@@ -150,6 +150,15 @@ class Directory:
             if info is None:
                 raise OrchestratorUnreachable(orch.problem or f"{url}: no answer")
         return info.auth_token
+
+    def forget_session(self, url: str) -> None:
+        """``url`` refused its session's credentials: the next :meth:`token` fetches new info and a new token
+        before the orchestrator is used again (it stays on offer meanwhile)."""
+        orch = self.orchestrators.get(url)
+        if orch is not None:
+            orch.fetched_at = 0.0
+            if orch.info is not None:
+                orch.info.auth_token.expiration = 0
 
     # --- suspension ----------------------------------------------------------------------------------------
 
@@ -212,7 +221,7 @@ class Directory:
                     served.setdefault(name, set()).update(constraints.models)
         return served
 
-    def known(self) -> Iterable[Orchestrator]:
+    def known(self) -> Iterable[KnownOrchestrator]:
         return self.orchestrators.values()
 
 

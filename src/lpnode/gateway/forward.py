@@ -1,58 +1,58 @@
-"""Sending a job to an orchestrator, and to another one when the first fails, within one deadline.
+"""Sending a batch job to an orchestrator, and to another one when the first fails, within one deadline.
 
-For each attempt: pick the best eligible offer (price caps, then the selector), make sure its auth token
-is fresh, send the body with the headers a go-livepeer gateway sends (``Livepeer-Segment`` with the
-session token and the job's capabilities, ``Livepeer-Payment`` empty off-chain, and ``Authorization:
-Livepeer-AI-Worker-1.0`` except where results are wanted inline) and the time left (``Lpnode-Timeout``).
-The answer decides what happens next (go-livepeer's classification, §5.2):
+For each try (:mod:`lpnode.gateway.tries`): pick the best eligible offer (price caps, then the selector), make
+sure its auth token is fresh, and send the body with the job hop's headers (:mod:`lpnode.protocol.job_hop`:
+``Livepeer-Segment``, an empty ``Livepeer-Payment`` off-chain, ``Authorization: Livepeer-AI-Worker-1.0`` except
+where results are wanted inline, and ``Lpnode-Timeout`` with the time left) through the transport
+(:mod:`lpnode.gateway.transport`), which abandons the exchange when the deadline passes.
 
-- 200: done. Results are stored and served by the gateway (images and audio are asked for inline, as
-  ``data:`` URLs, by leaving out the worker header; videos are fetched from the orchestrator's URL); an
-  SSE answer is relayed chunk by chunk.
-- 400/413/415/422 (the input is wrong): the caller gets it, with the runner's message; no retry.
-- 402/403 (payment or credentials): the orchestrator's info and token are fetched again, then the next
-  attempt may use it again once.
-- 503 ``insufficient capacity``: try another orchestrator; this one is not suspended.
-- anything else, or no answer: this orchestrator is suspended, try another.
+- 200: done. Results are stored and served by the gateway (images and audio are asked for inline, as ``data:``
+  URLs; videos are fetched from the orchestrator's URL); an SSE answer is relayed chunk by chunk. A whole answer
+  over :data:`ANSWER_LIMIT` is refused.
+- an error answer, or none: :func:`lpnode.gateway.tries.refusal` / :func:`~lpnode.gateway.tries.unreachable`
+  decide between handing the error to the caller, trying this orchestrator again, or moving on.
 
-When no orchestrator is left, or the deadline passes, the caller gets a 503 saying why.
+When no orchestrator is left the caller gets a 503 saying why; past the deadline, a 504.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from fractions import Fraction
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
 
 import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lpnode.errors import BadRequestError, JobError, PayloadTooLargeError, UnavailableError, UnsupportedMediaError
 from lpnode.gateway.directory import Directory, Offer
+from lpnode.gateway.job_wrapper import JobRecord
 from lpnode.gateway.orch_client import OrchestratorUnreachable
-from lpnode.gateway.rehost import rehost
+from lpnode.gateway.result_hosting import host_results
 from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.settings import PriceCaps
-from lpnode.http_relay import RelayedStream, disconnected, first_of, release
+from lpnode.gateway.transport import HopAnswer, HopError, HopRequest, OrchestratorTransport
+from lpnode.gateway.tries import Retry, Tries, refusal, unreachable
+from lpnode.http_relay import RelayedStream, disconnected, first_of
 from lpnode.logs import log_event
-from lpnode.orchestrator.runner_errors import error_message
-from lpnode.protocol.capabilities import capability_bitstring, capability_for_pipeline
-from lpnode.protocol.lp_rpc_pb2 import AuthToken, Capabilities, SegData
+from lpnode.pipelines import spec
+from lpnode.protocol.job_hop import (
+    ERROR_BODY_LIMIT,
+    PAYMENT_HEADER,
+    SEGMENT_HEADER,
+    TIMEOUT_HEADER,
+    WORKER_AUTHORIZATION,
+    encode_segment,
+    timeout_value,
+)
 from lpnode.results import ResultStore
 
 log = logging.getLogger("lpnode.gateway.forward")
 MAX_ATTEMPTS = 6
 ANSWER_LIMIT = 512 * 1024 * 1024
-_FINAL = {400: BadRequestError, 413: PayloadTooLargeError, 415: UnsupportedMediaError, 422: BadRequestError}
-
-
-class GatewayTimeoutError(JobError):
-    status_code = 504
+"""The largest whole (not streamed) answer the gateway reads from an orchestrator."""
 
 
 @dataclass
@@ -64,17 +64,6 @@ class Job:
     request_id: str
 
 
-@dataclass
-class Outcome:
-    """What a finished job reports for metering."""
-
-    orchestrator: str = ""
-    price: Fraction | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    key_id: int | None = None
-    key_name: str = ""
-
-
 class Forwarder:
     def __init__(
         self,
@@ -82,6 +71,7 @@ class Forwarder:
         selector: Selector,
         stats: Stats,
         caps: PriceCaps,
+        transport: OrchestratorTransport,
         session: aiohttp.ClientSession,
         store: ResultStore,
         public_url: str,
@@ -90,124 +80,103 @@ class Forwarder:
         self.selector = selector
         self.stats = stats
         self.caps = caps
-        self.session = session
+        self.transport = transport
+        self.session = session  # fetches result files
         self.store = store
         self.public_url = public_url.rstrip("/")
 
-    async def run(self, job: Job, request: Request | None, deadline: float, outcome: Outcome) -> Response:
+    async def run(self, job: Job, request: Request | None, deadline: float, record: JobRecord) -> Response:
         """Serve ``job``; ``request`` is the caller's, watched for a disconnect (``None``: nobody waits)."""
-        tried: set[str] = set()
-        second_chance: set[str] = set()
         refreshed = False
-        reasons: list[str] = []
-        for _ in range(MAX_ATTEMPTS):
-            if time.monotonic() >= deadline:
-                raise GatewayTimeoutError("no orchestrator answered before the deadline")
-            offers = [o for o in self.directory.offers(job.pipeline, job.model_id) if o.url not in tried]
-            if not offers:  # every unsuspended one failed or none is left: give a suspended one a chance
-                offers = [
-                    o for o in self.directory.offers(job.pipeline, job.model_id, suspended=True) if o.url not in tried
-                ]
-            affordable = [o for o in offers if self.caps.allows(o)]
-            if not affordable:
-                if not refreshed:
-                    refreshed = True
-                    await asyncio.wait_for(self.directory.refresh(), max(0.1, deadline - time.monotonic()))
-                    continue
-                if offers:
-                    cap = self.caps.cap(job.pipeline, job.model_id)
-                    reasons.append(f"every offer is priced above the cap of {cap} wei per unit")
-                break
-            offer = self.selector.order(affordable, self.stats)[0]
-            try:
-                return await self._attempt(offer, job, request, deadline, outcome)
-            except _Retry as retry:
-                reasons.append(f"{offer.url}: {retry.reason}")
-                if retry.again and offer.url not in second_chance:
-                    second_chance.add(offer.url)
-                else:
-                    tried.add(offer.url)
-        served = "; ".join(reasons) if reasons else "no orchestrator offers it"
-        raise UnavailableError(f"no orchestrator could serve {job.pipeline} model {job.model_id!r}: {served}", 1)
+
+        async def pick(tried: Collection[str]) -> Offer | None:
+            nonlocal refreshed
+            while True:
+                offers = [o for o in self.directory.offers(job.pipeline, job.model_id) if o.url not in tried]
+                if not offers:  # every unsuspended one failed or none is left: give a suspended one a chance
+                    offers = self.directory.offers(job.pipeline, job.model_id, suspended=True)
+                    offers = [o for o in offers if o.url not in tried]
+                affordable = [o for o in offers if self.caps.allows(o)]
+                if affordable:
+                    return self.selector.order(affordable, self.stats)[0]
+                if refreshed:
+                    if offers:
+                        cap = self.caps.cap(job.pipeline, job.model_id)
+                        tries.reasons.append(f"every offer is priced above the cap of {cap} wei per unit")
+                    return None
+                refreshed = True
+                await asyncio.wait_for(self.directory.refresh(), max(0.1, deadline - time.monotonic()))
+
+        what = f"serve {job.pipeline} model {job.model_id!r}"
+        tries: Tries[Offer] = Tries(what, pick, lambda o: o.url, deadline=deadline, limit=MAX_ATTEMPTS)
+        return await tries.run(lambda offer: self._attempt(offer, job, request, deadline, record))
 
     async def _attempt(
-        self, offer: Offer, job: Job, request: Request | None, deadline: float, outcome: Outcome
+        self, offer: Offer, job: Job, request: Request | None, deadline: float, record: JobRecord
     ) -> Response:
         try:
             token = await self.directory.token(offer.url)
         except OrchestratorUnreachable as exc:
             self.directory.suspend(offer.url, str(exc))
-            raise _Retry(str(exc)) from None
+            raise Retry(str(exc)) from None
         headers = {
             "Content-Type": job.content_type,
-            "Livepeer-Segment": segment_header(token, job.pipeline, job.model_id),
-            "Livepeer-Payment": "",
-            **({} if job.pipeline in INLINE_RESULTS else {"Authorization": "Livepeer-AI-Worker-1.0"}),
-            "Lpnode-Timeout": f"{max(0.1, deadline - time.monotonic()):.3f}",
+            SEGMENT_HEADER: encode_segment(token, job.pipeline, job.model_id),
+            PAYMENT_HEADER: "",
+            **({} if spec(job.pipeline).asks_inline else {"Authorization": WORKER_AUTHORIZATION}),
+            TIMEOUT_HEADER: timeout_value(deadline - time.monotonic()),
         }
+        hop = HopRequest(f"{offer.transcoder}/{job.pipeline}", job.body, headers, deadline)
         self.stats.started(offer)
         started = time.monotonic()
-        done = asyncio.Event()
-        done.set()
         settled = False
+        answer: HopAnswer | None = None
         try:
-            call = self.session.post(f"{offer.transcoder}/{job.pipeline}", data=job.body, headers=headers, ssl=False)
             try:
-                upstream = await first_of(call, asyncio.Event(), _gone(request, done))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self.directory.suspend(offer.url, f"no answer: {exc or type(exc).__name__}")
-                raise _Retry(f"no answer ({exc or type(exc).__name__})") from None
-            if upstream.status != 200:
-                error = await upstream.content.read(1024 * 1024)
-                await release(upstream)
-                if upstream.status in _FINAL:  # the caller's mistake, not the orchestrator's
-                    self.stats.finished(offer, time.monotonic() - started)
+                answer = await first_of(self.transport.send(hop), asyncio.Event(), _gone(request))
+                if answer.status != 200:
+                    error = await answer.read(ERROR_BODY_LIMIT)
+                    await answer.close()
+                    failure = refusal(self.directory, offer.url, answer.status, error)
+                    self.stats.finished(offer, time.monotonic() - started)  # the caller's mistake: it answered
                     settled = True
-                self._failed(offer, upstream.status, error)
-            outcome.orchestrator = offer.url
-            outcome.price = offer.price
-            outcome.headers = {k: v for k, v in upstream.headers.items() if k.lower() == "x-audio-duration"}
-            if upstream.content_type == "text/event-stream":
-                settled = True  # the stream's end settles it
-                return self._stream(offer, upstream, started)
-            answer = await first_of(upstream.read(), asyncio.Event(), _gone(request, done))
-            await release(upstream)
+                    raise failure
+                record.orchestrator, record.price = offer.url, offer.price
+                record.headers = {k: v for k, v in answer.headers.items() if k.lower() == "x-audio-duration"}
+                if answer.content_type == "text/event-stream":
+                    settled = True  # the stream's end settles it
+                    return self._stream(offer, answer, started)
+                body = await first_of(answer.read(ANSWER_LIMIT), asyncio.Event(), _gone(request))
+            except HopError as exc:
+                if answer is not None:
+                    await answer.close()
+                raise unreachable(self.directory, offer.url, str(exc)) from None
+            await answer.close()
             self.stats.finished(offer, time.monotonic() - started)
             settled = True
             self.directory.succeeded(offer.url)
-            if job.pipeline in REHOSTED:
-                answer = await rehost(answer, self.session, self.store, job.request_id, self.public_url)
-            return Response(answer, media_type="application/json", headers=outcome.headers)
+            if spec(job.pipeline).rehosted:
+                body = await host_results(body, self.session, self.store, job.request_id, self.public_url)
+            return Response(body, media_type="application/json", headers=record.headers)
         finally:
             if not settled:
                 self.stats.finished(offer, None)
+                if answer is not None:
+                    await answer.close()
 
-    def _failed(self, offer: Offer, status: int, body: bytes) -> None:
-        message = error_message(body)
-        final = _FINAL.get(status)
-        if final is not None:
-            raise final(_runner_message(message))
-        if status in (402, 403):
-            self.directory.orchestrators[offer.url].info = None  # fetch info and token again
-            raise _Retry(f"refused our credentials ({status}: {message})", again=True)
-        if status == 503:
-            raise _Retry(message or "insufficient capacity")
-        self.directory.suspend(offer.url, f"answered {status}: {message}")
-        raise _Retry(f"answered {status}: {message}")
-
-    def _stream(self, offer: Offer, upstream: aiohttp.ClientResponse, started: float) -> Response:
+    def _stream(self, offer: Offer, answer: HopAnswer, started: float) -> Response:
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in answer.chunks():
                     yield chunk
-            except aiohttp.ClientError as exc:
+            except HopError as exc:
                 log_event(log, "orchestrator stream broke", logging.WARNING, url=offer.url, problem=str(exc))
 
         response = RelayedStream(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
         async def close(status: int) -> None:
-            complete = upstream.content.at_eof()
-            await release(upstream)
+            complete = answer.complete
+            await answer.close()
             self.stats.finished(offer, time.monotonic() - started if complete else None)
             if complete:
                 self.directory.succeeded(offer.url)
@@ -216,40 +185,10 @@ class Forwarder:
         return response
 
 
-async def _gone(request: Request | None, done: asyncio.Event) -> None:
+async def _gone(request: Request | None) -> None:
     if request is None:
         await asyncio.Event().wait()  # nobody to lose: never
-    else:
-        await disconnected(request, done)
-
-
-INLINE_RESULTS = frozenset({"text-to-image", "image-to-image", "upscale", "text-to-speech"})
-"""Pipelines whose results are asked for inline: without ``Authorization: Livepeer-AI-Worker-1.0`` an
-orchestrator answers ``data:`` URLs for these (go-livepeer's rule for older gateways), which spares it
-storing each file and the gateway a second request to fetch it. Videos still come as URLs."""
-
-REHOSTED = frozenset({"text-to-image", "image-to-image", "image-to-video", "upscale", "text-to-speech"})
-
-
-class _Retry(Exception):
-    def __init__(self, reason: str, again: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.again = again
-
-
-def _runner_message(message: str) -> str:
-    """The runner's own words from ``<pipeline> container returned 400: <msg>`` (go-livepeer's rule)."""
-    marker = " returned 400:"
-    return message.split(marker, 1)[1].strip() if marker in message else message
-
-
-def segment_header(token: AuthToken, pipeline: str, model_id: str) -> str:
-    """``Livepeer-Segment``: base64 ``SegData`` with the session token and the job's capabilities."""
-    cap = capability_for_pipeline(pipeline)
-    caps = Capabilities(bitstring=capability_bitstring([cap]))
-    caps.capacities[cap] = 1
-    caps.constraints.PerCapability[cap].models[model_id].warm = False
-    seg = SegData(manifestId=f"{int(cap)}_{model_id}".encode(), profiles=b"invalid", capabilities=caps)
-    seg.auth_token.CopyFrom(token)
-    return base64.b64encode(seg.SerializeToString()).decode()
+        return
+    done = asyncio.Event()
+    done.set()
+    await disconnected(request, done)

@@ -14,33 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lpnode.errors import JobError
+from lpnode.errors import TooManyRequestsError, UnauthorizedError
 from lpnode.gateway.keys import BEARER_HINT, CACHE_SECONDS, KEY_PATTERN, KEY_PREFIX, KeyRecord, KeyStore, hash_key
-
-
-class UnauthorizedError(JobError):
-    """401: the request has no usable API key. ``message`` says how to send one."""
-
-    status_code = 401
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer realm="lpnode"'}
-
-
-class TooManyRequestsError(JobError):
-    """429: the key is over one of its limits; ``retry_after`` is whole seconds, at least 1."""
-
-    status_code = 429
-
-    def __init__(self, message: str, retry_after: int = 1, key: KeyRecord | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, retry_after)
-        self.key = key  # whose limit it is, for metering
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 def bearer_key(authorization: str | None) -> str:
@@ -54,7 +29,7 @@ def bearer_key(authorization: str | None) -> str:
     return key
 
 
-class Admission:
+class KeyAdmission:
     """A request admitted under ``key``. ``release()`` (or leaving ``with`` / ``async with``) frees its
     place among the key's requests at once; only the first release counts."""
 
@@ -68,13 +43,13 @@ class Admission:
     def release(self) -> None:
         self._guard._release(self)
 
-    def __enter__(self) -> Admission:
+    def __enter__(self) -> KeyAdmission:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    async def __aenter__(self) -> Admission:
+    async def __aenter__(self) -> KeyAdmission:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -112,7 +87,7 @@ class KeyGuard:
         self._in_flight: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def admit(self, authorization: str | None) -> Admission:
+    def admit(self, authorization: str | None) -> KeyAdmission:
         """Admit a request with this ``Authorization`` header value, or raise 401 / 429.
 
         On a cache miss this reads SQLite (one indexed row); in async code prefer :meth:`admit_async`.
@@ -124,7 +99,7 @@ class KeyGuard:
             record = self._remember(digest, self._store.lookup(key))
         return self._admit(record)
 
-    async def admit_async(self, authorization: str | None) -> Admission:
+    async def admit_async(self, authorization: str | None) -> KeyAdmission:
         """:meth:`admit`, with the SQLite read of a cache miss done off the event loop."""
         key = bearer_key(authorization)
         digest = hash_key(key)
@@ -154,7 +129,7 @@ class KeyGuard:
             self._cache[digest] = (now + self._cache_seconds, record)
         return record
 
-    def _admit(self, record: KeyRecord | None) -> Admission:
+    def _admit(self, record: KeyRecord | None) -> KeyAdmission:
         if record is None:
             raise UnauthorizedError(f"unknown API key: {BEARER_HINT}, using a key the operator gave you")
         if not record.active:
@@ -166,7 +141,8 @@ class KeyGuard:
                     f"API key {record.name!r} already has {in_flight} requests in progress, its limit; "
                     "retry when one finishes",
                     retry_after=1,
-                    key=record,
+                    key_id=record.id,
+                    key_name=record.name,
                 )
             if record.rate_per_minute is not None:
                 wait = self._take_token(record.id, record.rate_per_minute)
@@ -175,10 +151,11 @@ class KeyGuard:
                         f"API key {record.name!r} is over its limit of {record.rate_per_minute} requests per "
                         f"minute; retry in {wait} s",
                         retry_after=wait,
-                        key=record,
+                        key_id=record.id,
+                        key_name=record.name,
                     )
             self._in_flight[record.id] = in_flight + 1
-        return Admission(self, record)
+        return KeyAdmission(self, record)
 
     def _take_token(self, key_id: int, rate_per_minute: int) -> int:
         """Take one request from the key's bucket: 0 if taken, else whole seconds until one is there."""
@@ -195,7 +172,7 @@ class KeyGuard:
             return 0
         return max(1, math.ceil((1.0 - bucket.tokens) / per_second - 1e-9))
 
-    def _release(self, admission: Admission) -> None:
+    def _release(self, admission: KeyAdmission) -> None:
         with self._lock:
             if admission.released:
                 return

@@ -17,7 +17,9 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lpnode.errors import BadRequestError
+from starlette.responses import JSONResponse, Response
+
+from lpnode.errors import CANCELLED_STATUS, BadRequestError, JobCancelledError, JobError
 
 DEFAULT_MAX_TOKENS = 256
 """``max_tokens`` when the client sends none. go-livepeer charges ``max_tokens`` units (not the tokens actually
@@ -316,3 +318,11 @@ def openai_error(
     if type_ is None:
         type_ = "server_error" if status >= 500 else "invalid_request_error"
     return {"error": {"message": message, "type": type_, "param": param, "code": None if code is None else str(code)}}
+
+
+def openai_json_response(exc: JobError) -> Response:
+    """A job error in OpenAI's dialect (the ``/v1`` routes); a validation failure is a 400 there."""
+    if isinstance(exc, JobCancelledError):
+        return Response(status_code=CANCELLED_STATUS)
+    status = 400 if exc.status_code == 422 else exc.status_code
+    return JSONResponse(openai_error(exc.message, status=status), status_code=status, headers=exc.headers or None)

@@ -1,29 +1,24 @@
 """Calling an orchestrator's ``GetOrchestrator`` over gRPC, as a gateway does.
 
 Orchestrators serve TLS with self-signed certificates and gateways do not check them against a CA
-(go-livepeer skips verification). grpcio cannot skip verification, so the first call to an orchestrator
-fetches its certificate and pins it (trust on first use, as the livepeer-gateway SDK does); if the
-orchestrator later presents another certificate (it made a new one), the pin is dropped and fetched again
-once. The name checked is one the certificate carries, so a certificate made for another name still
-works. ``http://`` addresses use plain h2c.
+(go-livepeer skips verification), so the first call to an orchestrator pins the certificate it presents
+(:mod:`lpnode.protocol.tls_pinning`); if the orchestrator later presents another certificate (it made a new
+one), the pin is dropped and fetched again once. ``http://`` addresses use plain h2c.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc  # type: ignore[import-untyped]
-from cryptography import x509
 
 from lpnode.protocol.lp_rpc_pb2 import OrchestratorInfo, OrchestratorRequest
+from lpnode.protocol.tls_pinning import grpc_target, pinned_channel
 
 GET_ORCHESTRATOR = "/net.Orchestrator/GetOrchestrator"
-CONNECT_TIMEOUT = 3.0
 
 
 class OrchestratorUnreachable(Exception):
@@ -75,16 +70,13 @@ class OrchestratorClient:
         parts = urlsplit(url)
         if not parts.hostname or not parts.port:
             raise OrchestratorUnreachable(f"{url}: not an address with a host and a port")
-        target = f"{parts.hostname}:{parts.port}" if ":" not in parts.hostname else f"[{parts.hostname}]:{parts.port}"
         if parts.scheme == "http":
-            channel = grpc.aio.insecure_channel(target)
+            channel = grpc.aio.insecure_channel(grpc_target(parts.hostname, parts.port))
         else:
             try:
-                pem = await asyncio.to_thread(_fetch_certificate, parts.hostname, parts.port)
+                channel, _ = await pinned_channel(parts.hostname, parts.port)
             except (OSError, ssl.SSLError) as exc:
                 raise OrchestratorUnreachable(f"{url}: cannot open TLS: {exc}") from None
-            options = [("grpc.ssl_target_name_override", _name_in(pem, parts.hostname))]
-            channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(pem.encode()), options=options)
         call = channel.unary_unary(
             GET_ORCHESTRATOR,
             request_serializer=OrchestratorRequest.SerializeToString,
@@ -93,32 +85,3 @@ class OrchestratorClient:
         held = _Channel(channel, call)
         self._channels[url] = held
         return held
-
-
-def _fetch_certificate(host: str, port: int) -> str:
-    return ssl.get_server_certificate((host, port), timeout=CONNECT_TIMEOUT)
-
-
-def _name_in(pem: str, host: str) -> str:
-    """A name the certificate is valid for: ``host`` when it is listed, else its first DNS name or CN."""
-    cert = x509.load_pem_x509_certificate(pem.encode())
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = san.get_values_for_type(x509.DNSName)
-        ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    except x509.ExtensionNotFound:
-        names, ips = [], []
-    if host in names or (_is_ip(host) and host in ips):
-        return host
-    if names:
-        return str(names[0])
-    common = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-    return str(common[0].value) if common else host
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -11,11 +11,9 @@ and ``GET /dashboard/usage``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -26,14 +24,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from lpnode.byoc.gateway_routes import ByocGateway
-from lpnode.dashboard.gateway_pages import dashboard_routes
 from lpnode.gateway.admin import AdminRoutes
 from lpnode.gateway.api import PublicApi
 from lpnode.gateway.async_jobs import AsyncJobs
+from lpnode.gateway.byoc_routes import ByocGateway
+from lpnode.gateway.dashboard_source import dashboard_routes
 from lpnode.gateway.directory import Directory, normalize_address
-from lpnode.gateway.forward import Forwarder, Outcome
-from lpnode.gateway.jobs import ROUTES
+from lpnode.gateway.forward import Forwarder
+from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
 from lpnode.gateway.key_guard import KeyGuard
 from lpnode.gateway.keys import KeyStore, database_path
 from lpnode.gateway.live import LiveSessions
@@ -44,10 +42,12 @@ from lpnode.gateway.openai_routes import OpenAIRoutes
 from lpnode.gateway.orch_client import OrchestratorClient
 from lpnode.gateway.selection import SELECTORS, Stats
 from lpnode.gateway.settings import GatewaySettings
+from lpnode.gateway.transport import AiohttpTransport
 from lpnode.gateway.usage import UsageLog, UsageRecord, fee_wei
 from lpnode.logs import log_event
+from lpnode.pipelines import BATCH_PIPELINES, spec
 from lpnode.results import ResultStore, stream_route
-from lpnode.runner.server import bind_socket
+from lpnode.serving import QuietServer, bind_socket, run_until_stopped
 
 log = logging.getLogger("lpnode.gateway")
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -94,31 +94,31 @@ class Gateway:
             return configured
         assert self.directory is not None
         offered = sorted(self.directory.models(pipeline).get(pipeline, set()))
-        return offered[0] if len(offered) == 1 else ROUTES[pipeline].default_model
+        return offered[0] if len(offered) == 1 else spec(pipeline).default_model
 
-    def record(
-        self, pipeline: str, model: str, units: int, status: int, outcome: Outcome, seconds: float, rid: str
-    ) -> None:
-        self.requests.labels(pipeline, model, str(status)).inc()
-        self.seconds.labels(pipeline).observe(seconds)
-        if outcome.orchestrator:
-            self.selected.labels(outcome.orchestrator, str(status)).inc()
+    def record(self, job: JobRecord, status: int) -> None:
+        """Meter one finished job: metrics, the usage log and one log line."""
+        seconds = job.seconds
+        self.requests.labels(job.pipeline, job.model_id, str(status)).inc()
+        self.seconds.labels(job.pipeline).observe(seconds)
+        if job.orchestrator:
+            self.selected.labels(job.orchestrator, str(status)).inc()
         self.usage.record(
             UsageRecord(
-                pipeline=pipeline, model_id=model, key_id=outcome.key_id, key_name=outcome.key_name, units=units,
-                price_wei=fee_wei(units, outcome.price), orchestrator=outcome.orchestrator,
-                latency_ms=round(seconds * 1000, 3), status=status, request_id=rid,
+                pipeline=job.pipeline, model_id=job.model_id, key_id=job.key_id, key_name=job.key_name,
+                units=job.units, price_wei=fee_wei(job.units, job.price), orchestrator=job.orchestrator,
+                latency_ms=round(seconds * 1000, 3), status=status, request_id=job.request_id,
             )
         )  # fmt: skip
         log_event(
-            log, "job", pipeline=pipeline, model_id=model, status=status, units=units,
-            orchestrator=outcome.orchestrator or "-", ms=round(seconds * 1000, 1), request_id=rid,
+            log, "job", pipeline=job.pipeline, model_id=job.model_id, status=status, units=job.units,
+            orchestrator=job.orchestrator or "-", ms=round(seconds * 1000, 1), request_id=job.request_id,
         )  # fmt: skip
 
     def public_app(self) -> Starlette:
         assert self.api is not None
         assert self.openai is not None
-        routes = [Route(f"/{name}", self.api.handle, methods=["POST"]) for name in ROUTES]
+        routes = [Route(f"/{name}", self.api.handle, methods=["POST"]) for name in BATCH_PIPELINES]
         routes += [
             Route("/image-to-video/result", self.async_jobs.result, methods=["POST"]),
             Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
@@ -172,23 +172,23 @@ class Gateway:
             session=self._session,
             refresh_seconds=s.refresh_seconds,
         )
+        transport = AiohttpTransport(self._session)
         forwarder = Forwarder(
-            self.directory, SELECTORS[s.selector](), self.stats, s.caps, self._session, self.store, s.base_url
+            self.directory,
+            SELECTORS[s.selector](),
+            self.stats,
+            s.caps,
+            transport,
+            self._session,
+            self.store,
+            s.base_url,
         )
         self.forwarder = forwarder
         admit = self.guard.admit_async if self.guard is not None else None
-        self.api = PublicApi(
-            forwarder,
-            self.default_model,
-            timeout=s.timeout,
-            record=self.record,
-            admit=admit,
-            async_jobs=self.async_jobs,
-        )
-        self.openai = OpenAIRoutes(
-            forwarder, self.directory, self.default_model, timeout=s.timeout, record=self.record, admit=admit
-        )
-        self.byoc = ByocGateway(self.directory, self._session, record=self.record, admit=admit)
+        wrapper = JobWrapper(admit=admit, record=self.record)
+        self.api = PublicApi(forwarder, self.default_model, wrapper, timeout=s.timeout, async_jobs=self.async_jobs)
+        self.openai = OpenAIRoutes(forwarder, self.directory, self.default_model, wrapper, timeout=s.timeout)
+        self.byoc = ByocGateway(self.directory, self._session, wrapper, transport)
         self.live.attach(self.directory, SELECTORS[s.selector](), self.stats, s.caps, self._session, s.base_url)
         refresher = asyncio.ensure_future(self.directory.run())
         servers = [_server(self.public_app(), public_socket), _server(self.admin_app(), admin_socket)]
@@ -211,20 +211,12 @@ class Gateway:
             log_event(log, "gateway stopped")
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signals to the gateway (two servers share one process)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 def _server(app: Starlette, sock: socket.socket) -> tuple[uvicorn.Server, socket.socket]:
     config = uvicorn.Config(
         app, loop="none", http="httptools", log_config=None, access_log=False, timeout_graceful_shutdown=5,
         lifespan="off",
     )  # fmt: skip
-    return _QuietServer(config), sock
+    return QuietServer(config), sock
 
 
 async def _healthz(request: Request) -> Response:
@@ -233,14 +225,8 @@ async def _healthz(request: Request) -> Response:
 
 def run_gateway(settings: GatewaySettings, on_stop: Callable[[], Any] | None = None) -> None:
     """Blocking: run a gateway until SIGTERM/SIGINT."""
-    import uvloop
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         await Gateway(settings).run(stop)
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    run_until_stopped(main)

@@ -191,7 +191,8 @@ async def _serve(
             ready.set()
 
     async def until_done() -> None:
-        while not done.is_set():
+        # ``done`` is a multiprocessing.Event (set by the runner or a signal): it cannot be awaited.
+        while not done.is_set():  # noqa: ASYNC110
             await asyncio.sleep(POLL)
 
     tasks = [asyncio.create_task(c) for c in (inputs(), outputs(), params())]

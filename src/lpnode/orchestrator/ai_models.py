@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from lpnode.errors import ConfigError
-from lpnode.runner.pipelines import NETWORK_PIPELINES, BatchPipeline, installed_pipelines, load_pipeline_class
+from lpnode.pipelines import NETWORK_PIPELINES
+from lpnode.runner.pipelines import BatchPipeline, installed_pipelines, load_pipeline_class
 from lpnode.runner.pipelines.custom import check_name, route_for
 from lpnode.runner.pipelines.loader import installed_target
 

@@ -32,10 +32,10 @@ from lpnode.protocol.ai_worker import (
     STATUS_HEADER,
     STREAM_CONTENT_TYPE,
     TASK_ID_HEADER,
-    WORKER_AUTHORIZATION,
     WorkerResult,
     parse_result,
 )
+from lpnode.protocol.job_hop import WORKER_AUTHORIZATION
 
 log = logging.getLogger("lpnode.orchestrator.workers")
 MAX_RESULT_BYTES = 512 * 1024 * 1024

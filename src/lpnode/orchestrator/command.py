@@ -18,8 +18,9 @@ from pathlib import Path
 from lpnode.errors import ConfigError
 from lpnode.logs import command_log_level
 from lpnode.orchestrator.ai_models import load_ai_models
-from lpnode.orchestrator.settings import OrchestratorSettings, listen_address, parse_gpus, read_secret, service_url
+from lpnode.orchestrator.settings import OrchestratorSettings, listen_address, parse_gpus, service_url
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
+from lpnode.protocol.orch_secret import read_secret
 from lpnode.runner.pipelines import pipeline_names
 
 OFFCHAIN = "offchain"

@@ -16,10 +16,10 @@ from fractions import Fraction
 from lpnode.logs import log_event
 from lpnode.orchestrator.ai_models import AIModelConfig
 from lpnode.orchestrator.pool import ModelStatus
+from lpnode.pipelines import NETWORK_PIPELINES
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import ModelOffer, build_capabilities, build_capabilities_prices
 from lpnode.protocol.lp_rpc_pb2 import GPUComputeInfo, HardwareInformation, OrchestratorInfo, OrchestratorRequest
-from lpnode.runner.pipelines import NETWORK_PIPELINES
 from lpnode.schemas import GPUComputeInfo as GPUFacts
 
 log = logging.getLogger("lpnode.orchestrator")

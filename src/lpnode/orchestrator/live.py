@@ -38,14 +38,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lpnode.errors import BadRequestError, JobError, PipelineFailedError
+from lpnode.errors import BadRequestError, JobError, PipelineFailedError, go_text_response
 from lpnode.logs import log_event
 from lpnode.orchestrator.credentials import check_credentials
-from lpnode.orchestrator.jobs import error_response
 from lpnode.orchestrator.pool import LeasedRunner, RunnerPool
 from lpnode.orchestrator.pool.health import probe
-from lpnode.orchestrator.runner_errors import error_message
 from lpnode.protocol.auth_token import AuthTokens
+from lpnode.protocol.job_hop import error_message
 from lpnode.protocol.lp_rpc_pb2 import Capabilities
 from lpnode.trickle import TrickleServer
 
@@ -142,10 +141,10 @@ class LiveRoute:
             model_id = str(body.get("model_id") or "") or self._only_model()
             response = await self._start(request, body, model_id)
         except JobError as exc:
-            response = error_response(exc)
+            response = go_text_response(exc)
         except Exception as exc:  # a bug: log it whole, answer a plain 500 without a traceback
             log.exception("live stream start failed unexpectedly")
-            response = error_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
+            response = go_text_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
         self._starts.labels(model_id=model_id, status=str(response.status_code)).inc()
         return response
 

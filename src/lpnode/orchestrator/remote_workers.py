@@ -38,16 +38,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lpnode import __version__
-from lpnode.errors import JobCancelledError, JobError, PipelineFailedError
+from lpnode.errors import JobCancelledError, PipelineFailedError, error_for_status
 from lpnode.http_relay import RelayedStream, disconnected
 from lpnode.logs import log_event
 from lpnode.orchestrator.ai_results import ErrorOutcome, Outcome, PendingTask, StreamOutcome, TaskTable
 from lpnode.orchestrator.job_body import JobBody
 from lpnode.orchestrator.pool import InsufficientCapacity, ModelStatus
+from lpnode.orchestrator.result_files import VIDEO_PIPELINES
 from lpnode.orchestrator.worker_jobs import answer_with_files, job_data
 from lpnode.protocol.ai_worker import (
     INVALID_SECRET,
-    WORKER_AUTHORIZATION,
     WORKER_ID_METADATA,
     ZERO_CAPACITY,
     JobData,
@@ -55,6 +55,7 @@ from lpnode.protocol.ai_worker import (
 from lpnode.protocol.capabilities import pipeline_for_capability
 from lpnode.protocol.grpc_stream import ServerStream
 from lpnode.protocol.grpc_wire import GrpcError, PeerInfo, StatusCode
+from lpnode.protocol.job_hop import WORKER_AUTHORIZATION
 from lpnode.protocol.lp_rpc_pb2 import (
     AIJobData,
     HardwareInformation,
@@ -394,16 +395,14 @@ class RemoteWorkers:
 
     async def _answer(self, request: Request, pipeline: str, outcome: Outcome, stack: AsyncExitStack) -> Response:
         if isinstance(outcome, ErrorOutcome):
-            error = JobError(outcome.message)
-            error.status_code = outcome.status
-            raise error
+            raise error_for_status(outcome.status, outcome.message)
         if isinstance(outcome, StreamOutcome):
             stack.callback(outcome.finished.set)
             headers = {"Cache-Control": "no-cache", "Connection": "keep-alive"}
             return RelayedStream(outcome.chunks, media_type="text/event-stream", headers=headers)
         if not outcome.result.files:
             return Response(outcome.result.answer, media_type="application/json")
-        rehosted = pipeline == "image-to-video" or request.headers.get("authorization", "") == WORKER_AUTHORIZATION
+        rehosted = pipeline in VIDEO_PIPELINES or request.headers.get("authorization", "") == WORKER_AUTHORIZATION
         store, url = self.store, self.service_url
         body = await asyncio.to_thread(answer_with_files, pipeline, outcome.result, rehosted, store, url)
         return Response(body, media_type="application/json")

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 from typing import Any
 
 import aiohttp
@@ -28,20 +27,21 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from lpnode import __version__
-from lpnode.byoc.orchestrator_routes import ByocOrchestrator
-from lpnode.byoc.pipeline_target import register_custom_pipelines
-from lpnode.dashboard.node_pages import annotate_models, node_routes
+from lpnode.dashboard.node_pages import node_routes
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
 from lpnode.orchestrator.ai_results import ResultsRoute
+from lpnode.orchestrator.byoc_pipelines import register_custom_pipelines
+from lpnode.orchestrator.byoc_routes import ByocOrchestrator
+from lpnode.orchestrator.dashboard_source import annotate_models
 from lpnode.orchestrator.info import PriceBook, offers, orchestrator_info
-from lpnode.orchestrator.jobs import JobRelay, batch_pipelines
+from lpnode.orchestrator.job_relay import JobRelay
 from lpnode.orchestrator.live import LiveRoute
 from lpnode.orchestrator.metrics import OrchestratorMetrics
 from lpnode.orchestrator.pool import ModelStatus, ProcessSettings, RunnerBackend, RunnerPool
-from lpnode.orchestrator.pool.ports import port_is_free
 from lpnode.orchestrator.remote_workers import JOB_TIMEOUT, RemoteWorkers, merge_snapshots
 from lpnode.orchestrator.settings import OrchestratorSettings
+from lpnode.pipelines import BATCH_PIPELINES
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import build_capabilities
 from lpnode.protocol.certs import ensure_certificate
@@ -51,7 +51,7 @@ from lpnode.protocol.orchestrator_service import orchestrator_methods
 from lpnode.protocol.same_port import ServerSettings, new_event_loop, serve_same_port
 from lpnode.results import ResultStore, stream_route
 from lpnode.runner.hardware import gpu_info
-from lpnode.runner.pipelines import NETWORK_PIPELINES
+from lpnode.serving import port_is_free, run_until_stopped
 from lpnode.trickle import TrickleServer, TrickleSettings
 
 log = logging.getLogger("lpnode.orchestrator")
@@ -145,7 +145,7 @@ class Orchestrator:
         return info
 
     def http_app(self) -> Starlette:
-        routes = [Route(f"/{p}", self.relay.handle, methods=["POST"]) for p in batch_pipelines(NETWORK_PIPELINES)]
+        routes = [Route(f"/{p}", self.relay.handle, methods=["POST"]) for p in BATCH_PIPELINES]
         routes += [
             stream_route(self.store),
             Route("/metrics", self._metrics),
@@ -238,15 +238,10 @@ class Orchestrator:
 def run_orchestrator(settings: OrchestratorSettings) -> None:
     """Blocking: run an orchestrator until SIGTERM/SIGINT."""
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         await Orchestrator(settings).run(stop)
 
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(main())
+    run_until_stopped(main, loop_factory=new_event_loop)
 
 
 def _certificate_host(service_url: str) -> str:

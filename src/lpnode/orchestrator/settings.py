@@ -110,20 +110,6 @@ def listen_address(service: str, http_addr: str = "") -> tuple[str, int]:
     return (parts.hostname if _is_loopback(parts.hostname) else "0.0.0.0"), parts.port
 
 
-def read_secret(value: str) -> str:
-    """``-orchSecret``: the secret itself, or a file holding it (trimmed), as go-livepeer reads it."""
-    path = Path(value).expanduser()
-    if value and path.is_file():
-        try:
-            secret = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the orchestrator secret file {path}: {exc}") from None
-        if not secret:
-            raise ConfigError(f"the orchestrator secret file {path} is empty")
-        return secret
-    return value.strip()
-
-
 def parse_gpus(value: str, detected: Sequence[str]) -> list[str]:
     """``-nvidia``: ``all`` (every GPU NVML sees), ``0,1`` (these ids), or ``""``/``none`` (CPU slots)."""
     text = value.strip().lower()

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from lpnode.errors import BadRequestError, PayloadTooLargeError, PipelineFailedError
 from lpnode.orchestrator.job_body import JobBody
+from lpnode.pipelines import PIPELINES, model_field
 from lpnode.protocol.ai_worker import FILE_FIELDS, JobData, ResultFile, WorkerResult, parse_multipart
 from lpnode.results import ResultStore, extension_for, new_request_id
 
@@ -35,10 +36,10 @@ async def job_data(
     content_type: str, pipeline: str, model_id: str, body: JobBody, store: ResultStore, service_url: str
 ) -> JobData:
     """``requestData`` for the caller's job; the model id is filled in when the caller left it out."""
-    model_field = "model" if pipeline == "llm" else "model_id"
+    field = model_field(pipeline)
     if body.json_body is not None:
         request = dict(body.json_body)
-        request.setdefault(model_field, model_id)
+        request.setdefault(field, model_id)
         return JobData("", request)
     chunks: list[bytes] = []
     size = 0
@@ -66,7 +67,7 @@ async def job_data(
         input_url = f"{service_url.rstrip('/')}/stream/{request_id}/{name}"
     request_fields = typed_fields(pipeline, fields)
     request_fields[file_field] = ""
-    request_fields.setdefault(model_field, model_id)
+    request_fields.setdefault(field, model_id)
     return JobData(input_url, request_fields)
 
 
@@ -102,19 +103,8 @@ def _convert(value: str, annotation: Any) -> Any:
 
 
 def _form_model(pipeline: str) -> type[BaseModel] | None:
-    from lpnode.schemas.audio import AudioToTextForm
-    from lpnode.schemas.images import ImageToImageForm, ImageToVideoForm, UpscaleForm
-    from lpnode.schemas.vision import ImageToTextForm, SegmentAnything2Form
-
-    forms: dict[str, type[BaseModel]] = {
-        "image-to-image": ImageToImageForm,
-        "image-to-video": ImageToVideoForm,
-        "upscale": UpscaleForm,
-        "audio-to-text": AudioToTextForm,
-        "segment-anything-2": SegmentAnything2Form,
-        "image-to-text": ImageToTextForm,
-    }
-    return forms.get(pipeline)
+    spec = PIPELINES.get(pipeline)
+    return spec.params if spec is not None and spec.multipart else None
 
 
 def answer_with_files(

@@ -26,8 +26,9 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from lpnode.pipelines import PIPELINES
+
 AI_RESULTS_PATH = "/aiResults"
-WORKER_AUTHORIZATION = "Livepeer-AI-Worker-1.0"
 ERROR_CONTENT_TYPE = "livepeer/ai-worker-error"
 STREAM_CONTENT_TYPE = "text/event-stream"
 CREDENTIALS_HEADER = "Credentials"
@@ -39,14 +40,7 @@ ZERO_CAPACITY = "zero capacity"
 WORKER_ID_METADATA = "lpnode-worker-id"
 """Response header an lpnode orchestrator sends as soon as it accepts a worker (its id there)."""
 
-FILE_FIELDS: Mapping[str, str] = {
-    "image-to-image": "image",
-    "image-to-video": "image",
-    "upscale": "image",
-    "audio-to-text": "audio",
-    "segment-anything-2": "image",
-    "image-to-text": "image",
-}
+FILE_FIELDS: Mapping[str, str] = {name: p.file_field for name, p in PIPELINES.items() if p.file_field}
 """Pipelines whose jobs carry an uploaded file, and the form field that holds it."""
 
 

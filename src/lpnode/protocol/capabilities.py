@@ -13,6 +13,7 @@ from fractions import Fraction
 
 from lpnode import __version__
 from lpnode.errors import ConfigError
+from lpnode.pipelines import PIPELINES
 from lpnode.protocol.lp_rpc_pb2 import Capabilities, PriceInfo
 
 _INT64_MAX = 2**63 - 1
@@ -35,18 +36,7 @@ class Capability(enum.IntEnum):
     BYOC = 37
 
 
-PIPELINE_CAPABILITIES: Mapping[str, Capability] = {
-    "text-to-image": Capability.TEXT_TO_IMAGE,
-    "image-to-image": Capability.IMAGE_TO_IMAGE,
-    "image-to-video": Capability.IMAGE_TO_VIDEO,
-    "upscale": Capability.UPSCALE,
-    "audio-to-text": Capability.AUDIO_TO_TEXT,
-    "segment-anything-2": Capability.SEGMENT_ANYTHING_2,
-    "llm": Capability.LLM,
-    "image-to-text": Capability.IMAGE_TO_TEXT,
-    "live-video-to-video": Capability.LIVE_VIDEO_TO_VIDEO,
-    "text-to-speech": Capability.TEXT_TO_SPEECH,
-}
+PIPELINE_CAPABILITIES: Mapping[str, Capability] = {name: Capability(p.capability) for name, p in PIPELINES.items()}
 """Pipeline name (as in aiModels.json and the job routes) -> capability. BYOC has no pipeline name."""
 
 _CAPABILITY_PIPELINES: Mapping[Capability, str] = {cap: name for name, cap in PIPELINE_CAPABILITIES.items()}

@@ -22,8 +22,8 @@ answer, so SIGTERM would take 30 s whenever a gRPC client is connected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import signal
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ from lpnode.logs import log_event
 from lpnode.protocol.asgi import ASGIApp, Receive, Scope, Send
 from lpnode.protocol.certs import TlsFiles
 from lpnode.protocol.grpc_unary import GrpcMethod, GrpcUnaryApp
+from lpnode.serving import run_until_stopped, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -120,22 +121,16 @@ async def serve_same_port(
             ) from exc
     app = SamePortApp(http_app, GrpcUnaryApp(grpc_methods))
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
     scheme = "https" if settings.tls else "http"
     log_event(log, "serving gRPC and HTTP on one port", address=f"{scheme}://{settings.host}:{settings.port}")
-    try:
-        await serve(cast(Any, app), config, shutdown_trigger=stop.wait, mode="asgi")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
-            "choose another port or stop the process using it"
-        ) from exc
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+    with stop_on_signals(stop) if handle_signals else contextlib.nullcontext(stop):
+        try:
+            await serve(cast(Any, app), config, shutdown_trigger=stop.wait, mode="asgi")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
+                "choose another port or stop the process using it"
+            ) from exc
     log_event(log, "stopped serving", address=f"{scheme}://{settings.host}:{settings.port}")
 
 
@@ -165,6 +160,9 @@ def _quiet_tls_close(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -
 
 
 def run_same_port(http_app: ASGIApp, grpc_methods: Mapping[str, GrpcMethod], settings: ServerSettings) -> None:
-    """Blocking :func:`serve_same_port` on :func:`new_event_loop`, for a command's ``main``."""
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(serve_same_port(http_app, grpc_methods, settings))
+    """Blocking :func:`serve_same_port` on :func:`new_event_loop` until SIGTERM/SIGINT, for a command's ``main``."""
+
+    async def main(stop: asyncio.Event) -> None:
+        await serve_same_port(http_app, grpc_methods, settings, stop=stop, handle_signals=False)
+
+    run_until_stopped(main, loop_factory=new_event_loop)

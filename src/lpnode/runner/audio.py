@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lpnode.errors import BadRequestError, UnsupportedMediaError
+from lpnode.schemas.checks import audio_too_long
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,14 +44,6 @@ def _unsupported(reason: str) -> UnsupportedMediaError:
     return UnsupportedMediaError(f"{UNSUPPORTED_AUDIO.rstrip('.')}: {reason}. {_FORMATS_HINT}")
 
 
-def too_long(max_seconds: float, seconds: float | None = None) -> BadRequestError:
-    """The 400 for audio over the length limit; ``seconds`` when the full length is known."""
-    length = f"{seconds:.1f} s long" if seconds is not None else "longer than that"
-    return BadRequestError(
-        f"Audio longer than {max_seconds:.0f} s is not accepted; this audio is {length}. Split it into shorter files."
-    )
-
-
 def decode_audio(data: bytes, sampling_rate: int = 16000, max_seconds: float | None = None) -> DecodedAudio:
     """Decode the first audio stream of ``data`` to mono float32 at ``sampling_rate``.
 
@@ -69,7 +62,7 @@ def decode_audio(data: bytes, sampling_rate: int = 16000, max_seconds: float | N
             if max_seconds is not None:
                 declared = _declared_seconds(stream, container)
                 if declared is not None and declared > max_seconds + 1.0:
-                    raise too_long(max_seconds, declared)
+                    raise audio_too_long(max_seconds, declared)
             samples = _decode_stream(container, stream, sampling_rate, max_seconds)
     except av.FFmpegError as exc:
         raise _unsupported(f"FFmpeg could not read it ({exc.strerror or type(exc).__name__})") from None
@@ -103,7 +96,7 @@ def _decode_stream(container: Any, stream: Any, sampling_rate: int, max_seconds:
             chunks.append(chunk)
             total += len(chunk)
         if limit is not None and total > limit:
-            raise too_long(max_seconds or 0.0)
+            raise audio_too_long(max_seconds or 0.0)
 
     for frame in container.decode(stream):
         take(resampler.resample(frame))

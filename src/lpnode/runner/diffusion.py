@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from lpnode.errors import BadRequestError, ModelStoreError
+from lpnode.errors import ModelStoreError
 from lpnode.logs import log_event
 from lpnode.runner.device import has_fp16_weights, weights_dtype
 from lpnode.runner.media import png_data_url
@@ -24,8 +24,6 @@ from lpnode.runner.safety import SafetyChecker
 from lpnode.schemas import Media
 
 log = logging.getLogger("lpnode.runner")
-
-MAX_SEED = 2**63 - 1
 
 
 def read_model_index(ctx: LoadContext, model_id: str | None = None) -> dict[str, Any]:
@@ -103,18 +101,6 @@ def split_prompts(name: str, text: str) -> dict[str, str]:
 def choose_seed(seed: int | None) -> int:
     """The request's seed, or a random one when absent."""
     return random.randint(0, 2**32 - 1) if seed is None else seed
-
-
-def check_seed(seed: int | None, count: int = 1) -> None:
-    if seed is not None and not 0 <= seed <= MAX_SEED - count:
-        raise BadRequestError(f"seed must be between 0 and {MAX_SEED - count}, got {seed}.")
-
-
-def check_size(height: int, width: int) -> None:
-    if height <= 0 or width <= 0 or height % 8 or width % 8:
-        raise BadRequestError(
-            f"`height` and `width` have to be positive and divisible by 8 but are {height} and {width}."
-        )
 
 
 def generator(device: str, seed: int) -> Any:

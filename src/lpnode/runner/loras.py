@@ -1,12 +1,12 @@
-"""LoRA adapters for the diffusion pipelines: the ``loras`` request field, parsed and applied.
+"""LoRA adapters for the diffusion pipelines: applying the ``loras`` request field.
 
-``loras`` is a JSON object mapping a Hugging Face repo id to a weight ≥ 0, at most 4 per request.
-Up to 12 adapters stay loaded; the least recently used one is dropped beyond that.
+``loras`` is a JSON object mapping a Hugging Face repo id to a weight ≥ 0, at most 4 per request
+(parsed and checked by :func:`lpnode.schemas.checks.parse_loras`). Up to 12 adapters stay loaded; the
+least recently used one is dropped beyond that.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -19,32 +19,7 @@ from lpnode.runner.pipelines.base import LoadContext
 
 log = logging.getLogger("lpnode.runner")
 
-MAX_PER_REQUEST = 4
 MAX_LOADED = 12
-
-
-def parse_loras(raw: str) -> dict[str, float]:
-    """The ``loras`` field as ``{repo_id: weight}``; LoraLoadingError (400) saying what is wrong."""
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        raise LoraLoadingError(f"Unable to parse '{raw}' as JSON.") from None
-    if not isinstance(data, dict):
-        raise LoraLoadingError(
-            'loras must be a JSON object mapping repo ids to weights, e.g. {"nerijs/pixel-art-xl": 1.2}.'
-        )
-    if len(data) > MAX_PER_REQUEST:
-        raise LoraLoadingError(f"Too many LoRas provided. Maximum is {MAX_PER_REQUEST}.")
-    weights: dict[str, float] = {}
-    for repo, weight in data.items():
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-            raise LoraLoadingError("All strengths must be numbers greater than or equal to 0.0.")
-        if not repo or repo.count("/") != 1:
-            raise LoraLoadingError(f"LoRa repository '{repo}' is not a Hugging Face repo id (org/name).")
-        weights[repo] = float(weight)
-    return weights
 
 
 def _adapter_name(repo: str) -> str:

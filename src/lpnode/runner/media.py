@@ -4,35 +4,25 @@ from __future__ import annotations
 
 import base64
 import io
-import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lpnode.errors import BadRequestError
+from lpnode.schemas.checks import open_image
 
 # Match the reference runner: accept truncated uploads rather than fail on a missing trailer.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
-# Refuse images whose decoded size would exhaust memory (about 8k x 8k RGB).
-MAX_IMAGE_PIXELS = 8192 * 8192
 
 
 def decode_image(data: bytes, field: str = "image") -> Image.Image:
-    """Decode uploaded bytes into an RGB image; BadRequestError (400) when they are not an image."""
-    if not data:
-        raise BadRequestError(f"The uploaded {field} is empty.")
+    """Decode uploaded bytes into an RGB image; BadRequestError (400) when they are not an image.
+
+    The header is read by :func:`lpnode.schemas.checks.open_image`, the check a request passed before it
+    was queued (same messages); here the pixels are decoded."""
+    image = open_image(data, field)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise BadRequestError(
-                    f"The uploaded {field} is {image.width}x{image.height} pixels; "
-                    f"the limit is {MAX_IMAGE_PIXELS} pixels."
-                )
-            image.load()
-    except BadRequestError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise BadRequestError(f"The uploaded {field} is not a readable image: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise BadRequestError(f"The uploaded {field} could not be decoded: {exc}") from None

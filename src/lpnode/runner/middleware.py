@@ -11,28 +11,23 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lpnode.errors import JobError, UnavailableError
+from lpnode.errors import JobError, PayloadTooLargeError, PipelineFailedError, runner_json_response
 from lpnode.runner.metrics import RunnerMetrics
 
 log = logging.getLogger("lpnode.runner")
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": {"msg": message}}, status_code=status, headers=headers)
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    async def job_error(_: Request, exc: Exception) -> JSONResponse:
+    async def job_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, JobError)
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, UnavailableError) else None
-        return error_response(exc.status_code, exc.message, headers)
+        return runner_json_response(exc)
 
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(_: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
-        return error_response(500, "Internal server error.")
+        return runner_json_response(PipelineFailedError("Internal server error."))
 
     app.add_exception_handler(JobError, job_error)
     app.add_exception_handler(Exception, unexpected)
@@ -59,7 +54,7 @@ class BodyLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await error_response(413, "File size exceeds limit.")(scope, receive, send)
+                await runner_json_response(PayloadTooLargeError("File size exceeds limit."))(scope, receive, send)
                 return
         received = 0
 

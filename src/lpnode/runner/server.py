@@ -8,8 +8,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from lpnode.errors import ConfigError
 from lpnode.runner.config import RunnerConfig
+from lpnode.serving import bind_socket
 
 LISTEN_FD_VAR = "LPNODE_LISTEN_FD"
 """A listening socket handed over by the runner pool, which claimed the port for this runner."""
@@ -21,19 +21,6 @@ def listen_socket(host: str, port: int) -> socket.socket:
     if fd.isdigit():
         return socket.socket(fileno=int(fd))
     return bind_socket(host, port)
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port") from None
-    sock.set_inheritable(True)
-    return sock
 
 
 def serve(config: RunnerConfig, on_ready: Callable[[], None] | None = None) -> None:

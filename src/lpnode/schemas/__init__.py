@@ -1,7 +1,8 @@
 """Pydantic models of the Livepeer AI Jobs API, one module per family.
 
 Field names, types, defaults and required sets follow the ai-runner OpenAPI document, so that clients
-generated from it (go-livepeer's runner client, the livepeer-ai SDK) talk to lpnode unchanged.
+generated from it (go-livepeer's runner client, the livepeer-ai SDK) talk to lpnode unchanged. The checks
+a request must pass beyond its model (sizes, seeds, readable uploads, ...) are in :mod:`lpnode.schemas.checks`.
 """
 
 from lpnode.schemas.audio import AudioResponse, AudioToTextForm, Chunk, TextResponse, TextToSpeechParams

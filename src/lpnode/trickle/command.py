@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import ssl
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any, BinaryIO, cast
 
 from lpnode.errors import ConfigError
 from lpnode.logs import configure_logging, log_event
-from lpnode.orchestrator.pool.ports import port_is_free
 from lpnode.protocol.asgi import Receive, Scope, Send
 from lpnode.protocol.same_port import ServerSettings, hypercorn_config, new_event_loop
+from lpnode.serving import port_is_free, run_until_stopped
 from lpnode.trickle.channels import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CHANNELS,
@@ -109,8 +108,11 @@ def run_trickle(args: argparse.Namespace) -> int:
         )
         _check_positive(args)
         host, port = _listen_address(args.listen)
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(serve_trickle(TrickleServer(settings), host, port, args.base_path))
+
+        async def main(stop: asyncio.Event) -> None:
+            await serve_trickle(TrickleServer(settings), host, port, args.base_path, stop)
+
+        run_until_stopped(main, loop_factory=new_event_loop)
         return 0
     configure_logging("warning")
     verify = _tls(args.cacert)
@@ -119,15 +121,11 @@ def run_trickle(args: argparse.Namespace) -> int:
     return asyncio.run(_subscribe(args, verify))
 
 
-async def serve_trickle(server: TrickleServer, host: str, port: int, base_path: str = "/") -> None:
-    """Serve ``server`` under ``base_path`` (HTTP/1.1 and h2c) until SIGTERM/SIGINT."""
+async def serve_trickle(server: TrickleServer, host: str, port: int, base_path: str, stop: asyncio.Event) -> None:
+    """Serve ``server`` under ``base_path`` (HTTP/1.1 and h2c) until ``stop`` is set."""
     from hypercorn.asyncio import serve
 
     config = hypercorn_config(ServerSettings(host, port))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     base = "/" + base_path.strip("/") if base_path.strip("/") else ""
     if not port_is_free(host, port):
         raise ConfigError(f"cannot listen on {host}:{port}: the port is in use; choose another --listen")

@@ -14,7 +14,8 @@ from lpnode.errors import ConfigError
 from lpnode.logs import command_log_level
 from lpnode.orchestrator.ai_models import load_ai_models
 from lpnode.orchestrator.command import OFFCHAIN
-from lpnode.orchestrator.settings import parse_gpus, read_secret
+from lpnode.orchestrator.settings import parse_gpus
+from lpnode.protocol.orch_secret import read_secret
 from lpnode.runner.pipelines import pipeline_names
 from lpnode.worker.settings import WorkerSettings, orchestrator_url
 

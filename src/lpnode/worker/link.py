@@ -1,8 +1,8 @@
 """The worker's connection to its orchestrator: the ``RegisterAIWorker`` stream and HTTP calls back.
 
 Orchestrators serve TLS with self-signed certificates and go-livepeer workers skip verification; grpcio
-cannot, so each connection attempt fetches the orchestrator's certificate and pins it (trust on first use,
-as the gateway's :mod:`lpnode.gateway.orch_client` does). A new attempt fetches it again, so an
+cannot, so each connection attempt pins the certificate the orchestrator presents
+(:mod:`lpnode.protocol.tls_pinning`, as gateways do). A new attempt fetches it again, so an
 orchestrator that made a new certificate is followed. The same certificate checks the HTTP calls to the
 orchestrator (result uploads, input downloads); other hosts are checked against the system's CAs.
 ``http://`` orchestrators use plain h2c.
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import grpc  # type: ignore[import-untyped]
 
 from lpnode.errors import LpnodeError
-from lpnode.gateway.orch_client import _fetch_certificate, _name_in
 from lpnode.protocol.ai_worker import INVALID_SECRET, WORKER_ID_METADATA, ZERO_CAPACITY
 from lpnode.protocol.lp_rpc_pb2 import NotifyAIJob, RegisterAIWorkerRequest
 from lpnode.protocol.orchestrator_service import REGISTER_AI_WORKER
+from lpnode.protocol.tls_pinning import grpc_target, pinned_channel, pinned_context
 
 KEEPALIVE_MS = 30_000
 """gRPC keepalive pings on the stream, so a vanished orchestrator is noticed within about a minute."""
@@ -58,9 +58,7 @@ class OrchestratorLink:
         if parts.scheme != "https":
             return True
         if (parts.hostname, parts.port) == (self.host, self.port) and self._pem is not None:
-            context = ssl.create_default_context(cadata=self._pem)
-            context.check_hostname = False  # the pinned certificate itself is what is trusted
-            return context
+            return pinned_context(self._pem)
         return True
 
     async def register(
@@ -90,7 +88,6 @@ class OrchestratorLink:
             await channel.close()
 
     async def _channel(self) -> grpc.aio.Channel:
-        target = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         options: list[tuple[str, str | int]] = [
             ("grpc.keepalive_time_ms", KEEPALIVE_MS),
             ("grpc.keepalive_timeout_ms", 10_000),
@@ -98,13 +95,12 @@ class OrchestratorLink:
             ("grpc.http2.max_pings_without_data", 0),
         ]
         if not self.tls:
-            return grpc.aio.insecure_channel(target, options=options)
+            return grpc.aio.insecure_channel(grpc_target(self.host, self.port), options=options)
         try:
-            self._pem = await asyncio.to_thread(_fetch_certificate, self.host, self.port)
+            channel, self._pem = await pinned_channel(self.host, self.port, options)
         except (OSError, ssl.SSLError) as exc:
             raise LinkLost(f"{self.url}: cannot open TLS: {exc}") from None
-        options.append(("grpc.ssl_target_name_override", _name_in(self._pem, self.host)))
-        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(self._pem.encode()), options=options)
+        return channel
 
 
 async def _accepted(call: grpc.aio.UnaryStreamCall, registered: Callable[[str], None]) -> None:

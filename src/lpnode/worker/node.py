@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Callable
 
@@ -27,7 +26,8 @@ from lpnode.orchestrator.pool import ProcessSettings, RunnerPool
 from lpnode.protocol.capabilities import build_capabilities
 from lpnode.protocol.lp_rpc_pb2 import NotifyAIJob, RegisterAIWorkerRequest
 from lpnode.runner.hardware import gpu_info
-from lpnode.worker.jobs import JobRunner
+from lpnode.serving import run_until_stopped
+from lpnode.worker.job_runner import JobRunner
 from lpnode.worker.link import LinkLost, OrchestratorLink, Refused
 from lpnode.worker.settings import WorkerSettings
 
@@ -139,14 +139,9 @@ def run_worker(settings: WorkerSettings) -> None:
     """Blocking: run a worker until SIGTERM/SIGINT, or until the orchestrator refuses it (``ConfigError``)."""
     from lpnode.protocol.same_port import new_event_loop
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         started = time.monotonic()
         await Worker(settings).run(stop)
         log_event(log, "worker stopped", seconds=round(time.monotonic() - started, 1))
 
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(main())
+    run_until_stopped(main, loop_factory=new_event_loop)

@@ -7,9 +7,9 @@ capacity last. Each start carries ``Livepeer-Segment`` (the session's auth token
 ``Livepeer-Payment`` (off-chain) and the body ``{"model_id", "params", "gateway_request_id", "stream_id"}``.
 The answer's trickle URLs may be relative; they are made absolute on the orchestrator's address.
 
-Retries follow the batch forwarder: 402/403 fetch the orchestrator's info again and try it once more, 503
-moves on without suspending, a 400 is the caller's mistake and ends the start, anything else suspends the
-orchestrator and moves on.
+Tries follow the batch forwarder's (:mod:`lpnode.gateway.tries`): 402/403 fetch the orchestrator's info again
+and try it once more, 503 moves on without suspending, a 400 is the caller's mistake and ends the start,
+anything else, or no answer within ``timeout``, suspends the orchestrator and moves on.
 """
 
 from __future__ import annotations
@@ -24,16 +24,22 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from lpnode.errors import BadRequestError, UnavailableError
 from lpnode.gateway.directory import Directory, Offer
-from lpnode.gateway.forward import segment_header
 from lpnode.gateway.orch_client import OrchestratorUnreachable
 from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.settings import PriceCaps
-from lpnode.orchestrator.runner_errors import error_message
+from lpnode.gateway.transport import AiohttpTransport, HopError, HopRequest, OrchestratorTransport
+from lpnode.gateway.tries import Retry, Tries, refusal, unreachable
+from lpnode.protocol.job_hop import (
+    ERROR_BODY_LIMIT,
+    PAYMENT_HEADER,
+    SEGMENT_HEADER,
+    WORKER_AUTHORIZATION,
+    encode_segment,
+)
 
 PIPELINE = "live-video-to-video"
-WORKER_AUTHORIZATION = "Livepeer-AI-Worker-1.0"
+ANSWER_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,13 +63,6 @@ class StartRequest:
     request_id: str
 
 
-class _Retry(Exception):
-    def __init__(self, reason: str, again: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.again = again
-
-
 @dataclass
 class OrchestratorStarter:
     """Starts streams on the directory's orchestrators."""
@@ -76,33 +75,27 @@ class OrchestratorStarter:
     timeout: float = 30.0
     attempts: int = 6
 
+    transport: OrchestratorTransport | None = None  # default: over ``session``
+
     async def start(self, job: StartRequest, avoid: Collection[str] = ()) -> tuple[Offer, LiveUrls]:
         """The first orchestrator (not in ``avoid`` unless nothing else is left) that starts ``job``.
         Raises :class:`UnavailableError` (503) saying why none did, :class:`BadRequestError` for a 400."""
-        tried: set[str] = set()
-        second_chance: set[str] = set()
         refreshed = False
-        reasons: list[str] = []
-        for _ in range(self.attempts):
-            offer = self._pick(job.model_id, tried, avoid)
-            if offer is None:
-                if not refreshed:
-                    refreshed = True
-                    await asyncio.wait_for(self.directory.refresh(), self.timeout)
-                    continue
-                break
-            try:
-                return offer, await self._attempt(offer, job)
-            except _Retry as retry:
-                reasons.append(f"{offer.url}: {retry.reason}")
-                if retry.again and offer.url not in second_chance:
-                    second_chance.add(offer.url)
-                else:
-                    tried.add(offer.url)
-        why = "; ".join(reasons) if reasons else "no orchestrator offers it"
-        raise UnavailableError(f"no orchestrator could start live pipeline {job.model_id!r}: {why}", 1)
 
-    def _pick(self, model_id: str, tried: set[str], avoid: Collection[str]) -> Offer | None:
+        async def pick(tried: Collection[str]) -> Offer | None:
+            nonlocal refreshed
+            offer = self._pick(job.model_id, tried, avoid)
+            if offer is None and not refreshed:
+                refreshed = True
+                await asyncio.wait_for(self.directory.refresh(), self.timeout)
+                offer = self._pick(job.model_id, tried, avoid)
+            return offer
+
+        what = f"start live pipeline {job.model_id!r}"
+        tries: Tries[Offer] = Tries(what, pick, lambda o: o.url, limit=self.attempts)
+        return await tries.run(lambda offer: self._attempt(offer, job))
+
+    def _pick(self, model_id: str, tried: Collection[str], avoid: Collection[str]) -> Offer | None:
         for suspended in (False, True):
             offers = [o for o in self.directory.offers(PIPELINE, model_id, suspended=suspended) if o.url not in tried]
             affordable = [o for o in offers if self.caps.allows(o)]
@@ -112,16 +105,16 @@ class OrchestratorStarter:
                 return self.selector.order(free, self.stats)[0]
         return None
 
-    async def _attempt(self, offer: Offer, job: StartRequest) -> LiveUrls:
+    async def _attempt(self, offer: Offer, job: StartRequest) -> tuple[Offer, LiveUrls]:
         try:
             token = await self.directory.token(offer.url)
         except OrchestratorUnreachable as exc:
             self.directory.suspend(offer.url, str(exc))
-            raise _Retry(str(exc)) from None
+            raise Retry(str(exc)) from None
         headers = {
             "Content-Type": "application/json",
-            "Livepeer-Segment": segment_header(token, PIPELINE, job.model_id),
-            "Livepeer-Payment": "",
+            SEGMENT_HEADER: encode_segment(token, PIPELINE, job.model_id),
+            PAYMENT_HEADER: "",
             "Authorization": WORKER_AUTHORIZATION,
         }
         body = {
@@ -133,39 +126,28 @@ class OrchestratorStarter:
             "stream_id": job.stream_id,
         }
         started = time.monotonic()
+        hop = HopRequest(f"{offer.transcoder}/{PIPELINE}", json.dumps(body).encode(), headers, started + self.timeout)
+        transport = self.transport or AiohttpTransport(self.session)
         try:
-            async with self.session.post(
-                f"{offer.transcoder}/{PIPELINE}",
-                data=json.dumps(body),
-                headers=headers,
-                ssl=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as answer:
-                raw = await answer.read()
-                status = answer.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.directory.suspend(offer.url, f"no answer: {exc or type(exc).__name__}")
-            raise _Retry(f"no answer ({exc or type(exc).__name__})") from None
-        if status != 200:
-            message = error_message(raw)
-            if status == 400:
-                raise BadRequestError(f"the orchestrator refused the stream: {message}")
-            if status in (402, 403):
-                self.directory.orchestrators[offer.url].info = None  # fetch info and token again
-                raise _Retry(f"refused our credentials ({status}: {message})", again=True)
-            if status == 503:
-                raise _Retry(message or "insufficient capacity")
-            self.directory.suspend(offer.url, f"live start answered {status}: {message}")
-            raise _Retry(f"answered {status}: {message}")
+            answer = await transport.send(hop)
+            try:
+                raw = await answer.read(ERROR_BODY_LIMIT if answer.status != 200 else ANSWER_LIMIT)
+            finally:
+                await answer.close()
+        except HopError as exc:
+            raise unreachable(self.directory, offer.url, str(exc)) from None
+        if answer.status != 200:
+            prefix = "the orchestrator refused the stream: "
+            raise refusal(self.directory, offer.url, answer.status, raw, final_prefix=prefix)
         urls = _parse_urls(offer, raw)
         if urls is None:
             self.directory.suspend(offer.url, "live start answer without trickle URLs")
-            raise _Retry("the answer lacks control_url or the other trickle URLs")
+            raise Retry("the answer lacks control_url or the other trickle URLs")
         self.directory.succeeded(offer.url)
         measure = self.stats.of(offer)
         seconds = time.monotonic() - started
         measure.latency = seconds if measure.latency is None else 0.7 * measure.latency + 0.3 * seconds
-        return urls
+        return offer, urls
 
 
 def _parse_urls(offer: Offer, raw: bytes) -> LiveUrls | None:

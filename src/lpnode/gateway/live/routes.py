@@ -39,9 +39,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from lpnode.errors import BadRequestError, JobError, PayloadTooLargeError
-from lpnode.gateway.api import Admit, error_response
-from lpnode.gateway.key_guard import UnauthorizedError
+from lpnode.errors import (
+    BadRequestError,
+    ConflictError,
+    JobError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    gateway_json_response,
+)
+from lpnode.gateway.job_wrapper import Admit
 from lpnode.gateway.live.sessions import LiveSession, LiveSessions
 
 PREFIX = "/live/video-to-video"
@@ -49,14 +56,6 @@ DEFAULT_PIPELINE = "noop"
 MAX_PARAMS_BYTES = 1024 * 1024
 MAX_SEGMENT_BYTES = 32 * 1024 * 1024
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-
-
-class NotFoundError(JobError):
-    status_code = 404
-
-
-class GoneError(JobError):
-    status_code = 409
 
 
 class LiveRoutes:
@@ -106,7 +105,7 @@ class LiveRoutes:
                 session.authorization = authorization
                 session.on_end(admission.release)
         except JobError as exc:
-            return error_response(exc)
+            return gateway_json_response(exc)
         gateway_status = session.status()["gateway_status"]
         return JSONResponse(
             {
@@ -125,24 +124,24 @@ class LiveRoutes:
             session = self._session(request)
             body = await _body(request, MAX_PARAMS_BYTES)
             if session.ended:
-                raise GoneError(f"stream {session.stream!r} has ended")
+                raise ConflictError(f"stream {session.stream!r} has ended")
             await session.update(body)
         except JobError as exc:
-            return error_response(exc)
+            return gateway_json_response(exc)
         return Response(status_code=200)
 
     async def status(self, request: Request) -> Response:
         try:
             session = self._session(request)
         except JobError as exc:
-            return error_response(exc)
+            return gateway_json_response(exc)
         return JSONResponse(session.status())
 
     async def stop(self, request: Request) -> Response:
         try:
             session = self._session(request)
         except JobError as exc:
-            return error_response(exc)
+            return gateway_json_response(exc)
         await session.stop()
         return JSONResponse(session.status())
 
@@ -151,11 +150,11 @@ class LiveRoutes:
             session = self._session(request)
             body = await _body(request, MAX_SEGMENT_BYTES)
             if session.ended:
-                raise GoneError(f"stream {session.stream!r} has ended ({session.ended_by})")
+                raise ConflictError(f"stream {session.stream!r} has ended ({session.ended_by})")
             if not body:
                 raise BadRequestError("the body must be one MPEG-TS segment")
         except JobError as exc:
-            return error_response(exc)
+            return gateway_json_response(exc)
         before = session.input_dropped
         session.publish(body)
         return JSONResponse({"dropped": session.input_dropped > before})
@@ -164,9 +163,9 @@ class LiveRoutes:
         try:
             session = self._session(request)
             if session.ended:
-                raise GoneError(f"stream {session.stream!r} has ended ({session.ended_by})")
+                raise ConflictError(f"stream {session.stream!r} has ended ({session.ended_by})")
         except JobError as exc:
-            return error_response(exc)
+            return gateway_json_response(exc)
         return StreamingResponse(_segments(session), media_type="video/MP2T", headers={"Cache-Control": "no-cache"})
 
     def _session(self, request: Request) -> LiveSession:

@@ -17,7 +17,12 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from starlette.requests import Request
 
-from lpnode.errors import BadRequestError, JobError, PayloadTooLargeError, UnsupportedMediaError
+from lpnode.errors import (
+    BadRequestError,
+    JobError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
 
 # aioice logs every ICE connectivity check at INFO; the gateway logs what matters (answered, started, ended).
 logging.getLogger("aioice").setLevel(logging.WARNING)
@@ -50,18 +55,6 @@ class LiveStreams(Protocol):
     async def start(self, stream: str, model_id: str, params: dict[str, Any], *, stream_id: str = "") -> Any: ...
 
     def get(self, stream: str) -> Any: ...
-
-
-class StreamNotFoundError(JobError):
-    """404: no live stream has this name."""
-
-    status_code = 404
-
-
-class ConflictError(JobError):
-    """409: the stream already has what the request would add."""
-
-    status_code = 409
 
 
 def check_stream_name(stream: str) -> str:

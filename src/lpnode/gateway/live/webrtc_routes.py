@@ -29,14 +29,20 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from lpnode.errors import BadRequestError, ConfigError, JobError, LpnodeError, UnavailableError
-from lpnode.gateway.api import error_response
-from lpnode.gateway.key_guard import Admission
-from lpnode.gateway.live.webrtc import (
+from lpnode.errors import (
+    BadRequestError,
+    ConfigError,
     ConflictError,
+    JobError,
+    LpnodeError,
+    NotFoundError,
+    UnavailableError,
+    gateway_json_response,
+)
+from lpnode.gateway.key_guard import KeyAdmission
+from lpnode.gateway.live.webrtc import (
     LiveStream,
     LiveStreams,
-    StreamNotFoundError,
     answer,
     check_stream_name,
     new_peer,
@@ -67,7 +73,7 @@ class WebRtcRoutes:
         self,
         live: Callable[[], LiveStreams | None],
         *,
-        admit: Callable[[str | None], Awaitable[Admission]] | None = None,
+        admit: Callable[[str | None], Awaitable[KeyAdmission]] | None = None,
         max_viewers: int | None = DEFAULT_MAX_VIEWERS,
         idle_timeout: float = 30.0,
     ) -> None:
@@ -85,7 +91,7 @@ class WebRtcRoutes:
         cls,
         live: Callable[[], LiveStreams | None],
         *,
-        admit: Callable[[str | None], Awaitable[Admission]] | None = None,
+        admit: Callable[[str | None], Awaitable[KeyAdmission]] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> WebRtcRoutes:
         """Limits from ``LPNODE_LIVE_WHEP_MAX_SESSIONS`` (viewers per stream, or ``unlimited``; default 5) and
@@ -126,7 +132,7 @@ class WebRtcRoutes:
             return early
         stream = request.path_params["stream"]
         reserved = False
-        admission: Admission | None = None
+        admission: KeyAdmission | None = None
         try:
             check_stream_name(stream)
             if stream.endswith("-out"):
@@ -146,7 +152,7 @@ class WebRtcRoutes:
             reserved = False  # the ingest holds the name now
             return response
         except JobError as exc:
-            return _with_cors(error_response(exc))
+            return _with_cors(gateway_json_response(exc))
         finally:
             if reserved:
                 self._publishing.discard(stream)
@@ -206,7 +212,7 @@ class WebRtcRoutes:
             return early
         ingest = self.ingests.get(request.path_params["resource"])
         if ingest is None or ingest.stream != request.path_params["stream"]:
-            return _with_cors(error_response(StreamNotFoundError("no such WHIP resource (it may have ended)")))
+            return _with_cors(gateway_json_response(NotFoundError("no such WHIP resource (it may have ended)")))
         await ingest.close("the publisher deleted the WHIP resource")
         return PlainTextResponse("ended\n", headers=CORS)
 
@@ -233,7 +239,7 @@ class WebRtcRoutes:
                 await pc.close()
                 raise
         except JobError as exc:
-            return _with_cors(error_response(exc))
+            return _with_cors(gateway_json_response(exc))
         self.viewers[resource] = viewer
         viewer.start()
         base = str(request.base_url).rstrip("/")
@@ -253,7 +259,7 @@ class WebRtcRoutes:
             return early
         viewer = self.viewers.get(request.path_params["resource"])
         if viewer is None:
-            return _with_cors(error_response(StreamNotFoundError("no such WHEP resource (it may have ended)")))
+            return _with_cors(gateway_json_response(NotFoundError("no such WHEP resource (it may have ended)")))
         await viewer.close("the viewer deleted the WHEP resource")
         return PlainTextResponse("ended\n", headers=CORS)
 
@@ -318,4 +324,4 @@ def _find_output(live: LiveStreams, spelled: str) -> tuple[str, LiveStream]:
         session = running(live, name)
         if session is not None:
             return name, session
-    raise StreamNotFoundError(f"no live stream named {spelled!r} on this gateway")
+    raise NotFoundError(f"no live stream named {spelled!r} on this gateway")

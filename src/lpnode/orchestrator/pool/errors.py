@@ -1,4 +1,4 @@
-"""Errors the runner pool raises to the orchestrator's request handlers.
+"""Errors the runner pool raises to the orchestrator's request handlers (defined in :mod:`lpnode.errors`).
 
 LpnodeError
 ├── ConfigError
@@ -15,32 +15,11 @@ LpnodeError
 
 from __future__ import annotations
 
-from lpnode.errors import BadRequestError, ConfigError, UnavailableError
+from lpnode.errors import ConfigError, InsufficientCapacity, PoolClosedError, RunnerUnavailableError, UnknownModelError
 
 
 class PoolConfigError(ConfigError):
     """The pool's configuration cannot work (e.g. more warm runners than slots)."""
 
 
-class UnknownModelError(BadRequestError):
-    """No aiModels.json entry serves this pipeline and model."""
-
-
-class InsufficientCapacity(UnavailableError):
-    """No capacity now; ``message`` is exactly ``insufficient capacity`` (what go-livepeer answers),
-    ``reason`` says why, for logs and operators."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("insufficient capacity", retry_after=1)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"insufficient capacity: {self.reason}"
-
-
-class RunnerUnavailableError(UnavailableError):
-    """The runner for a lease could not be made ready in time."""
-
-
-class PoolClosedError(UnavailableError):
-    """The pool is closing or closed; no new leases."""
+__all__ = ["InsufficientCapacity", "PoolClosedError", "PoolConfigError", "RunnerUnavailableError", "UnknownModelError"]

@@ -11,20 +11,11 @@ import socket
 from collections.abc import Callable, Collection, Iterator, Mapping
 
 from lpnode.orchestrator.pool.errors import PoolConfigError
+from lpnode.pipelines import FALLBACK_PORT_BASE, PIPELINES
+from lpnode.serving import port_is_free as port_is_free
 
-PORT_BASES: Mapping[str, int] = {
-    "text-to-image": 8000,
-    "image-to-image": 8100,
-    "image-to-video": 8200,
-    "upscale": 8300,
-    "audio-to-text": 8400,
-    "llm": 8500,
-    "segment-anything-2": 8600,
-    "image-to-text": 8700,
-    "text-to-speech": 8800,
-    "live-video-to-video": 8900,
-}
-FALLBACK_BASE = 9000  # a pipeline without a base of its own
+PORT_BASES: Mapping[str, int] = {name: p.port_base for name, p in PIPELINES.items()}
+FALLBACK_BASE = FALLBACK_PORT_BASE  # a pipeline without a base of its own
 
 
 def port_candidates(base: int, slot: int) -> Iterator[int]:
@@ -33,18 +24,6 @@ def port_candidates(base: int, slot: int) -> Iterator[int]:
         raise PoolConfigError(f"slot {slot} is out of range; at most 100 slots are supported")
     offsets = sorted(range(slot % 10, 100, 10), key=lambda offset: (offset < slot, offset))
     return (base + offset for offset in offsets)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True when ``host:port`` can be bound now (with SO_REUSEADDR, as the runner binds it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def claim_port(

@@ -135,7 +135,8 @@ class ProcessBackend:
         name = runner_name(spec.pipeline, spec.model_id, str(port))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as out:
+        # A local append of one line at start; the file is the child's stdout, so it must be a real file.
+        with open(log_path, "ab") as out:  # noqa: ASYNC230
             out.write(f"--- lpnode pool: starting {name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             out.flush()
             env = self.runner_env(spec, port)

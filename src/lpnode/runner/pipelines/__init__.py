@@ -1,9 +1,12 @@
-"""The pipeline registry: pipeline name → the class that serves it, imported lazily.
+"""The runner's pipelines: pipeline name → the class that serves it, imported lazily.
 
-Adding a built-in pipeline is one module here plus one line in ``_BUILTIN``. Pipelines outside lpnode are
-named by import path (``--pipeline-class pkg.module:Class``) or declared by an installed package in the
-entry-point group ``lpnode.pipelines``; :func:`served_pipeline` resolves both (see ``docs/custom-pipelines.md``).
-Built-in names always win over an installed pipeline of the same name.
+What a network pipeline is (route, capability, request, checks) is in :mod:`lpnode.pipelines`; how this
+runner serves it is a class here. Adding a built-in pipeline is one module here plus one line in
+``_BUILTIN`` (and, for a network pipeline, its spec in :mod:`lpnode.pipelines`).
+
+Pipelines outside lpnode are named by import path (``--pipeline-class pkg.module:Class``) or declared by an
+installed package in the entry-point group ``lpnode.pipelines``; :func:`served_pipeline` resolves both (see
+``docs/custom-pipelines.md``). Built-in names always win over an installed pipeline of the same name.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lpnode.errors import ConfigError
+from lpnode.pipelines import NETWORK_PIPELINES  # re-exported: every network pipeline, live included
 from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec, StreamingPipeline
 from lpnode.runner.pipelines.custom import CustomPipeline, check_name, default_name, route_for
 from lpnode.runner.pipelines.loader import (
@@ -34,11 +38,6 @@ _BUILTIN: dict[str, str] = {
     "image-to-text": "lpnode.runner.pipelines.image_to_text:ImageToTextPipeline",
     "text-to-speech": "lpnode.runner.pipelines.text_to_speech:TextToSpeechPipeline",
 }
-
-
-# Every pipeline of the Livepeer AI network, in the upstream route order: the batch ones above plus
-# live-video-to-video, which the live runner serves.
-NETWORK_PIPELINES: tuple[str, ...] = (*list(_BUILTIN)[:-1], "live-video-to-video", list(_BUILTIN)[-1])
 
 
 def pipeline_names() -> list[str]:

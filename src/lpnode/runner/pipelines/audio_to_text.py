@@ -11,60 +11,23 @@ three decimals), for callers that bill by audio seconds.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from typing import Any, Literal
+from typing import Any
 
-from lpnode.errors import BadRequestError, ModelStoreError
+from lpnode.errors import ModelStoreError
 from lpnode.logs import log_event
-from lpnode.runner.audio import decode_audio, too_long
+from lpnode.runner.audio import decode_audio
 from lpnode.runner.model_files import require_cached
 from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec
 from lpnode.schemas.audio import AudioToTextForm, Chunk, TextResponse
+from lpnode.schemas.checks import MAX_AUDIO_SECONDS, parse_return_timestamps
 
 log = logging.getLogger("lpnode.runner")
 
 SAMPLING_RATE = 16000  # what every Whisper feature extractor expects
-MAX_AUDIO_SECONDS = 3600.0  # the reference runner's limit for word timestamps; here for every mode
 DURATION_HEADER = "X-Audio-Duration"
 _DISTIL_LARGE_V3 = "distil-whisper/distil-large-v3"
 _FP32_ONLY = "openai/whisper-medium"
-
-Timestamps = bool | Literal["word"]
-
-
-def parse_return_timestamps(value: str) -> Timestamps:
-    """``true``/``1``/``sentence`` → True, ``false``/``0`` → False, ``word`` → "word"."""
-    lowered = value.strip().lower()
-    if lowered in {"true", "1", "sentence"}:
-        return True
-    if lowered in {"false", "0"}:
-        return False
-    if lowered == "word":
-        return "word"
-    raise BadRequestError(f"return_timestamps must be 'true' (or 'sentence'), 'word' or 'false', got {value!r}.")
-
-
-def parse_metadata_duration(metadata: str) -> float | None:
-    """The optional ``duration`` (seconds) in the ``metadata`` JSON object."""
-    prefix = "Unable to calculate duration of file"
-    try:
-        parsed = json.loads(metadata or "{}")
-    except json.JSONDecodeError:
-        raise BadRequestError(
-            f'{prefix}: metadata must be a JSON object such as {{"duration": 12.5}}, got {metadata[:80]!r}.'
-        ) from None
-    if not isinstance(parsed, dict):
-        raise BadRequestError(f'{prefix}: metadata must be a JSON object such as {{"duration": 12.5}}.')
-    duration = parsed.get("duration")
-    if duration is None:
-        return None
-    if isinstance(duration, bool) or not isinstance(duration, int | float) or not math.isfinite(duration):
-        raise BadRequestError(f"{prefix}: metadata duration must be a number of seconds, got {duration!r}.")
-    if duration < 0:
-        raise BadRequestError(f"{prefix}: metadata duration must not be negative, got {duration}.")
-    return float(duration)
 
 
 def _chunk(raw: dict[str, Any]) -> Chunk:
@@ -137,12 +100,6 @@ class AudioToTextPipeline(BatchPipeline[AudioToTextForm]):
             dtype=str(dtype).removeprefix("torch."),
             device=ctx.device,
         )
-
-    def check(self, params: AudioToTextForm) -> None:
-        parse_return_timestamps(params.return_timestamps)
-        declared = parse_metadata_duration(params.metadata)
-        if declared is not None and declared > MAX_AUDIO_SECONDS:
-            raise too_long(MAX_AUDIO_SECONDS, declared)
 
     def run(self, params: AudioToTextForm, job: Job) -> TextResponse:
         timestamps = parse_return_timestamps(params.return_timestamps)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from lpnode.errors import JobCancelledError
+from lpnode.pipelines import PIPELINES
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
 
@@ -103,7 +104,13 @@ class BatchPipeline(ABC, Generic[ParamsT]):
         self.model_id = ctx.model_id
 
     def check(self, params: ParamsT) -> None:
-        """Cheap validation run before the job is queued; raise BadRequestError to refuse it."""
+        """Cheap validation run before the job is queued; raise BadRequestError to refuse it.
+
+        A network pipeline's request gets the checks of its :class:`~lpnode.pipelines.PipelineSpec`, the
+        ones a gateway runs too. Override to add checks that need the loaded model, and call this."""
+        spec = PIPELINES.get(self.route.name)
+        if spec is not None and spec.params is not None and isinstance(params, spec.params):
+            spec.precheck(params, {})
 
     @abstractmethod
     def run(self, params: ParamsT, job: Job) -> BaseModel:

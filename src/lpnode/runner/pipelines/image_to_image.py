@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lpnode.errors import BadRequestError
 from lpnode.runner.diffusion import (
-    check_seed,
     choose_seed,
     generate_images,
     load_diffusers,
@@ -20,13 +18,14 @@ from lpnode.runner.diffusion import (
     split_prompts,
     to_media,
 )
-from lpnode.runner.loras import LoraAdapters, parse_loras
+from lpnode.runner.loras import LoraAdapters
 from lpnode.runner.media import decode_image
 from lpnode.runner.optimizations import apply_optimizations
 from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec
 from lpnode.runner.pipelines.text_to_image import is_turbo, lightning_steps, load_lightning
 from lpnode.runner.safety import safety_checker_for
 from lpnode.schemas import ImageResponse, ImageToImageForm
+from lpnode.schemas.checks import parse_loras
 
 PIX2PIX_CLASS = "StableDiffusionInstructPix2PixPipeline"
 
@@ -72,14 +71,6 @@ class ImageToImagePipeline(BatchPipeline[ImageToImageForm]):
         scheduler_cls: Any = diffusers.EulerAncestralDiscreteScheduler
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
         return pipe
-
-    def check(self, params: ImageToImageForm) -> None:
-        if params.num_images_per_prompt < 1:
-            raise BadRequestError("num_images_per_prompt must be at least 1.")
-        if not 0.0 <= params.strength <= 1.0:
-            raise BadRequestError(f"strength must be between 0 and 1, got {params.strength}.")
-        check_seed(params.seed, params.num_images_per_prompt)
-        parse_loras(params.loras)
 
     def run(self, params: ImageToImageForm, job: Job) -> ImageResponse:
         image = decode_image(params.image)

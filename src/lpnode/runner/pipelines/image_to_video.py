@@ -7,8 +7,6 @@ runner, ``nsfw`` is ``false`` (never null) when the check is off.
 from __future__ import annotations
 
 from lpnode.runner.diffusion import (
-    check_seed,
-    check_size,
     choose_seed,
     generator,
     load_diffusers,
@@ -45,10 +43,6 @@ class ImageToVideoPipeline(BatchPipeline[ImageToVideoForm]):
         self.pipe = load_diffusers(StableVideoDiffusionPipeline, ctx)
         apply_optimizations(self.pipe, ctx)
         self.safety = safety_checker_for(ctx)
-
-    def check(self, params: ImageToVideoForm) -> None:
-        check_size(params.height, params.width)
-        check_seed(params.seed)
 
     def run(self, params: ImageToVideoForm, job: Job) -> VideoResponse:
         image = decode_image(params.image)

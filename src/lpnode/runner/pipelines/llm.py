@@ -11,12 +11,9 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 
-from lpnode.errors import BadRequestError
 from lpnode.runner.llm import ChatParams, Delta, choose_backend
 from lpnode.runner.pipelines.base import Job, LoadContext, RouteSpec, StreamingPipeline
 from lpnode.schemas.llm import LLMChoice, LLMMessage, LLMRequest, LLMResponse, LLMTokenUsage
-
-ROLES = ("system", "user", "assistant")
 
 
 class LLMPipeline(StreamingPipeline[LLMRequest]):
@@ -47,21 +44,6 @@ class LLMPipeline(StreamingPipeline[LLMRequest]):
         close = getattr(self.backend, "close", None)
         if close is not None:
             await close()
-
-    def check(self, params: LLMRequest) -> None:
-        if not params.messages:
-            raise BadRequestError("messages must hold at least one message.")
-        for i, message in enumerate(params.messages):
-            if message.role not in ROLES:
-                raise BadRequestError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {message.role!r}.")
-        if params.max_tokens < 1:
-            raise BadRequestError(f"max_tokens must be at least 1, got {params.max_tokens}.")
-        if not 0.0 <= params.temperature <= 2.0:
-            raise BadRequestError(f"temperature must be between 0 and 2, got {params.temperature}.")
-        if not 0.0 < params.top_p <= 1.0:
-            raise BadRequestError(f"top_p must be greater than 0 and at most 1, got {params.top_p}.")
-        if params.top_k == 0 or params.top_k < -1:
-            raise BadRequestError(f"top_k must be -1 (off) or at least 1, got {params.top_k}.")
 
     def _chat(self, params: LLMRequest) -> ChatParams:
         return ChatParams(

@@ -252,7 +252,8 @@ class SegmentAnything2Pipeline(BatchPipeline[SegmentAnything2Form]):
         )
 
     def check(self, params: SegmentAnything2Form) -> None:
-        self._prompts(params)
+        self._prompts(params)  # first, as before: a request with bad prompts and a bad image hears of the prompts
+        super().check(params)
 
     def run(self, params: SegmentAnything2Form, job: Job) -> MasksResponse:
         image = decode_image(params.image)

@@ -12,22 +12,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lpnode.errors import BadRequestError
 from lpnode.runner.diffusion import (
-    check_seed,
-    check_size,
     choose_seed,
     generate_images,
     load_diffusers,
     split_prompts,
     to_media,
 )
-from lpnode.runner.loras import LoraAdapters, parse_loras
+from lpnode.runner.loras import LoraAdapters
 from lpnode.runner.model_files import cached_file, pull_hint
 from lpnode.runner.optimizations import apply_optimizations
 from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec
 from lpnode.runner.safety import safety_checker_for
 from lpnode.schemas import ImageResponse, TextToImageParams
+from lpnode.schemas.checks import parse_loras
 
 LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -102,15 +100,6 @@ class TextToImagePipeline(BatchPipeline[TextToImageParams]):
         apply_optimizations(self.pipe, ctx)
         self.loras = LoraAdapters(self.pipe, ctx)
         self.safety = safety_checker_for(ctx)
-
-    def check(self, params: TextToImageParams) -> None:
-        if not params.prompt:
-            raise BadRequestError("Prompt must be provided.")
-        check_size(params.height, params.width)
-        if params.num_images_per_prompt < 1:
-            raise BadRequestError("num_images_per_prompt must be at least 1.")
-        check_seed(params.seed, params.num_images_per_prompt)
-        parse_loras(params.loras)
 
     def run(self, params: TextToImageParams, job: Job) -> ImageResponse:
         self.loras.apply(parse_loras(params.loras))

@@ -39,7 +39,6 @@ log = logging.getLogger("lpnode.runner")
 
 SEED = 42  # VITS and Parler sample noise and durations; a fixed seed makes the output repeatable
 MAX_CHUNK_CHARS = 400  # one synthesis call; sentences are packed up to this
-MAX_TEXT_CHARS = 10_000  # about ten minutes of speech
 PAUSE_SECONDS = 0.25  # silence between chunks
 _SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|\n\s*\n?")
 
@@ -199,15 +198,6 @@ class TextToSpeechPipeline(BatchPipeline[TextToSpeechParams]):
             sampling_rate=self.backend.sampling_rate,
             device=ctx.device,
         )
-
-    def check(self, params: TextToSpeechParams) -> None:
-        if not params.text.strip():
-            raise BadRequestError("Text input must be provided.")
-        if len(params.text) > MAX_TEXT_CHARS:
-            raise BadRequestError(
-                f"Text is {len(params.text)} characters long; the limit is {MAX_TEXT_CHARS}. "
-                "Split it into several requests."
-            )
 
     def run(self, params: TextToSpeechParams, job: Job) -> AudioResponse:
         import numpy as np

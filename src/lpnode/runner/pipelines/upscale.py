@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from lpnode.runner.diffusion import (
-    check_seed,
     choose_seed,
     generator,
     load_diffusers,
@@ -39,9 +38,6 @@ class UpscalePipeline(BatchPipeline[UpscaleForm]):
         self.pipe = load_diffusers(StableDiffusionUpscalePipeline, ctx)
         apply_optimizations(self.pipe, ctx)
         self.safety = safety_checker_for(ctx)
-
-    def check(self, params: UpscaleForm) -> None:
-        check_seed(params.seed)
 
     def run(self, params: UpscaleForm, job: Job) -> ImageResponse:
         image = decode_image(params.image)

@@ -6,11 +6,12 @@ segment credentials (token, capabilities) 403, a body without a usable model 400
 plain text, as go-livepeer writes them.
 
 The body streams to the runner (see :mod:`lpnode.orchestrator.job_body`); the runner's answer streams
-back, server-sent events included, unless results must be re-hosted (:mod:`lpnode.orchestrator.rehost`).
+back, server-sent events included, unless results must be re-hosted (:mod:`lpnode.orchestrator.result_files`).
 The runner's capacity is held until the last byte of the answer is sent, and released however the
 request ends. A client that goes away cancels the runner call, which stops the job on the runner. A
 ``Lpnode-Timeout: <seconds>`` header bounds the job until its answer starts (waiting for a cold runner
-included): past it the job is cancelled and the caller gets 504.
+included): past it the job is cancelled and the caller gets 504. The headers and error texts are the job hop's
+(:mod:`lpnode.protocol.job_hop`).
 """
 
 from __future__ import annotations
@@ -18,37 +19,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import TypeVar
 
 import aiohttp
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
-from lpnode.errors import BadRequestError, JobCancelledError, JobError, PipelineFailedError
+from lpnode.errors import BadRequestError, GatewayTimeoutError, JobError, PipelineFailedError, go_text_response
 from lpnode.http_relay import RelayedStream, disconnected, first_of, release
 from lpnode.logs import log_event
 from lpnode.orchestrator.credentials import check_credentials
 from lpnode.orchestrator.job_body import JobBody, read_model_id
 from lpnode.orchestrator.metrics import OrchestratorMetrics
 from lpnode.orchestrator.pool import InsufficientCapacity, LeasedRunner, RunnerPool, UnknownModelError
-from lpnode.orchestrator.rehost import WORKER_AUTHORIZATION, needs_rehosting, rehost
 from lpnode.orchestrator.remote_workers import RemoteWorkers, WorkerLease
-from lpnode.orchestrator.runner_errors import runner_error
+from lpnode.orchestrator.result_files import needs_rehosting, store_results
+from lpnode.pipelines import model_field
 from lpnode.protocol.auth_token import AuthTokens
+from lpnode.protocol.job_hop import ERROR_BODY_LIMIT, TIMEOUT_HEADER, WORKER_AUTHORIZATION, read_timeout, runner_error
 from lpnode.protocol.lp_rpc_pb2 import Capabilities
 from lpnode.results import ResultStore, new_request_id
 
 log = logging.getLogger("lpnode.orchestrator.jobs")
-TIMEOUT_HEADER = "lpnode-timeout"
-ERROR_BODY_LIMIT = 1024 * 1024
 _PASSED_HEADERS = ("content-type", "content-length", "x-audio-duration", "cache-control")
 _T = TypeVar("_T")
-
-
-class GatewayTimeoutError(JobError):
-    status_code = 504
 
 
 class JobRelay:
@@ -86,13 +82,13 @@ class JobRelay:
             self.metrics.job_seconds.labels(**labels).observe(time.perf_counter() - started)
 
         try:
-            timeout = _timeout(request.headers.get(TIMEOUT_HEADER))
+            timeout = read_timeout(request.headers.get(TIMEOUT_HEADER))
             async with asyncio.timeout(timeout):
                 check_credentials(request.headers, self.tokens, self.capabilities)
                 body = await read_model_id(
                     request.headers.get("content-type", ""),
                     request.stream(),
-                    json_field="model" if pipeline == "llm" else "model_id",
+                    json_field=model_field(pipeline),
                 )
                 labels["model_id"] = body.model_id or self._only_model(pipeline)
                 deadline = time.monotonic() + timeout if timeout is not None else None
@@ -106,12 +102,12 @@ class JobRelay:
                     assert self.remote is not None
                     response = await self.remote.serve(runner, request, pipeline, labels["model_id"], body, stack)
         except TimeoutError:
-            response = error_response(GatewayTimeoutError(f"the job did not finish within {timeout or 0:g}s"))
+            response = go_text_response(GatewayTimeoutError(f"the job did not finish within {timeout or 0:g}s"))
         except JobError as exc:
-            response = error_response(exc)
+            response = go_text_response(exc)
         except Exception as exc:  # a bug: log it whole, answer a plain 500 without a traceback
             log.exception("job failed unexpectedly", extra={"fields": {"pipeline": pipeline}})
-            response = error_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
+            response = go_text_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
         if isinstance(response, RelayedStream):
             response.on_close = finish
         else:
@@ -170,7 +166,7 @@ class JobRelay:
         worker = request.headers.get("authorization", "") == WORKER_AUTHORIZATION
         if needs_rehosting(pipeline, worker):
             answer = await first_of(upstream.read(), runner.lost, disconnected(request, done))
-            rewritten = await rehost(pipeline, answer, self.store, new_request_id(), self.service_url)
+            rewritten = await store_results(pipeline, answer, self.store, new_request_id(), self.service_url)
             return Response(rewritten, media_type="application/json", headers=_without_type(passed))
         return RelayedStream(_body_of(upstream, runner), headers=passed)
 
@@ -183,14 +179,6 @@ async def _body_of(upstream: aiohttp.ClientResponse, runner: LeasedRunner) -> As
         log_event(log, "runner failed while answering", logging.WARNING, runner=runner.name, problem=str(exc))
 
 
-def error_response(exc: JobError) -> Response:
-    """A plain-text error, as go-livepeer's ``http.Error`` writes it (503s carry ``Retry-After``)."""
-    if isinstance(exc, JobCancelledError):
-        return Response(status_code=499)
-    headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
-    return PlainTextResponse(exc.message + "\n", status_code=exc.status_code, headers=headers)
-
-
 async def _until_done(chunks: AsyncIterator[bytes], done: asyncio.Event) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         yield chunk
@@ -199,20 +187,3 @@ async def _until_done(chunks: AsyncIterator[bytes], done: asyncio.Event) -> Asyn
 
 def _without_type(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
-
-
-def _timeout(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise BadRequestError(f"{TIMEOUT_HEADER} must be a number of seconds, got {value!r}") from None
-    if not seconds > 0:
-        raise BadRequestError(f"{TIMEOUT_HEADER} must be positive, got {value!r}")
-    return seconds
-
-
-def batch_pipelines(served: Iterable[str]) -> list[str]:
-    """The job routes to mount: every network batch pipeline (all but live video)."""
-    return [p for p in served if p != "live-video-to-video"]

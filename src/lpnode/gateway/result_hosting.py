@@ -20,7 +20,7 @@ MAX_RESULT_BYTES = 512 * 1024 * 1024
 INLINE_BYTES = 256 * 1024
 
 
-async def rehost(
+async def host_results(
     answer: bytes, session: aiohttp.ClientSession, store: ResultStore, request_id: str, public_url: str
 ) -> bytes:
     try:

@@ -51,10 +51,16 @@ from lpnode.byoc.health import HEALTH_INTERVAL
 from lpnode.byoc.job_request import JOB_HEADER, JobRequest, decode_job_request, verify_signature
 from lpnode.byoc.ledger import Ledger, balance_text, seconds_charged
 from lpnode.byoc.registry import CapabilityRegistry, Price, RegisteredCapability, TargetLease
-from lpnode.errors import BadRequestError, JobError, PipelineFailedError, UnavailableError
+from lpnode.errors import (
+    BadRequestError,
+    GatewayTimeoutError,
+    JobError,
+    PipelineFailedError,
+    UnavailableError,
+    go_text_response,
+)
 from lpnode.http_relay import RelayedStream, disconnected, first_of, release
 from lpnode.logs import log_event
-from lpnode.orchestrator.jobs import GatewayTimeoutError, error_response
 from lpnode.protocol.lp_rpc_pb2 import PriceInfo
 
 log = logging.getLogger("lpnode.byoc")
@@ -127,7 +133,7 @@ class ByocOrchestrator:
         try:
             name = (await _small_body(request)).decode(errors="replace").strip()
         except BadRequestError as exc:
-            return error_response(exc)
+            return go_text_response(exc)
         if not await self.registry.unregister(name):
             log_event(log, "unregister of a capability not registered", logging.WARNING, name=name)
         return PlainTextResponse("ok")
@@ -171,7 +177,7 @@ class ByocOrchestrator:
         try:
             sender = _eth_address(request.headers.get(ETH_ADDRESS_HEADER, ""))
         except BadRequestError as exc:
-            return error_response(exc)
+            return go_text_response(exc)
         name = request.headers.get("livepeer-capability", "").strip()
         if not name:
             return PlainTextResponse("missing Livepeer-Capability header; name the capability\n", status_code=400)
@@ -211,12 +217,12 @@ class ByocOrchestrator:
             response = await self._relay(request, job, capability, lease, started, stack)
         except TimeoutError:
             seconds = job.timeout_seconds if job is not None else 0
-            response = error_response(GatewayTimeoutError(f"the job did not answer within {seconds}s"))
+            response = go_text_response(GatewayTimeoutError(f"the job did not answer within {seconds}s"))
         except JobError as exc:
-            response = error_response(exc)
+            response = go_text_response(exc)
         except Exception as exc:  # a bug: log it whole, answer a plain 500 without a traceback
             log.exception("byoc job failed unexpectedly")
-            response = error_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
+            response = go_text_response(PipelineFailedError(f"internal error: {type(exc).__name__}"))
 
         async def finish(status: int) -> None:
             await stack.aclose()

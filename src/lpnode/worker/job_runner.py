@@ -23,8 +23,8 @@ import aiohttp
 from lpnode.errors import BadRequestError, JobError, PipelineFailedError
 from lpnode.logs import log_event
 from lpnode.orchestrator.pool import RunnerPool
-from lpnode.orchestrator.runner_errors import runner_error
 from lpnode.orchestrator.video import encode_mp4
+from lpnode.pipelines import PIPELINES, Results, model_field
 from lpnode.protocol.ai_worker import (
     AI_RESULTS_PATH,
     CREDENTIALS_HEADER,
@@ -34,12 +34,12 @@ from lpnode.protocol.ai_worker import (
     STATUS_HEADER,
     STREAM_CONTENT_TYPE,
     TASK_ID_HEADER,
-    WORKER_AUTHORIZATION,
     JobData,
     ResultFile,
     build_multipart,
     build_result,
 )
+from lpnode.protocol.job_hop import WORKER_AUTHORIZATION, runner_error
 from lpnode.protocol.lp_rpc_pb2 import NotifyAIJob
 from lpnode.results import decode_data_url, extension_for
 from lpnode.worker.link import OrchestratorLink
@@ -80,7 +80,7 @@ class JobRunner:
             job = JobData.decode(data)
         except ValueError as exc:
             raise BadRequestError(str(exc)) from None
-        field = "model" if pipeline == "llm" else "model_id"
+        field = model_field(pipeline)
         model_id = job.request.get(field) or job.request.get("model_id") or ""
         if not isinstance(model_id, str) or not model_id:
             raise BadRequestError(f"{field} is required")
@@ -177,6 +177,9 @@ def _runner_request(pipeline: str, request: Mapping[str, Any], upload: bytes | N
     return body, content_type
 
 
+_VIDEO_PIPELINES = frozenset(name for name, p in PIPELINES.items() if p.results is Results.VIDEO)
+
+
 def _result_upload(pipeline: str, answer: bytes) -> tuple[str, bytes]:
     """The ``multipart/mixed`` upload for a runner's 200 ``answer``."""
     try:
@@ -185,7 +188,7 @@ def _result_upload(pipeline: str, answer: bytes) -> tuple[str, bytes]:
         raise PipelineFailedError(f"{pipeline} container returned a body that is not JSON") from None
     files: list[ResultFile] = []
     try:
-        if pipeline == "image-to-video" and isinstance(data, dict):
+        if pipeline in _VIDEO_PIPELINES and isinstance(data, dict):
             data = {"images": _videos(data, files)}
         else:
             for holder in _url_holders(data):

@@ -26,9 +26,8 @@ import base64
 import contextlib
 import json
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -40,27 +39,25 @@ from starlette.routing import Route
 
 from lpnode.byoc.job_request import JOB_HEADER, JobRequest, decode_job_request, go_duration, normalize_url
 from lpnode.byoc.ledger import seconds_charged
-from lpnode.errors import JobError, PayloadTooLargeError, UnavailableError
-from lpnode.gateway.api import error_response
+from lpnode.errors import PayloadTooLargeError, UnavailableError
 from lpnode.gateway.directory import Directory
-from lpnode.gateway.forward import Outcome
-from lpnode.gateway.key_guard import Admission
-from lpnode.http_relay import RelayedStream, disconnected, first_of, release, when_sent
+from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
+from lpnode.gateway.transport import AiohttpTransport, HopAnswer, HopError, HopRequest, OrchestratorTransport
+from lpnode.gateway.tries import Retry, Tries
+from lpnode.http_relay import RelayedStream, disconnected, first_of
 from lpnode.logs import log_event
 
-log = logging.getLogger("lpnode.byoc.gateway")
+log = logging.getLogger("lpnode.gateway.byoc")
 SEARCH_TIMEOUT = 2.0
 RESPONSE_TIMEOUT = 1.0
 MAX_SEARCH_TIMEOUT = 30.0
 EXTRA_SECONDS = 5
 MAX_BODY_BYTES = 100 * 1024 * 1024
+ERROR_TEXT_LIMIT = 2000
 ZERO_ADDRESS = "0x" + "00" * 20
 SEARCH_HEADER = "livepeer-orch-search-timeout"
 RESPONSE_HEADER = "livepeer-orch-search-resp-timeout"
 _PASSED = ("content-type", "content-length", "livepeer-balance", "x-metadata")
-
-Recorder = Callable[[str, str, int, int, Outcome, float, str], None]
-Admit = Callable[[str | None], Awaitable[Admission]]
 
 
 @dataclass(frozen=True)
@@ -78,14 +75,13 @@ class ByocGateway:
         self,
         directory: Directory,
         session: aiohttp.ClientSession,
-        *,
-        record: Recorder | None = None,
-        admit: Admit | None = None,
+        wrapper: JobWrapper,
+        transport: OrchestratorTransport | None = None,
     ) -> None:
         self.directory = directory
         self.session = session
-        self.record = record
-        self.admit = admit
+        self.wrapper = wrapper
+        self.transport = transport or AiohttpTransport(session)
 
     def routes(self) -> list[Route]:
         return [
@@ -94,42 +90,19 @@ class ByocGateway:
         ]
 
     async def handle(self, request: Request) -> Response:
-        started = time.monotonic()
-        request_id = secrets.token_hex(8)
-        outcome = Outcome()
-        capability = ""
-        admission: Admission | None = None
-        try:
-            if self.admit is not None:
-                admission = await self.admit(request.headers.get("authorization"))
-                outcome.key_id, outcome.key_name = admission.key.id, admission.key.name
-            job = decode_job_request(request.headers.get(JOB_HEADER))
-            capability = job.capability
-            search = _timeout(request.headers.get(SEARCH_HEADER), SEARCH_TIMEOUT, "Livepeer-Orch-Search-Timeout")
-            each = _timeout(request.headers.get(RESPONSE_HEADER), RESPONSE_TIMEOUT, "Livepeer-Orch-Search-Resp-Timeout")
-            body = await _read_body(request)
-            response = await self._serve(request, job, body, min(each, search), search, outcome)
-        except JobError as exc:
-            refused_key = getattr(exc, "key", None)
-            if refused_key is not None:
-                outcome.key_id, outcome.key_name = refused_key.id, refused_key.name
-            response = error_response(exc)
-        except Exception as exc:  # a bug: log it whole, answer a 500 without a traceback
-            log.exception("byoc request failed unexpectedly")
-            response = error_response(JobError(f"internal error: {type(exc).__name__}"))
+        record = JobRecord(metered=False)  # metered once the request names its capability
+        return await self.wrapper.serve(request, lambda job: self._handle(request, job), settle=_settle, job=record)
 
-        def finish(status: int) -> None:
-            if admission is not None:
-                admission.release()
-            if self.record is not None and capability:
-                seconds = time.monotonic() - started
-                units = seconds_charged(seconds) if outcome.orchestrator and status < 400 else 0
-                self.record(capability, "", units, status, outcome, seconds, request_id)
-
-        return when_sent(response, finish)
+    async def _handle(self, request: Request, record: JobRecord) -> Response:
+        job = decode_job_request(request.headers.get(JOB_HEADER))
+        record.pipeline, record.metered = job.capability, True
+        search = _timeout(request.headers.get(SEARCH_HEADER), SEARCH_TIMEOUT, "Livepeer-Orch-Search-Timeout")
+        each = _timeout(request.headers.get(RESPONSE_HEADER), RESPONSE_TIMEOUT, "Livepeer-Orch-Search-Resp-Timeout")
+        body = await _read_body(request)
+        return await self._serve(request, job, body, min(each, search), search, record)
 
     async def _serve(
-        self, request: Request, job: JobRequest, body: bytes, each: float, search: float, outcome: Outcome
+        self, request: Request, job: JobRequest, body: bytes, each: float, search: float, record: JobRecord
     ) -> Response:
         wanted = job.job_parameters()
         include, exclude = set(wanted.include), set(wanted.exclude)
@@ -145,18 +118,18 @@ class ByocGateway:
         answers = await self._tokens(orchestrators, job.capability, each, search)
         tokens = [a for a in answers.values() if isinstance(a, JobToken)]
         usable = [t for t in tokens if t.available > 0 and allowed(t.orchestrator, t.service_addr)]
-        reasons = [f"{t.orchestrator}: no free capacity" for t in tokens if t.available <= 0]
-        reasons += [f"{url}: {a}" for url, a in answers.items() if isinstance(a, str)]
-        reasons += [f"{url}: no job token within {search:g}s" for url in orchestrators if url not in answers]
         header = job.encode(sender=ZERO_ADDRESS, sig="")
         sub_path = request.path_params.get("path", "")
-        for token in usable:
-            try:
-                return await self._attempt(request, token, job, header, sub_path, body, outcome)
-            except _NextOrchestrator as skip:
-                reasons.append(f"{token.orchestrator}: {skip}")
-        detail = "; ".join(reasons) if reasons else "no orchestrator offers it"
-        raise UnavailableError(f"no orchestrator could serve capability {job.capability}: {detail}", 1)
+
+        async def pick(tried: Collection[str]) -> JobToken | None:
+            return next((t for t in usable if t.orchestrator not in tried), None)
+
+        tries: Tries[JobToken] = Tries(f"serve capability {job.capability}", pick, lambda t: t.orchestrator)
+        tries.limit = len(usable) + 1
+        tries.reasons += [f"{t.orchestrator}: no free capacity" for t in tokens if t.available <= 0]
+        tries.reasons += [f"{url}: {a}" for url, a in answers.items() if isinstance(a, str)]
+        tries.reasons += [f"{url}: no job token within {search:g}s" for url in orchestrators if url not in answers]
+        return await tries.run(lambda token: self._attempt(request, token, job, header, sub_path, body, record))
 
     async def _tokens(
         self, orchestrators: Iterable[str], capability: str, each: float, search: float
@@ -212,51 +185,59 @@ class ByocGateway:
         header: str,
         sub_path: str,
         body: bytes,
-        outcome: Outcome,
+        record: JobRecord,
     ) -> Response:
         headers = {"Livepeer": header, "Livepeer-Capability": job.capability}
         if request.headers.get("content-type"):
             headers["Content-Type"] = request.headers["content-type"]
         url = f"{token.service_addr}/process/request/{sub_path}".rstrip("/")
-        timeout = aiohttp.ClientTimeout(total=job.timeout_seconds + EXTRA_SECONDS, sock_connect=5)
+        deadline = time.monotonic() + job.timeout_seconds + EXTRA_SECONDS
         done = asyncio.Event()
         done.set()
-        call = self.session.post(url, data=body, headers=headers, timeout=timeout, ssl=False)
         try:
-            upstream = await first_of(call, asyncio.Event(), disconnected(request, done))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _NextOrchestrator(f"no answer ({exc or type(exc).__name__})") from None
-        if upstream.status >= 500:
-            text = (await upstream.content.read(2000)).decode(errors="replace").strip()
-            await release(upstream)
-            raise _NextOrchestrator(f"answered {upstream.status}: {text or upstream.reason}")
-        outcome.orchestrator = token.service_addr
-        outcome.price = token.price
-        passed = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED}
+            answer = await first_of(
+                self.transport.send(HopRequest(url, body, headers, deadline)),
+                asyncio.Event(),
+                disconnected(request, done),
+            )
+            if answer.status >= 500:
+                try:
+                    text = (await answer.read(ERROR_TEXT_LIMIT)).decode(errors="replace").strip()
+                except HopError:
+                    text = ""
+                finally:
+                    await answer.close()
+                raise Retry(f"answered {answer.status}: {text or 'no reason given'}")
+        except HopError as exc:
+            raise Retry(str(exc)) from None
+        record.orchestrator = token.service_addr
+        record.price = token.price
+        passed = {k: v for k, v in answer.headers.items() if k.lower() in _PASSED}
         passed["X-Orchestrator-Url"] = token.service_addr
-        response = RelayedStream(_chunks(upstream, token.service_addr), status_code=upstream.status, headers=passed)
+        response = RelayedStream(_chunks(answer, token.service_addr), status_code=answer.status, headers=passed)
 
         async def close(status: int) -> None:
-            await release(upstream)
+            await answer.close()
 
         response.on_close = close
         return response
 
 
-class _NextOrchestrator(Exception):
-    """This orchestrator did not serve the job; try the next."""
+def _settle(job: JobRecord, status: int) -> None:
+    """BYOC is charged per whole second of a served job; a refused or failed one costs nothing."""
+    job.units = seconds_charged(job.seconds) if job.orchestrator and status < 400 else 0
 
 
 def _service(info: Any) -> str:
     return str(info.transcoder) if info is not None and info.transcoder else ""
 
 
-async def _chunks(upstream: aiohttp.ClientResponse, url: str) -> AsyncIterator[bytes]:
+async def _chunks(answer: HopAnswer, url: str) -> AsyncIterator[bytes]:
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in answer.chunks():
             yield chunk
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        log_event(log, "orchestrator answer broke off", logging.WARNING, url=url, problem=str(exc) or "timeout")
+    except HopError as exc:
+        log_event(log, "orchestrator answer broke off", logging.WARNING, url=url, problem=str(exc))
 
 
 def _timeout(value: str | None, default: float, what: str) -> float:

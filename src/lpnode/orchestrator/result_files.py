@@ -15,17 +15,20 @@ from typing import Any
 
 from lpnode.errors import PipelineFailedError
 from lpnode.orchestrator.video import encode_mp4
+from lpnode.pipelines import PIPELINES, Results
 from lpnode.results import ResultStore, decode_data_url
 
 WORKER_AUTHORIZATION = "Livepeer-AI-Worker-1.0"
-IMAGE_PIPELINES = frozenset({"text-to-image", "image-to-image", "upscale"})
-REHOSTED_PIPELINES = IMAGE_PIPELINES | {"text-to-speech", "image-to-video"}
+REHOSTED_PIPELINES = frozenset(name for name, p in PIPELINES.items() if p.rehosted)
+"""Pipelines whose answers carry files (images, audio, video) that can be stored and served as URLs."""
+VIDEO_PIPELINES = frozenset(name for name, p in PIPELINES.items() if p.results is Results.VIDEO)
+"""Pipelines whose frames are always encoded into MP4s here, whoever asks."""
 VIDEO_FPS = 7
 
 
 def needs_rehosting(pipeline: str, worker: bool) -> bool:
     """Whether the runner's answer must be read and rewritten (else it streams through untouched)."""
-    return pipeline == "image-to-video" or (worker and pipeline in REHOSTED_PIPELINES)
+    return pipeline in VIDEO_PIPELINES or (worker and pipeline in REHOSTED_PIPELINES)
 
 
 INLINE_BYTES = 256 * 1024
@@ -33,10 +36,10 @@ INLINE_BYTES = 256 * 1024
 videos, in a worker thread."""
 
 
-async def rehost(pipeline: str, body: bytes, store: ResultStore, request_id: str, base_url: str) -> bytes:
+async def store_results(pipeline: str, body: bytes, store: ResultStore, request_id: str, base_url: str) -> bytes:
     """The answer to send for the runner's 200 ``body``, with results saved under ``request_id``."""
     prefix = f"{base_url}/stream/{request_id}/"
-    if len(body) <= INLINE_BYTES and pipeline != "image-to-video":
+    if len(body) <= INLINE_BYTES and pipeline not in VIDEO_PIPELINES:
         return _rehost(pipeline, body, store, request_id, prefix)
     return await asyncio.to_thread(_rehost, pipeline, body, store, request_id, prefix)
 
@@ -49,9 +52,9 @@ def _rehost(pipeline: str, body: bytes, store: ResultStore, request_id: str, pre
     if not isinstance(data, dict):
         raise PipelineFailedError(f"{pipeline} container returned an unexpected answer")
     try:
-        if pipeline == "image-to-video":
+        if pipeline in VIDEO_PIPELINES:
             data = {"images": _videos(data, store, request_id, prefix)}
-        elif pipeline == "text-to-speech":
+        elif "audio" in data:  # text-to-speech: {"audio": {"url": ...}}
             audio = data.get("audio")
             if isinstance(audio, dict) and isinstance(audio.get("url"), str):
                 audio["url"] = prefix + store.save_data_url(request_id, audio["url"])

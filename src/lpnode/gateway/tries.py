@@ -1,0 +1,108 @@
+"""Trying orchestrators in turn until one serves: the one loop batch jobs, live starts and BYOC jobs share, and
+the classification of an orchestrator's refusal (go-livepeer's, ``research`` §5.2).
+
+An attempt that does not serve raises :class:`Retry` with its reason; the loop moves to the next candidate (or
+gives the same one a second chance when ``again``), and when none is left, or the deadline has passed, the
+caller gets a 503 (504 past the deadline) listing every reason.
+
+What an orchestrator's error answer means (:func:`refusal`):
+
+- 400/413/415/422: the input is wrong — the caller gets it, in the runner's words; no retry;
+- 402/403: payment or credentials — its info and token are fetched again and it is tried once more;
+- 503: at capacity — the next one is tried; this one is not blamed;
+- anything else, and no answer at all (:func:`unreachable`): this one is suspended, the next one tried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Generic, TypeVar
+
+from lpnode.errors import GatewayTimeoutError, JobError, UnavailableError
+from lpnode.gateway.directory import Directory
+from lpnode.protocol.job_hop import FINAL_STATUSES, answer_error, error_message
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+class Retry(Exception):
+    """This orchestrator did not serve the job; ``again``: it may be tried once more."""
+
+    def __init__(self, reason: str, *, again: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.again = again
+
+
+class Tries(Generic[C]):
+    """One job's tries. ``pick(tried)`` names the next candidate (``None``: none is left) and may add to
+    :attr:`reasons` why it found none; ``key`` names a candidate in reasons and in ``tried``."""
+
+    def __init__(
+        self,
+        what: str,
+        pick: Callable[[Collection[str]], Awaitable[C | None]],
+        key: Callable[[C], str],
+        *,
+        deadline: float | None = None,
+        limit: int = 6,
+    ) -> None:
+        self.what = what
+        self.pick = pick
+        self.key = key
+        self.deadline = deadline
+        self.limit = limit
+        self.reasons: list[str] = []
+
+    async def run(self, attempt: Callable[[C], Awaitable[R]]) -> R:
+        tried: set[str] = set()
+        second_chance: set[str] = set()
+        for _ in range(self.limit):
+            self._check_deadline()
+            candidate = await self.pick(tried)
+            if candidate is None:
+                break
+            name = self.key(candidate)
+            try:
+                return await attempt(candidate)
+            except Retry as retry:
+                self.reasons.append(f"{name}: {retry.reason}")
+                if retry.again and name not in second_chance:
+                    second_chance.add(name)
+                else:
+                    tried.add(name)
+        self._check_deadline()
+        why = "; ".join(self.reasons) if self.reasons else "no orchestrator offers it"
+        raise UnavailableError(f"no orchestrator could {self.what}: {why}", 1)
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            why = f": {'; '.join(self.reasons)}" if self.reasons else ""
+            raise GatewayTimeoutError(f"no orchestrator answered before the deadline{why}")
+
+
+def refusal(directory: Directory, url: str, status: int, body: bytes, *, final_prefix: str = "") -> JobError:
+    """What orchestrator ``url``'s error answer means: a :class:`JobError` for the caller (returned), or a
+    :class:`Retry` (raised), suspending the orchestrator where it is to blame."""
+    if status in FINAL_STATUSES:  # the caller's mistake, not the orchestrator's
+        error = answer_error(status, body)
+        if final_prefix:
+            error.message = f"{final_prefix}{error.message}"
+        return error
+    message = error_message(body)
+    if status in (402, 403):
+        directory.forget_session(url)
+        raise Retry(f"refused our credentials ({status}: {message})", again=True)
+    if status == 503:
+        raise Retry(message or "insufficient capacity")
+    directory.suspend(url, f"answered {status}: {message}")
+    raise Retry(f"answered {status}: {message}")
+
+
+def unreachable(directory: Directory, url: str, problem: str) -> Retry:
+    """An orchestrator that gave no (whole) answer (``problem`` says how): suspended, and the :class:`Retry` to
+    raise."""
+    directory.suspend(url, problem)
+    return Retry(problem)

@@ -1,0 +1,32 @@
+"""The orchestrator's side of ``lpnode doctor``: its aiModels.json and its models dir, read on this machine.
+
+:class:`OrchestratorFiles` implements :class:`lpnode.dashboard.sources.NodeFiles`; the doctor
+(:mod:`lpnode.dashboard.doctor`) decides what passes and prints it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lpnode.dashboard.sources import ModelEntry, NodeConfig
+from lpnode.orchestrator.ai_models import load_ai_models
+from lpnode.runner.store import list_models, models_dir_default
+
+
+class OrchestratorFiles:
+    """An orchestrator's configuration as ``lpnode orchestrator`` reads it."""
+
+    def read_config(self, path: Path) -> NodeConfig:
+        """Every entry of the aiModels.json at ``path`` with its warnings; ``ConfigError`` when it is wrong."""
+        configs, warnings = load_ai_models(str(path))
+        entries = [
+            ModelEntry(c.pipeline, c.model_id, custom=c.custom, external_url=c.url if c.external else "")
+            for c in configs
+        ]
+        return NodeConfig(entries, warnings)
+
+    def stored_models(self, models_dir: Path) -> set[str]:
+        return {m.model_id for m in list_models(models_dir)}
+
+    def default_models_dir(self) -> Path:
+        return models_dir_default()
