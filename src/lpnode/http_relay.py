@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TypeVar
 
 import aiohttp
@@ -88,3 +88,13 @@ def when_sent(response: Response, done: Callable[[int], None]) -> Response:
 
     response.on_close = close
     return response
+
+
+async def read_at_most(chunks: AsyncIterable[bytes], limit: int, too_large: Callable[[], Exception]) -> bytes:
+    """A body read whole from ``chunks``; ``too_large()`` is raised as soon as it passes ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise too_large()
+    return bytes(body)

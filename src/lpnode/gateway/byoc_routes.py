@@ -44,7 +44,7 @@ from lpnode.gateway.directory import Directory
 from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
 from lpnode.gateway.transport import AiohttpTransport, HopAnswer, HopError, HopRequest, OrchestratorTransport
 from lpnode.gateway.tries import Retry, Tries
-from lpnode.http_relay import RelayedStream, disconnected, first_of
+from lpnode.http_relay import RelayedStream, disconnected, first_of, read_at_most
 from lpnode.logs import log_event
 
 log = logging.getLogger("lpnode.gateway.byoc")
@@ -250,9 +250,5 @@ async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise PayloadTooLargeError(f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise PayloadTooLargeError(f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-    return bytes(body)
+    too_large = f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB"
+    return await read_at_most(request.stream(), MAX_BODY_BYTES, lambda: PayloadTooLargeError(too_large))

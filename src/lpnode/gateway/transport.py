@@ -27,6 +27,8 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from starlette.types import ASGIApp, Message
 
+from lpnode.http_relay import read_at_most
+
 MIN_SECONDS = 0.001
 
 
@@ -126,12 +128,7 @@ class _AiohttpAnswer:
         return self._upstream.content.at_eof()
 
     async def read(self, limit: int) -> bytes:
-        body = bytearray()
-        async for chunk in self.chunks():
-            body += chunk
-            if len(body) > limit:
-                raise HopError(f"the answer is over {limit} bytes")
-        return bytes(body)
+        return await read_at_most(self.chunks(), limit, lambda: HopError(f"the answer is over {limit} bytes"))
 
     async def chunks(self) -> AsyncIterator[bytes]:
         content = self._upstream.content
@@ -243,12 +240,7 @@ class _AsgiAnswer:
         return self._ended
 
     async def read(self, limit: int) -> bytes:
-        body = bytearray()
-        async for chunk in self.chunks():
-            body += chunk
-            if len(body) > limit:
-                raise HopError(f"the answer is over {limit} bytes")
-        return bytes(body)
+        return await read_at_most(self.chunks(), limit, lambda: HopError(f"the answer is over {limit} bytes"))
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while not self._ended:

@@ -50,6 +50,7 @@ from lpnode.errors import (
 )
 from lpnode.gateway.job_wrapper import Admit
 from lpnode.gateway.live.sessions import LiveSession, LiveSessions
+from lpnode.http_relay import read_at_most
 
 PREFIX = "/live/video-to-video"
 DEFAULT_PIPELINE = "noop"
@@ -196,12 +197,8 @@ def _stream_name(request: Request) -> str:
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise PayloadTooLargeError(f"the body is over the limit of {limit} bytes")
-    return bytes(data)
+    too_large = f"the body is over the limit of {limit} bytes"
+    return await read_at_most(request.stream(), limit, lambda: PayloadTooLargeError(too_large))
 
 
 async def _start_fields(request: Request) -> dict[str, Any]:

@@ -92,6 +92,10 @@ class Job:
             raise JobCancelledError("client disconnected")
 
 
+_SPEC_BY_PARAMS = {spec.params: spec for spec in PIPELINES.values() if spec.params is not None}
+"""A network pipeline's request model -> its spec (custom pipelines have request models of their own)."""
+
+
 class BatchPipeline(ABC, Generic[ParamsT]):
     """One loaded model serving one route. Instances are used from one worker thread at a time
     unless ``thread_safe`` is True."""
@@ -108,8 +112,8 @@ class BatchPipeline(ABC, Generic[ParamsT]):
 
         A network pipeline's request gets the checks of its :class:`~lpnode.pipelines.PipelineSpec`, the
         ones a gateway runs too. Override to add checks that need the loaded model, and call this."""
-        spec = PIPELINES.get(self.route.name)
-        if spec is not None and spec.params is not None and isinstance(params, spec.params):
+        spec = _SPEC_BY_PARAMS.get(type(params))
+        if spec is not None:
             spec.precheck(params, {})
 
     @abstractmethod
