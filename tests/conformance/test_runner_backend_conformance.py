@@ -10,11 +10,10 @@ with a clear message until it answers again (one that only watches); and a spec 
 clear line, never a traceback.
 
 Docker is not a case yet: no Docker engine runs where ``make test`` runs, and this kit never fakes one. It
-joins as a third entry of ``CASES``, a ``DockerCase`` whose backend is ``DockerBackend(DockerSettings(
-models_dir=..., creator_id=...))`` with an image that serves ``lpnode runner`` (``crash``: kill the
-container; ``unservable``: a model missing from the models dir), skipped as
-tests/integration/test_docker_runner.py is when ``docker_available()`` reports no engine or no runner image
-is named. Until then tests/unit/test_docker_backend.py checks that backend against a fake engine.
+joins as a third entry of ``CASES`` once the test set-up starts a private Docker engine with a runner image
+built from the repository: a ``DockerCase`` whose backend is ``DockerBackend(DockerSettings(models_dir=...,
+creator_id=...))`` (``crash``: kill the container; ``unservable``: a model missing from the models dir). Until
+then tests/unit/test_docker_backend.py checks that backend against a fake engine.
 """
 
 from __future__ import annotations
