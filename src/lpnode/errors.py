@@ -8,7 +8,8 @@
     └── JobError                         one request cannot be served; ``status_code``, ``headers``, ``retry_after``
         ├── BadRequestError              400: the request cannot be served as given
         │   ├── LoraLoadingError         400: a LoRA in ``loras`` is malformed, missing or incompatible
-        │   └── UnknownModelError        400: no aiModels.json entry serves this pipeline and model
+        │   ├── UnknownModelError        400: no aiModels.json entry serves this pipeline and model
+        │   └── ChatRequestError         400: an OpenAI chat request the llm pipeline cannot run (names ``param``)
         ├── UnauthorizedError            401: no usable API key (``WWW-Authenticate``)
         ├── PaymentRequiredError         402: the ``Livepeer-Payment`` header is unusable
         ├── ForbiddenError               403: the session's credentials are missing, forged, expired or incompatible
@@ -97,6 +98,15 @@ class LoraLoadingError(BadRequestError):
 
 class UnknownModelError(BadRequestError):
     """No aiModels.json entry serves this pipeline and model."""
+
+
+class ChatRequestError(BadRequestError):
+    """An OpenAI chat request the ``llm`` pipeline cannot run; ``param`` names the offending field, as OpenAI's
+    errors do."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UnauthorizedError(JobError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from lpnode.errors import CANCELLED_STATUS, BadRequestError, JobCancelledError, JobError
+from lpnode.errors import CANCELLED_STATUS, ChatRequestError, JobCancelledError, JobError
 
 DEFAULT_MAX_TOKENS = 256
 """``max_tokens`` when the client sends none. go-livepeer charges ``max_tokens`` units (not the tokens actually
@@ -31,14 +31,6 @@ DONE = b"data: [DONE]\n\n"
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _UNSUPPORTED = ("tools", "functions", "function_call", "tool_choice")
-
-
-class ChatRequestError(BadRequestError):
-    """A chat request that cannot be run; ``param`` names the offending field, as OpenAI's errors do."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 _KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "an array"))
