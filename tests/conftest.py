@@ -12,18 +12,21 @@ from procs import RunnerProcess, run_cli, wait_gone
 from up_stack import Stack, pids_under
 
 INTEGRATION = Path(__file__).parent / "integration"
+RELIABILITY = Path(__file__).parent / "reliability"  # the reliability suite: every test starts processes
 # Fixtures below that start real processes; a test using one is a `processes` test wherever it lives.
 PROCESS_FIXTURES = ("models_dir", "start_runner", "stack")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `processes` every test under tests/integration and every test using a process fixture of this
-    file (a module defining its own fixture of that name is left alone), so `pytest -m "not processes"` is
-    the in-process tier. Other tests that start processes carry the mark themselves."""
+    """Mark `processes` every test under tests/integration or tests/reliability and every test using a process
+    fixture of this file (a module defining its own fixture of that name is left alone), so `pytest -m "not
+    processes"` is the in-process tier. Other tests that start processes carry the mark themselves."""
     for item in items:
         module, used = getattr(item, "module", None), getattr(item, "fixturenames", ())
-        if item.path.is_relative_to(INTEGRATION) or any(
-            name in used and not hasattr(module, name) for name in PROCESS_FIXTURES
+        if (
+            item.path.is_relative_to(INTEGRATION)
+            or item.path.is_relative_to(RELIABILITY)
+            or any(name in used and not hasattr(module, name) for name in PROCESS_FIXTURES)
         ):
             item.add_marker(pytest.mark.processes)
 

@@ -136,9 +136,10 @@ class OrchestratorProcess(ChildProcess):
         env: dict[str, str] | None = None,
         go_flags: bool = False,
     ) -> None:
-        self.port = free_port()
+        self.port, self.admin_port = free_port(), free_port()
         scheme = "http" if plain else "https"
         self.base_url = f"{scheme}://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # its admin API: the whole /status
         self.data_dir = data_dir
         self.cert = None if plain else data_dir / "tls" / "cert.pem"
         self.log_path = data_dir / "orchestrator.log"
@@ -147,9 +148,11 @@ class OrchestratorProcess(ChildProcess):
         if go_flags:  # an operator's go-livepeer start line, binary name changed
             args = ["-orchestrator", "-aiWorker", "-network", "offchain", f"-aiModels={ai_models}"]
             args += ["-aiModelsDir", str(models_dir), "-serviceAddr", service, "-dataDir", str(data_dir)]
+            args += ["-cliAddr", f"127.0.0.1:{self.admin_port}"]
         else:
             args = ["--ai-models", str(ai_models), "--models-dir", str(models_dir)]
             args += ["--service-addr", service, "--data-dir", str(data_dir)]
+            args += ["--cli-addr", f"127.0.0.1:{self.admin_port}"]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [*LPNODE, "orchestrator", *args, "--safety-checker", "lpnode/tiny-safety-checker", *extra],
@@ -184,8 +187,14 @@ class OrchestratorProcess(ChildProcess):
         kwargs.setdefault("timeout", 120)
         return requests.post(self.base_url + path, verify=self.verify, **kwargs)
 
+    def admin_get(self, path: str, **kwargs: Any) -> requests.Response:
+        """GET from its admin API (plain HTTP on loopback)."""
+        kwargs.setdefault("timeout", 30)
+        return requests.get(self.admin_url + path, **kwargs)
+
     def status(self) -> list[dict[str, Any]]:
-        models: list[dict[str, Any]] = self.get("/status").json()["models"]
+        """The models of the whole node view (runner PIDs, URLs and log paths included: the admin API's)."""
+        models: list[dict[str, Any]] = self.admin_get("/status").json()["models"]
         return models
 
     def runner_pids(self) -> list[int]:

@@ -16,18 +16,20 @@ from procs import LPNODE, child_env, free_port
 
 
 class Stack:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
-        self.port, self.cli_port, self.orch_port = free_port(), free_port(), free_port()
+        self.port, self.cli_port, self.orch_port, self.orch_cli_port = (free_port() for _ in range(4))
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.cli_port}"
         self.orch_url = f"https://127.0.0.1:{self.orch_port}"
+        self.orch_admin_url = f"http://127.0.0.1:{self.orch_cli_port}"  # the whole /status and the node page
         self.log_path = data_dir / "up.log"
         self.curl = ""
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [*LPNODE, "up", "--data-dir", str(data_dir), "--http-addr", f"127.0.0.1:{self.port}",
-             "--cli-addr", f"127.0.0.1:{self.cli_port}", "--orch-port", str(self.orch_port)],
+             "--cli-addr", f"127.0.0.1:{self.cli_port}", "--orch-port", str(self.orch_port),
+             "--orch-cli-addr", f"127.0.0.1:{self.orch_cli_port}", *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env=child_env(),
         )  # fmt: skip
 
@@ -46,6 +48,16 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"lpnode up never became ready:\n{self.log()}")
 
+    def orchestrator_pid(self) -> int | None:
+        """The pid of the orchestrator `lpnode up` runs now (``None`` between a crash and its restart)."""
+        for pid in children_of(self.proc.pid):
+            try:
+                if b"orchestrator" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    return pid
+            except OSError:
+                continue
+        return None
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -56,6 +68,17 @@ class Stack:
                 self.proc.wait(timeout=10)
         self._log.close()
         return self.proc.returncode
+
+
+def children_of(pid: int) -> list[int]:
+    """The direct children of ``pid``, whichever of its threads started them."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def pids_under(root: int) -> list[int]:

@@ -75,7 +75,7 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--model-dir",
         type=Path,
         dest="model_dir",
-        help="Hugging Face cache dir holding the model [MODEL_DIR, ~/.lpData/models]",
+        help="Hugging Face cache dir holding the model [MODEL_DIR, ~/.lpnode/models]",
     )
     p.add_argument("--host", help="address to listen on [HOST, 127.0.0.1]")
     p.add_argument("--port", type=int, help="port to listen on [PORT, 8000]")
@@ -124,7 +124,7 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help="manage the models dir (pull, list, check, tiny)")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="{pull,list,check,tiny}")
-    dir_help = "Hugging Face cache dir [MODEL_DIR, ~/.lpData/models]"
+    dir_help = "Hugging Face cache dir [MODEL_DIR, ~/.lpnode/models]"
 
     pull = msub.add_parser("pull", help="download a model from the Hugging Face Hub (resumable)")
     pull.add_argument("model_id", help="Hugging Face repo id, e.g. stabilityai/sd-turbo")
@@ -170,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--cli-addr", default="127.0.0.1:5935", help="the gateway's admin API (default 127.0.0.1:5935)")
     up.add_argument("--orch-port", type=int, default=8936, help="the orchestrator's port (default 8936)")
     up.add_argument("--orch-secret", default="", help="orchestrator secret (default: made once, DATA_DIR/orch-secret)")
+    up.add_argument(
+        "--orch-cli-addr",
+        default="127.0.0.1:7935",
+        help="the orchestrator's admin API, or off (default 127.0.0.1:7935)",
+    )
+    up.add_argument(
+        "--admin-token",
+        default="",
+        help="require this token on both admin APIs, or a file holding it [LPNODE_ADMIN_TOKEN]",
+    )
     _runner_parser(sub)
     add_orchestrator_parser(sub)
     add_worker_parser(sub)
@@ -229,8 +239,10 @@ def _cmd_orchestrator(args: argparse.Namespace) -> int:
     from lpnode.logs import configure_logging
     from lpnode.orchestrator.command import log_level, settings_from_args
     from lpnode.orchestrator.server import run_orchestrator
+    from lpnode.schemas.limits import configured as configured_limits
 
     settings = settings_from_args(args)
+    configured_limits()  # a bad LPNODE_LIMITS stops the orchestrator here, not each runner it starts
     configure_logging(log_level(args))
     if args.exit_with_parent:
         from lpnode.runner.parent_watch import exit_with_parent
@@ -259,8 +271,10 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     from lpnode.gateway.command import log_level, settings_from_args
     from lpnode.gateway.server import run_gateway
     from lpnode.logs import configure_logging
+    from lpnode.schemas.limits import configured as configured_limits
 
     settings = settings_from_args(args)
+    configured_limits()  # a bad LPNODE_LIMITS stops the gateway here, not every request later
     configure_logging(log_level(args))
     run_gateway(settings)
     return 0
@@ -351,6 +365,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from lpnode.protocol.admin_access import read_admin_token
     from lpnode.up import run_up
 
     run_up(
@@ -360,6 +375,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         cli_addr=args.cli_addr,
         orch_port=args.orch_port,
         orch_secret=args.orch_secret,
+        orch_cli_addr=args.orch_cli_addr,
+        admin_token=read_admin_token(args.admin_token),
     )
     return 0
 

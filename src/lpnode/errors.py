@@ -2,6 +2,7 @@
 
     LpnodeError                          anything lpnode raises on purpose
     ├── ConfigError                      the operator's flags, env or files are unusable (exit, one clear line)
+    ├── SupervisedProcessError           a process `lpnode up` keeps running failed again and again; it stopped
     ├── ModelStoreError                  models dir problems
     │   ├── ModelNotFoundError           a model is not in the models dir
     │   └── HubUnreachableError          the Hugging Face Hub cannot be reached for a pull
@@ -10,15 +11,19 @@
         │   ├── LoraLoadingError         400: a LoRA in ``loras`` is malformed, missing or incompatible
         │   ├── UnknownModelError        400: no aiModels.json entry serves this pipeline and model
         │   └── ChatRequestError         400: an OpenAI chat request the llm pipeline cannot run (names ``param``)
-        ├── UnauthorizedError            401: no usable API key (``WWW-Authenticate``)
+        ├── UnauthorizedError            401: no usable API key, or no admin token (``WWW-Authenticate``)
         ├── PaymentRequiredError         402: the ``Livepeer-Payment`` header is unusable
-        ├── ForbiddenError               403: the session's credentials are missing, forged, expired or incompatible
-        ├── NotFoundError                404: no such stream, session or result
+        ├── ForbiddenError               403: the session's credentials are missing, forged, expired or incompatible;
+        │                                     an admin request from a foreign Host or another site
+        ├── NotFoundError                404: no such route, stream, session or result
+        ├── MethodNotAllowedError        405: the route does not take this method
+        ├── RequestTimeoutError          408: the request head or body arrived too slowly (connection closed)
         ├── ConflictError                409: the thing exists already, or is in a state that refuses this
         ├── PayloadTooLargeError         413: an upload or an answer is over its size limit
         ├── UnsupportedMediaError        415: an upload's format cannot be decoded
         ├── ValidationFailedError        422: fields fail the pipeline's schema (FastAPI's ``detail`` list)
         ├── TooManyRequestsError         429: an API key is over a limit (``Retry-After``; names the key)
+        ├── RequestHeaderFieldsTooLargeError  431: the request head is over its size or header count
         ├── PipelineFailedError          500: the model or an upstream failed for a reason that is not the caller's
         │   └── OutOfMemoryError         500: the device ran out of memory
         ├── UnavailableError             503: loading, failed to load, at capacity (``Retry-After``)
@@ -58,6 +63,11 @@ class LpnodeError(Exception):
 
 class ConfigError(LpnodeError):
     """The configuration given by the operator cannot be used."""
+
+
+class SupervisedProcessError(LpnodeError):
+    """A child process ``lpnode up`` supervises exited too often in a row; everything was stopped. ``str()``
+    says which process and its last exit."""
 
 
 class ModelStoreError(LpnodeError):
@@ -131,6 +141,16 @@ class NotFoundError(JobError):
     status_code = 404
 
 
+class MethodNotAllowedError(JobError):
+    status_code = 405
+
+
+class RequestTimeoutError(JobError):
+    """408: the client took too long to send its request (see :mod:`lpnode.http_limits`)."""
+
+    status_code = 408
+
+
 class ConflictError(JobError):
     status_code = 409
 
@@ -141,6 +161,12 @@ class PayloadTooLargeError(JobError):
 
 class UnsupportedMediaError(JobError):
     status_code = 415
+
+
+class RequestHeaderFieldsTooLargeError(JobError):
+    """431: the request's headers are over the server's size or count limit (see :mod:`lpnode.http_limits`)."""
+
+    status_code = 431
 
 
 class ValidationFailedError(JobError):

@@ -9,26 +9,73 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TypeVar
 
 import aiohttp
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from lpnode.errors import JobCancelledError, PipelineFailedError
+from lpnode.errors import CANCELLED_STATUS, JobCancelledError, PipelineFailedError
 
 _T = TypeVar("_T")
 
 
+CUT_OFF_STATUS = 502
+"""What a :class:`RelayedStream` counts as when its producer broke off (:meth:`RelayedStream.cut_off`)."""
+
+
 class RelayedStream(StreamingResponse):
-    """A streamed answer whose ``on_close`` (release the runner, count the job) runs however it ends."""
+    """A streamed answer whose ``on_close`` (release the runner, count the job) runs however it ends.
+
+    ``on_close`` gets the status the stream ended with: its ``status_code`` once the whole body was sent;
+    ``CANCELLED_STATUS`` (499) if the client went away before that; ``CUT_OFF_STATUS`` (502) if the body
+    ended early otherwise (its producer raised, or called :meth:`cut_off`). The client saw the status line
+    in every case; what is counted is whether it got the whole answer.
+    """
 
     on_close: Callable[[int], Awaitable[None]] | None = None
+    relays: RelayedStream | None = None
+    """The stream whose body this one's producer reads (e.g. to translate it): its cut-off is this one's."""
+    _cut_off = False
+
+    def cut_off(self) -> None:
+        """The producer lost its upstream and ended the body early: the stream was not served whole."""
+        self._cut_off = True
+
+    @property
+    def was_cut_off(self) -> bool:
+        """Whether :meth:`cut_off` was called, here or on the stream this one relays."""
+        return self._cut_off or (self.relays is not None and self.relays.was_cut_off)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent_whole = client_gone = False
+
+        async def watched_receive() -> Message:
+            nonlocal client_gone
+            message = await receive()
+            # A server also reports a disconnect once the answer is complete; only one before counts.
+            if message["type"] == "http.disconnect" and not sent_whole:
+                client_gone = True
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal sent_whole
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                sent_whole = True
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, watched_receive, watched_send)
+        except (OSError, ClientDisconnect):  # ASGI 2.4: a send after the client left raises
+            client_gone = True
+            raise
         finally:
             if self.on_close is not None:
-                await self.on_close(self.status_code)
+                if client_gone:
+                    status = CANCELLED_STATUS
+                elif not sent_whole or self.was_cut_off:
+                    status = CUT_OFF_STATUS
+                else:
+                    status = self.status_code
+                await self.on_close(status)
 
 
 async def first_of(

@@ -4,28 +4,27 @@ one role needs lives in its :class:`PipelineSpec`.
 A spec says what the pipeline is called on the wire (its route and go-livepeer capability number), what
 its request looks like (request and response models, JSON or multipart body, the model field and the
 model used when a request names none), how a request is billed (:meth:`PipelineSpec.units`), which cheap
-checks refuse a request before any model runs (:meth:`PipelineSpec.precheck`, the runner's own checks),
+checks refuse a request before any model runs (:meth:`PipelineSpec.precheck`, the runner's own checks, within
+the pipeline's :attr:`PipelineSpec.limits`, which the operator sets with ``LPNODE_LIMITS``),
 what happens to its results on the way back (:class:`Results`), its typical output for price displays,
 and the port block its managed runners use.
 
-This module is a leaf: it imports only the request schemas, the error tree, pydantic and PIL, so every
-role can read it. How a runner serves a pipeline (the model code) is the runner's business, not this
+This module is a leaf: it imports only the request schemas, the error tree and pydantic, so every role can
+read it. How a runner serves a pipeline (the model code) is the runner's business, not this
 table's.
 """
 
 from __future__ import annotations
 
 import enum
-import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from PIL import Image
 from pydantic import BaseModel
 
-from lpnode.errors import BadRequestError, ConfigError
+from lpnode.errors import ConfigError
 from lpnode.schemas import checks
 from lpnode.schemas.audio import AudioResponse, AudioToTextForm, TextResponse, TextToSpeechParams
 from lpnode.schemas.images import (
@@ -36,6 +35,7 @@ from lpnode.schemas.images import (
     UpscaleForm,
     VideoResponse,
 )
+from lpnode.schemas.limits import Limits, limits_for
 from lpnode.schemas.llm import LLMRequest, LLMResponse
 from lpnode.schemas.vision import ImageToTextForm, ImageToTextResponse, MasksResponse, SegmentAnything2Form
 
@@ -61,14 +61,14 @@ class OutputUnit:
 
 
 UnitsRule = Callable[[BaseModel, Mapping[str, Any]], int]
-Precheck = Callable[[Any], None]
+Precheck = Callable[[Any, Limits], None]
 
 
 def _no_units(params: BaseModel, fields: Mapping[str, Any]) -> int:
     return 0
 
 
-def _no_checks(params: Any) -> None:
+def _no_checks(params: Any, limits: Limits) -> None:
     return None
 
 
@@ -110,10 +110,18 @@ class PipelineSpec:
 
     def precheck(self, params: BaseModel, fields: Mapping[str, Any]) -> None:
         """The cheap checks the runner applies before it queues a request (sizes divisible by 8, seed
-        range, an empty prompt, an unreadable image, ...): BadRequestError with the runner's message.
-        ``params`` is a validated instance of :attr:`params`; no model is loaded, no pixels decoded."""
+        range, an empty prompt, an unreadable image, ...) and the pipeline's :attr:`limits` (steps, sizes,
+        counts, text lengths, uploads): BadRequestError with the runner's message, naming the limit and the
+        value for a value over one (PayloadTooLargeError, 413, for an upload). ``params`` is a validated
+        instance of :attr:`params`; no model is loaded, no pixels decoded."""
         del fields  # the params carry every field a check reads; kept for symmetry with units()
-        self.checks(params)
+        self.checks(params, self.limits)
+
+    @property
+    def limits(self) -> Limits:
+        """What one request may ask of this pipeline on this node: the defaults of
+        :data:`lpnode.schemas.limits.DEFAULTS`, changed by the operator's ``LPNODE_LIMITS``."""
+        return limits_for(self.name)
 
     @property
     def file_field(self) -> str | None:
@@ -155,11 +163,9 @@ def _uploaded_image_units(counted: bool) -> UnitsRule:
         image = fields.get("image")
         if not isinstance(image, bytes):
             return 0
-        try:
-            with Image.open(io.BytesIO(image)) as decoded:
-                width, height = decoded.size
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise BadRequestError(f"The uploaded image is not a readable image: {exc}") from None
+        # precheck() has applied the pipeline's limits; here only the size is read (400 if not an image).
+        with checks.open_image(image, max_pixels=None) as opened:
+            width, height = opened.size
         count = int(fields.get("num_images_per_prompt") or 1) if counted else 1
         return width * height * max(1, count)
 

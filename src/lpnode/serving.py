@@ -24,9 +24,10 @@ T = TypeVar("T")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, flag: str = "") -> socket.socket:
     """A socket bound to ``host:port`` (IPv6 when ``host`` has a colon), with SO_REUSEADDR, inheritable, not yet
-    listening. Raises ``ConfigError`` naming the address when it cannot be bound."""
+    listening. Raises ``ConfigError`` naming the address, and ``flag`` (the option that sets it, e.g.
+    ``--http-addr``) when given, when it cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -34,9 +35,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; {address_advice(flag)}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def address_advice(flag: str = "") -> str:
+    """What to do about an address that cannot be bound: stop whatever holds it, or choose another address
+    (with ``flag``, when the command has one for it)."""
+    choose = f"choose another with {flag}" if flag else "choose another address"
+    return f"stop the process using it (another lpnode?) or {choose}"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -49,6 +57,18 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def require_free(address: str, flag: str) -> None:
+    """Raise ``ConfigError`` naming ``flag`` when ``address`` (``HOST:PORT``) cannot be bound now; an address
+    that does not parse is left to the command's own checks. For a command that starts several servers, so it
+    can refuse before it starts any (and before it could mistake another instance's server for its own)."""
+    host, sep, port = address.strip().removeprefix("http://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_is_free(host, int(port)):
+        raise ConfigError(f"cannot listen on {host}:{port}: the port is in use; {address_advice(flag)}")
 
 
 @contextlib.contextmanager

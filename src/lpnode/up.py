@@ -3,27 +3,43 @@
 Without ``--ai-models`` it builds the tiny models into ``DATA_DIR/models`` on first run and serves every
 batch pipeline with them (text-to-image and llm warm, the others started on their first request), plus the
 live pipelines ``noop`` (warm) and ``img2img`` (``lpnode live play``). The
-orchestrator is a child process on ``127.0.0.1:ORCH_PORT`` (TLS, as in production) that stops with this
-one; the gateway runs here, on ``--http-addr`` (default ``127.0.0.1:8935``, the address Livepeer's docs
-use) with its admin API on ``--cli-addr``. Ctrl-C stops everything.
+orchestrator is a child process on ``127.0.0.1:ORCH_PORT`` (TLS, as in production, its admin API on
+``--orch-cli-addr``) that stops with this one; the gateway runs here, on ``--http-addr`` (default
+``127.0.0.1:8935``, the address Livepeer's docs use) with its admin API on ``--cli-addr``. Ctrl-C stops
+everything.
+
+The orchestrator is supervised: when it exits on its own (a crash, the OOM killer, ``kill -9``) it is started
+again after 1 s, then 2, 4, ... up to 30 s while it keeps failing, and the wait resets once it has run for a
+minute. Each exit is logged with its reason. After five exits in a row, each within a minute of its start,
+``up`` stops everything and exits with status 2 saying why. If ``up`` itself is killed, the orchestrator and
+its runners notice and stop: no process outlives it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from lpnode.errors import ConfigError
-from lpnode.logs import configure_logging
+from lpnode.errors import ConfigError, SupervisedProcessError
+from lpnode.logs import configure_logging, log_event
 from lpnode.pipelines import BATCH_PIPELINES
-from lpnode.protocol.orch_secret import read_secret
+from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV
+from lpnode.serving import port_is_free, require_free
+
+log = logging.getLogger("lpnode.up")
 
 # Every batch pipeline has a tiny model, named for the pipeline it serves (lpnode.runner.tiny).
 TINY_MODELS = {p: f"lpnode/tiny-{p}" for p in BATCH_PIPELINES}
@@ -78,13 +94,28 @@ def example_request(base_url: str) -> str:
 
 def run_up(
     data_dir: Path, *, ai_models: str = "", http_addr: str = "127.0.0.1:8935", cli_addr: str = "127.0.0.1:5935",
-    orch_port: int = 8936, orch_secret: str = "",
+    orch_port: int = 8936, orch_secret: str = "", orch_cli_addr: str = "127.0.0.1:7935", admin_token: str = "",
 ) -> None:  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging("info")
     from lpnode.gateway.command import settings_from_args
-    from lpnode.gateway.server import run_gateway
+    from lpnode.gateway.server import Gateway
+    from lpnode.orchestrator.settings import cli_address
+    from lpnode.serving import run_until_stopped
 
+    orch_cli_host, orch_cli_port = cli_address(orch_cli_addr)
+    if orch_cli_port is not None and not port_is_free(orch_cli_host, orch_cli_port):
+        raise ConfigError(
+            f"cannot serve the orchestrator's admin API on {orch_cli_addr}: the port is in use; choose another "
+            "--orch-cli-addr (or --orch-cli-addr off)"
+        )
+    # Before anything starts: a second `lpnode up` must fail here, not take the first one's servers for its own.
+    for address, flag in (
+        (http_addr, "--http-addr"),
+        (cli_addr, "--cli-addr"),
+        (f"127.0.0.1:{orch_port}", "--orch-port"),
+    ):
+        require_free(address, flag)
     data_dir.mkdir(parents=True, exist_ok=True)
     models_dir = data_dir / "models"
     tiny_mode = not ai_models
@@ -101,32 +132,207 @@ def run_up(
     orch_url = f"https://127.0.0.1:{orch_port}"
     command = [sys.executable, "-m", "lpnode.cli", "orchestrator", "--ai-models", ai_models]
     command += ["--models-dir", str(models_dir), "--service-addr", f"127.0.0.1:{orch_port}"]
-    command += ["--data-dir", str(data_dir / "orchestrator"), "--exit-with-parent"]
-    secret_source = orch_secret or str(_stored_secret(data_dir))
-    command += ["--orch-secret", secret_source]
+    command += ["--data-dir", str(data_dir / "orchestrator"), "--exit-with-parent", "--cli-addr", orch_cli_addr]
+    secret_file = Path(orch_secret).expanduser() if orch_secret else _stored_secret(data_dir)
+    command += ["--orch-secret", str(secret_file) if not orch_secret or secret_file.is_file() else orch_secret]
     command += ["--safety-checker", SAFETY_CHECKER] if tiny_mode else []
+    # The token goes to the orchestrator in its environment, never on its command line (`ps` shows that).
+    child_env = {**os.environ, ADMIN_TOKEN_ENV: admin_token} if admin_token else None
 
-    gateway = settings_from_args(
-        argparse.Namespace(
-            network="offchain", orch_addr=orch_url, webhook="", http_addr=http_addr, cli_addr=cli_addr,
-            public_url="", max_price="", max_caps="", selection="latency", default_models="", timeout=600.0,
-            data_dir=data_dir / "gateway",
-        )
-    )  # fmt: skip
-    orchestrator = subprocess.Popen(command)
+    gateway = settings_from_args(_gateway_args(orch_url, http_addr, cli_addr, data_dir / "gateway", admin_token))
+    cert = data_dir / "orchestrator" / "tls" / "cert.pem"
+    supervisor = Supervisor(
+        "orchestrator",
+        start=lambda: subprocess.Popen(command, env=child_env),
+        ready=lambda proc, stop: _healthy(proc, orch_url, cert, stop),
+    )
+    orchestrator = supervisor.start()
     try:
-        _wait_healthy(orchestrator, orch_url, data_dir / "orchestrator" / "tls" / "cert.pem")
+        _wait_healthy(orchestrator, orch_url, cert)
         base = gateway.base_url
-        print(
+        orch_admin = f"  (admin http://{orch_cli_addr})" if orch_cli_port is not None else ""
+        secret_where = f"in {secret_file}" if not orch_secret or secret_file.is_file() else "given with --orch-secret"
+        banner = (
             f"\nlpnode is up (Ctrl-C to stop):\n  gateway       {base}\n  admin         http://{cli_addr}\n"
-            f"  orchestrator  {orch_url}\n  orch secret   {read_secret(secret_source)}  (for lpnode byoc register)\n"
+            f"  orchestrator  {orch_url}{orch_admin}\n"
+            f"  orch secret   {secret_where}  (for lpnode byoc register --secret)\n"
             f"  dashboard     {base}/dashboard\n  live video    {base}/live  (webcam through a live pipeline)\n"
-            f"Try it:\n  {example_request(base)}\n",
-            flush=True,
+            f"Try it:\n  {example_request(base)}\n"
         )
-        run_gateway(gateway)
+        health = f"http://{gateway.http_host if ':' not in gateway.http_host else f'[{gateway.http_host}]'}"
+        health += f":{gateway.http_port}/healthz"
+
+        async def serve(stop: asyncio.Event) -> None:
+            # Giving up on the orchestrator stops the gateway the way Ctrl-C does.
+            loop = asyncio.get_running_loop()
+            supervisor.on_give_up = lambda: loop.call_soon_threadsafe(stop.set)
+            supervisor.watch()
+            serving = asyncio.ensure_future(Gateway(gateway).run(stop))
+            # The banner promises a working API: print it once the gateway answers, never before it fails.
+            while not serving.done() and not stop.is_set():
+                # (Another process may answer on that port while this gateway fails to bind it.)
+                if await asyncio.to_thread(_answers, health) and not serving.done():
+                    print(banner, flush=True)
+                    break
+                await asyncio.sleep(0.1)
+            await serving
+
+        run_until_stopped(serve)
     finally:
-        _stop(orchestrator)
+        supervisor.stop()
+    if supervisor.gave_up:
+        raise SupervisedProcessError(supervisor.gave_up)
+
+
+@dataclass
+class RestartBackoff:
+    """How long to wait before starting a child that exited again: ``first`` seconds, doubling up to
+    ``longest`` while it keeps exiting; both reset once a run lasted ``steady`` seconds. ``None`` (give up)
+    at the ``limit``-th exit in a row that came within ``steady`` seconds of its start."""
+
+    first: float = 1.0
+    longest: float = 30.0
+    steady: float = 60.0
+    limit: int = 5
+    quick_exits: int = 0
+    _next: float = 0.0
+
+    def after_exit(self, ran_seconds: float) -> float | None:
+        """The wait before the next start, given how long the run that just ended lasted; ``None``: give up."""
+        if ran_seconds >= self.steady:
+            self.quick_exits, self._next = 0, 0.0
+        else:
+            self.quick_exits += 1
+            if self.quick_exits >= self.limit:
+                return None
+        delay = self._next or self.first
+        self._next = min(self.longest, delay * 2)
+        return delay
+
+
+def exit_reason(returncode: int) -> str:
+    """``was killed by SIGKILL`` or ``exited with status 1``."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class Supervisor:
+    """Keeps one child process running: :meth:`start` it, :meth:`watch` it (a thread restarts it with
+    :class:`RestartBackoff` whenever it exits), :meth:`stop` it. Once the backoff gives up, ``gave_up`` says
+    why and ``on_give_up`` is called (from the watching thread). No child is started after :meth:`stop`."""
+
+    def __init__(
+        self,
+        name: str,
+        start: Callable[[], subprocess.Popen[bytes]],
+        ready: Callable[[subprocess.Popen[bytes], threading.Event], bool],
+        backoff: RestartBackoff | None = None,
+        poll_seconds: float = 0.2,
+    ) -> None:
+        self.name = name
+        self._start = start
+        self._ready = ready
+        self.backoff = backoff or RestartBackoff()
+        self.poll_seconds = poll_seconds
+        self.on_give_up: Callable[[], object] = lambda: None
+        self.gave_up = ""
+        self.restarts = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self._lock:
+            self.proc, self._started_at = self._start(), time.monotonic()
+            return self.proc
+
+    def watch(self) -> None:
+        """Start restarting the child when it exits (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name=f"lpnode-supervise-{self.name}", daemon=True)
+            self._thread.start()
+
+    def _watch(self) -> None:
+        while True:
+            proc = self.proc
+            assert proc is not None
+            while proc.poll() is None:
+                if self._stopping.wait(self.poll_seconds):
+                    return
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - self._started_at
+            reason = exit_reason(proc.returncode)
+            delay = self.backoff.after_exit(ran)
+            if delay is None:
+                b = self.backoff
+                self.gave_up = (
+                    f"the {self.name} stopped {b.limit} times in a row, each within {b.steady:g}s of its start "
+                    f"(the last one {reason}); see its lines above"
+                )
+                log_event(log, f"{self.name} keeps failing; stopping", logging.ERROR, reason=reason)
+                self.on_give_up()
+                return
+            log_event(
+                log, f"{self.name} exited; restarting it", logging.WARNING, pid=proc.pid, reason=reason,
+                ran_seconds=round(ran, 1), restart_in_seconds=delay,
+            )  # fmt: skip
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.proc, self._started_at = self._start(), time.monotonic()
+                self.restarts += 1
+            if self._ready(self.proc, self._stopping):
+                log_event(log, f"{self.name} serving again", pid=self.proc.pid, restarts=self.restarts)
+
+    def stop(self) -> None:
+        """Stop watching, then stop the child (SIGTERM, then SIGKILL if it lingers)."""
+        with self._lock:
+            self._stopping.set()
+            proc = self.proc
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if proc is not None:
+            _stop(proc)
+
+
+def _gateway_args(orch_url: str, http_addr: str, cli_addr: str, data_dir: Path, admin_token: str) -> argparse.Namespace:
+    """``lpnode gateway``'s flags for this stack, every other flag at its default."""
+    from lpnode.gateway.command import add_gateway_parser
+
+    parser = argparse.ArgumentParser(prog="lpnode")
+    add_gateway_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "gateway",
+            "--orch-addr",
+            orch_url,
+            "--http-addr",
+            http_addr,
+            "--cli-addr",
+            cli_addr,
+            "--data-dir",
+            str(data_dir),
+        ]
+    )
+    args.admin_token = admin_token  # already read (it may have been a file)
+    return args
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 def _stored_secret(data_dir: Path) -> Path:
@@ -139,22 +345,30 @@ def _stored_secret(data_dir: Path) -> Path:
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, cert: Path) -> None:
+    """Wait for the first start; a start that fails is the operator's to fix (flags, aiModels.json, ports)."""
+    if not _healthy(proc, url, cert, threading.Event()):
+        if proc.poll() is not None:
+            raise ConfigError(f"the orchestrator exited with status {proc.returncode}; see the lines above")
+        raise ConfigError(f"the orchestrator did not start within {ORCH_START_SECONDS:g}s")
+
+
+def _healthy(proc: subprocess.Popen[bytes], url: str, cert: Path, stop: threading.Event) -> bool:
+    """True once the orchestrator answers ``/healthz``; False if it exits, ``stop`` is set, or time runs out."""
     import ssl
 
     deadline = time.monotonic() + ORCH_START_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ConfigError(f"the orchestrator exited with status {proc.returncode}; see the lines above")
+    while time.monotonic() < deadline and proc.poll() is None:
         if cert.exists():
             try:
                 context = ssl.create_default_context(cafile=str(cert))
                 with urllib.request.urlopen(f"{url}/healthz", timeout=2, context=context) as answer:
                     if answer.status == 200:
-                        return
+                        return True
             except (OSError, ssl.SSLError):
                 pass
-        time.sleep(0.3)
-    raise ConfigError(f"the orchestrator did not start within {ORCH_START_SECONDS:g}s")
+        if stop.wait(0.3):
+            return False
+    return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -379,7 +379,7 @@ def test_the_byoc_command_registers_lists_and_unregisters(
         "--url", container.url, "--capacity", "2", "--price-per-unit", "7",
     )  # fmt: skip
     assert added.returncode == 0 and "healthy" in added.stdout, added.stderr
-    listed = run_cli("byoc", "list", "--orchestrator", orch.base_url)
+    listed = run_cli("byoc", "list", "--orchestrator", orch.base_url, "--admin-url", orch.admin_url)
     assert listed.returncode == 0
     assert any(line.split()[:4] == ["cli-echo", container.url, "0/2", "7/1"] for line in listed.stdout.splitlines())
     refused = run_cli("byoc", "unregister", "--orchestrator", orch.base_url, "--secret", "x", "--name", "cli-echo")

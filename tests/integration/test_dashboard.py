@@ -74,8 +74,8 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def orchestrator_status(stack: Stack) -> list[dict[str, Any]]:
-    cert = stack.data_dir / "orchestrator" / "tls" / "cert.pem"  # `lpnode up`'s self-signed certificate
-    answer = requests.get(f"{stack.orch_url}/status", verify=str(cert), timeout=10)
+    """The whole node view, runner PIDs included: the orchestrator's admin API's."""
+    answer = requests.get(f"{stack.orch_admin_url}/status", timeout=10)
     answer.raise_for_status()
     models: list[dict[str, Any]] = answer.json()["models"]
     return models
@@ -134,7 +134,7 @@ def test_usage_page_is_on_the_admin_port_only(stack: Stack, browser: Browser, sh
 
 def test_node_page_shows_runners_and_a_killed_runner_live(stack: Stack, browser: Browser, shots: Path) -> None:
     page = browser.page()
-    page.goto(f"{stack.orch_url}/dashboard")
+    page.goto(f"{stack.orch_admin_url}/dashboard")  # the operator's page, with runner PIDs
     served = orchestrator_status(stack)
     runners = [r for m in served for r in m["runners"]]
     assert runners, "`lpnode up` starts its warm runners"

@@ -123,8 +123,12 @@ def test_usage_sums_by_key_pipeline_and_model(tmp_path: Path) -> None:
     data = str(tmp_path)
 
     groups = json.loads(ok("usage", "--json", "--data-dir", data))
-    assert [(g["key"], g["requests"], g["errors"]) for g in groups] == [("alice", 4, 1), ("bob", 1, 0)]
-    assert groups[0]["spend_wei"] == str(4 * 524288) and groups[0]["units"] == 4 * 262144
+    assert [(g["key"], g["requests"], g["served"], g["failed"]) for g in groups] == [
+        ("alice", 4, 3, 1),
+        ("bob", 1, 1, 0),
+    ]
+    # the 503 is counted apart: neither its units nor its price are in the totals
+    assert groups[0]["spend_wei"] == str(3 * 524288) and groups[0]["units"] == 3 * 262144
 
     recent = json.loads(ok("usage", "--since", "1h", "--by", "key,pipeline,model", "--json", "--data-dir", data))
     assert [(g["key"], g["pipeline"], g["model"]) for g in recent] == [
@@ -132,10 +136,10 @@ def test_usage_sums_by_key_pipeline_and_model(tmp_path: Path) -> None:
     ]
 
     table = ok("usage", "--by", "pipeline", "--data-dir", data).strip().splitlines()
-    assert table[0].split()[:3] == ["PIPELINE", "REQUESTS", "ERRORS"]
-    assert table[1].split()[:3] == ["text-to-image", "4", "1"]
-    assert table[2].split()[:2] == ["llm", "1"]
-    assert table[3].split()[:3] == ["TOTAL", "5", "1"]
+    assert table[0].split()[:6] == ["PIPELINE", "REQUESTS", "SERVED", "REFUSED", "FAILED", "CANCELLED"]
+    assert table[1].split()[:6] == ["text-to-image", "4", "3", "0", "1", "0"]
+    assert table[2].split()[:3] == ["llm", "1", "1"]
+    assert table[3].split()[:6] == ["TOTAL", "5", "4", "0", "1", "0"]
 
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))
     assert "text-to-image" in ok("usage", "--since", iso, "--by", "pipeline", "--data-dir", data)

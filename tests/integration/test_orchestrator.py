@@ -28,7 +28,7 @@ from PIL import Image
 from lpclient import get_orchestrator, job_headers, segment_header
 from lpnode.protocol.capabilities import Capability
 from lpnode.protocol.lp_rpc_pb2 import AuthToken, Capabilities, OrchestratorInfo
-from procs import OrchestratorProcess, wait_gone
+from procs import OrchestratorProcess, child_env, wait_gone
 from sdk import sdk_python
 
 T2I = "lpnode/tiny-text-to-image"
@@ -58,7 +58,9 @@ def png_bytes(size: int = 32) -> bytes:
 def orch(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorProcess]:
     tmp = tmp_path_factory.mktemp("orchestrator")
     (tmp / "aiModels.json").write_text(json.dumps(AI_MODELS))
-    node = OrchestratorProcess(tmp / "aiModels.json", models_dir, tmp / "data", go_flags=True)
+    # Slow jobs (to hold runners busy) take more steps than the default limit allows.
+    slow_jobs = child_env(LPNODE_LIMITS=json.dumps({"text-to-image": {"max_steps": 5000}}))
+    node = OrchestratorProcess(tmp / "aiModels.json", models_dir, tmp / "data", go_flags=True, env=slow_jobs)
     try:
         node.wait_ready()
         yield node

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import requests
 import torch
 from PIL import Image
 
-from procs import RunnerProcess
+from procs import RunnerProcess, child_env
 
 MODEL = "lpnode/tiny-text-to-image"
 TOKEN = "s3cret-token"
@@ -29,10 +30,14 @@ def decode_png(url: str) -> Image.Image:
     return image
 
 
+# The disconnect test needs a job that runs for a minute: more steps than the default limit allows.
+SLOW_JOBS = child_env(LPNODE_LIMITS=json.dumps({"text-to-image": {"max_steps": 5000}}))
+
+
 @pytest.fixture(scope="module")
 def runner(start_runner) -> RunnerProcess:  # type: ignore[no-untyped-def]
     proc: RunnerProcess = start_runner(
-        "text-to-image", MODEL, "--auth-token", TOKEN, "--max-in-flight", "1", "--max-queue", "1"
+        "text-to-image", MODEL, "--auth-token", TOKEN, "--max-in-flight", "1", "--max-queue", "1", env=SLOW_JOBS
     )
     seen = proc.wait_status({"IDLE", "ERROR"})
     assert seen[-1] == "IDLE", proc.log()

@@ -59,7 +59,7 @@ def wait_capacity(node: OrchestratorProcess, wanted: int, timeout: float = 120) 
 
 
 def workers_status(node: OrchestratorProcess) -> list[dict[str, Any]]:
-    workers: list[dict[str, Any]] = node.get("/status").json()["workers"]
+    workers: list[dict[str, Any]] = node.admin_get("/status").json()["workers"]  # addresses: admin only
     return workers
 
 

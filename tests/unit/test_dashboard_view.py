@@ -104,7 +104,8 @@ def test_usage_is_summed_per_bucket_key_and_pipeline(tmp_path: Path) -> None:
     assert sum(app["requests"]) == 2 and sum(app["errors"]) == 1 and sum(app["spend_wei"]) == 10.0
     assert sum(series["by_key"]["(no key)"]["requests"]) == 1
     totals = {t["name"]: t for t in series["totals"]["by_pipeline"]}
-    assert totals["llm"]["requests"] == 3 and totals["llm"]["units"] == 30 and totals["llm"]["latency_ms"] == 100.0
+    # units count what was served: the failed request's 10 are not among them
+    assert totals["llm"]["requests"] == 3 and totals["llm"]["units"] == 20 and totals["llm"]["latency_ms"] == 100.0
 
 
 def test_dashboard_from_accepts_a_gateway_address_or_the_full_url() -> None:

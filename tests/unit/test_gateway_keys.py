@@ -309,7 +309,7 @@ def test_keys_and_usage_share_one_database_file(tmp_path: Path) -> None:
     assert store.list() == [record]
 
 
-def test_summary_groups_counts_errors_units_spend_and_latency(tmp_path: Path) -> None:
+def test_summary_groups_counts_outcomes_served_units_spend_and_latency(tmp_path: Path) -> None:
     with UsageLog(tmp_path / "gateway.sqlite") as log:
         log.record(usage(units=100, price_wei="1000", latency_ms=10.0, time=100.0))
         log.record(usage(units=100, price_wei="1000.5", latency_ms=30.0, status=500, time=200.0))
@@ -321,9 +321,13 @@ def test_summary_groups_counts_errors_units_spend_and_latency(tmp_path: Path) ->
         assert alice == {
             "key": "alice",
             "requests": 3,
+            "served": 2,
+            "refused": 0,
+            "failed": 1,
+            "cancelled": 0,
             "errors": 1,
-            "units": 250,
-            "spend_wei": "2000.5",
+            "units": 150,  # the failed request's 100 units are not counted
+            "spend_wei": "1000",
             "latency_p50_ms": 20.0,
             "latency_mean_ms": 20.0,
         }
@@ -338,6 +342,10 @@ def test_summary_groups_counts_errors_units_spend_and_latency(tmp_path: Path) ->
         assert total == [
             {
                 "requests": 2,
+                "served": 2,
+                "refused": 0,
+                "failed": 0,
+                "cancelled": 0,
                 "errors": 0,
                 "units": 57,
                 "spend_wei": "",

@@ -136,3 +136,16 @@ def test_status_event_sends_params_and_restart_logs_once() -> None:
     second = tracker.status_event(T0 + 3)["inference_status"]
     assert second["last_params"] is None and second["last_restart_logs"] is None
     assert second["last_params_hash"] == info["last_params_hash"]
+
+
+def test_a_new_stream_does_not_inherit_the_last_ones_input_gap() -> None:
+    tracker = ready_tracker()
+    t = stream_at_fps(tracker, T0, 3, in_fps=24, out_fps=24)
+    tracker.error("boom", t)
+    tracker.stream_stopped()
+    tracker.stream_started(t + 120)
+    verdict = tracker.compute(t + 121, True)
+    assert verdict.state is S.ONLINE and not verdict.stop_stream
+    event = tracker.status_event(t + 121)
+    assert event["input_status"]["last_input_time"] is None
+    assert event["inference_status"]["last_error"] is None

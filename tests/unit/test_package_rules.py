@@ -36,7 +36,7 @@ ROLES = frozenset({"runner", "live", "orchestrator", "gateway", "worker", "signe
 SHARED = frozenset(
     {
         "protocol", "payments", "trickle", "schemas", "pipelines", "byoc", "dashboard",
-        "errors", "logs", "results", "http_relay", "serving",
+        "errors", "logs", "results", "http_relay", "serving", "http_limits", "uvicorn_config",
     }
 )  # fmt: skip
 WIRING = frozenset({"cli", "up"})

@@ -61,3 +61,19 @@ def test_flags_win_over_the_environment_and_merge_optimization_flags() -> None:
 def test_unusable_settings_are_one_clear_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_env(env)
+
+
+def test_the_runner_the_models_commands_and_the_orchestrator_share_one_default_models_dir(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lpnode.cli import build_parser
+    from lpnode.orchestrator.command import settings_from_args
+    from lpnode.runner.store import models_dir_default
+
+    monkeypatch.delenv("MODEL_DIR", raising=False)
+    default = Path("~/.lpnode/models").expanduser()
+    runner = config_from_env({"PIPELINE": "upscale", "MODEL_ID": "a/b"}).model_dir
+    args = build_parser().parse_args(["orchestrator", "--ai-models", "text-to-image:lpnode/tiny-text-to-image:true"])
+    assert runner == models_dir_default() == settings_from_args(args).models_dir == default
+    monkeypatch.setenv("MODEL_DIR", "/models")  # the ai-runner contract still wins
+    assert models_dir_default() == Path("/models")

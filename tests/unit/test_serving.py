@@ -27,6 +27,21 @@ def test_a_busy_port_is_one_clear_config_error() -> None:
     assert port_is_free("127.0.0.1", port)
 
 
+def test_a_busy_port_names_the_flag_that_sets_it_and_no_other() -> None:
+    held = bind_socket("127.0.0.1", 0)
+    held.listen()
+    port = held.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError) as named:
+            bind_socket("127.0.0.1", port, flag="--http-addr")
+        with pytest.raises(ConfigError) as unnamed:
+            bind_socket("127.0.0.1", port)
+    finally:
+        held.close()
+    assert str(named.value).endswith("stop the process using it (another lpnode?) or choose another with --http-addr")
+    assert "--" not in str(unnamed.value)  # a command without such a flag is not sent looking for one
+
+
 def test_the_bound_socket_can_be_handed_to_a_child() -> None:
     sock = bind_socket("127.0.0.1", 0)
     try:

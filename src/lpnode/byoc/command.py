@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lpnode.errors import ConfigError
+from lpnode.protocol.admin_access import admin_headers, read_admin_token
 
 TIMEOUT = 10.0
 
@@ -53,6 +54,12 @@ def add_byoc_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ls = bsub.add_parser("list", help="the orchestrator's BYOC capabilities (from its /status)")
     ls.add_argument("--orchestrator", required=True, help=orch_help)
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.add_argument(
+        "--admin-url",
+        default="",
+        help="the orchestrator's admin API (e.g. http://127.0.0.1:7935): its /status also shows each container's "
+        "URL, which the public one keeps to itself [token: LPNODE_ADMIN_TOKEN]",
+    )
 
     serve = bsub.add_parser("serve", help="serve a Python function (or a ByocApp) as a BYOC container")
     serve.add_argument("target", metavar="MODULE:ATTR", help="e.g. app:app (a ByocApp) or mypkg.jobs:reverse")
@@ -68,6 +75,8 @@ def run_byoc(args: argparse.Namespace) -> int:
         return _serve(args)
     base = _base_url(args.orchestrator)
     if args.byoc_command == "list":
+        if args.admin_url:
+            return _list(_base_url(args.admin_url), args.json, admin_headers(read_admin_token()))
         return _list(base, args.json)
     secret = _secret(args.secret)
     if args.byoc_command == "register":
@@ -77,7 +86,7 @@ def run_byoc(args: argparse.Namespace) -> int:
             "token": args.token,
         }  # fmt: skip
         _call(f"{base}/capability/register", json.dumps(body).encode(), {"Authorization": secret})
-        entry = next((c for c in _status(base) if c.get("name") == args.name), None)
+        entry = next((c for c in _status(base, {}) if c.get("name") == args.name), None)
         state = "healthy" if entry and entry.get("healthy") else f"not healthy yet ({(entry or {}).get('last_error')})"
         print(f"registered {args.name} -> {args.url} on {base}: {state}")
     else:
@@ -159,9 +168,9 @@ def _call(url: str, body: bytes | None, headers: dict[str, str]) -> bytes:
         raise ConfigError(f"cannot reach {url}: {reason}") from None
 
 
-def _status(base: str) -> list[dict[str, Any]]:
+def _status(base: str, headers: dict[str, str]) -> list[dict[str, Any]]:
     try:
-        data = json.loads(_call(f"{base}/status", None, {}))
+        data = json.loads(_call(f"{base}/status", None, headers))
     except ValueError:
         raise ConfigError(f"{base}/status did not answer JSON; is it an lpnode orchestrator?") from None
     entries = data.get("byoc") if isinstance(data, dict) else None
@@ -170,8 +179,8 @@ def _status(base: str) -> list[dict[str, Any]]:
     return entries
 
 
-def _list(base: str, as_json: bool) -> int:
-    entries = _status(base)
+def _list(base: str, as_json: bool, headers: dict[str, str] | None = None) -> int:
+    entries = _status(base, headers or {})
     if as_json:
         print(json.dumps(entries, indent=2))
         return 0
@@ -180,7 +189,7 @@ def _list(base: str, as_json: bool) -> int:
         return 0
     rows = [
         (
-            e["name"], e["url"], f"{e['in_use']}/{e['capacity']}",
+            e["name"], e.get("url") or "(admin API only)", f"{e['in_use']}/{e['capacity']}",
             f"{e['price_per_unit']}/{e['price_scaling']} {e['currency']}/s",
             "yes" if e["healthy"] else f"no: {e['last_error']}",
         )

@@ -60,8 +60,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from lpnode.errors import PayloadTooLargeError
+
 log = logging.getLogger("lpnode.byoc.kit")
 MAX_PART_BYTES = 100 * 1024 * 1024
+MAX_BODY_BYTES = 100 * 1024 * 1024
+"""A JSON body over this is refused with 413 as soon as it passes it."""
 Handler = Callable[[Any], Any]
 
 
@@ -181,6 +185,8 @@ class ByocApp:
                 result = await _call(fn, inputs)
             except ValueError as exc:
                 return _error(str(exc) or "bad input", 400)
+            except PayloadTooLargeError as exc:
+                return _error(exc.message, 413)
             except Exception as exc:
                 log.exception("job failed")
                 return _error(f"the job failed: {type(exc).__name__}", 500)
@@ -195,10 +201,11 @@ class ByocApp:
         import uvicorn
 
         from lpnode.logs import configure_logging
+        from lpnode.uvicorn_config import uvicorn_config
 
         if not logging.getLogger().handlers:
             configure_logging("info")
-        config = uvicorn.Config(
+        config = uvicorn_config(
             self.asgi(), host=host, port=port, log_config=None, access_log=False,
             timeout_graceful_shutdown=int(graceful_seconds), lifespan="on",
         )  # fmt: skip
@@ -226,7 +233,14 @@ async def _inputs(request: Request) -> Any:
                 else:
                     fields[key] = value
         return fields
-    body = await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # not request.body(): a chunked upload is refused as it passes the limit
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if not body.strip():
         return {}
     try:

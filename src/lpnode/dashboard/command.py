@@ -11,8 +11,10 @@ from pathlib import Path
 
 from lpnode.dashboard.sources import Advertisement, NodeFiles
 from lpnode.dashboard.status_command import DEFAULT_GATEWAY, DEFAULT_ORCHESTRATOR
+from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
 
 UP_DATA_DIR = Path("~/.lpnode")
+ADMIN_TOKEN_HELP = f"the admin API's token, or a file holding it, if it asks for one [{ADMIN_TOKEN_ENV}]"
 
 
 def add_dashboard_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,10 +27,17 @@ def add_dashboard_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. http://127.0.0.1:5935")
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080")
     p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS", help="fetch period (default 10)")
+    p.add_argument("--admin-token", default="", metavar="TOKEN", help=ADMIN_TOKEN_HELP)
 
     s = sub.add_parser("status", help="the network, the node and its runners as tables")
     s.add_argument("--gateway", metavar="URL", help=f"the gateway (default {DEFAULT_GATEWAY})")
-    s.add_argument("--orchestrator", metavar="URL", help=f"the orchestrator (default {DEFAULT_ORCHESTRATOR})")
+    s.add_argument(
+        "--orchestrator",
+        metavar="URL",
+        help=f"the orchestrator (default {DEFAULT_ORCHESTRATOR}; its admin API, e.g. http://127.0.0.1:7935, "
+        "adds runner PIDs)",
+    )
+    s.add_argument("--admin-token", default="", metavar="TOKEN", help=ADMIN_TOKEN_HELP)
 
     d = sub.add_parser("doctor", help="check the whole loop: models, runners, advertisement, prices, a request")
     d.add_argument(
@@ -48,7 +57,7 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
     from lpnode.logs import configure_logging
 
     configure_logging("warning")
-    run_dashboard(args.source, args.listen, args.interval)
+    run_dashboard(args.source, args.listen, args.interval, admin_token=read_admin_token(args.admin_token))
     return 0
 
 
@@ -58,7 +67,7 @@ def run_status_command(args: argparse.Namespace) -> int:
     both = args.gateway is None and args.orchestrator is None
     gateway = args.gateway or (DEFAULT_GATEWAY if both else None)
     orchestrator = args.orchestrator or (DEFAULT_ORCHESTRATOR if both else None)
-    return run_status(gateway, orchestrator, sys.stdout)
+    return run_status(gateway, orchestrator, sys.stdout, admin_token=read_admin_token(args.admin_token))
 
 
 def run_doctor_command(args: argparse.Namespace, files: NodeFiles, advertisement: Advertisement) -> int:

@@ -154,6 +154,12 @@ class Doctor:
             where = ", ".join(f"{r.get('device') or 'slot ' + str(r.get('slot'))} ({r.get('state')})" for r in ready)
             if ready:
                 self.report(name, PASS, f"loaded on {where}")
+            elif model.get("error"):  # the pool gave up on it: failed to load the same way too many times
+                self.report(
+                    name, FAIL, f"ERROR, not restarted: {model['error']}",
+                    "fix what the reason says; it starts again within seconds of its files changing in the "
+                    "models dir (`lpnode models pull ...`), or when the orchestrator restarts",
+                )  # fmt: skip
             elif not model.get("warm"):
                 self.report(name, PASS, "cold: a runner starts on the first request")
             else:

@@ -1,8 +1,9 @@
 """Reading a node's JSON from the command line (``lpnode status``, ``lpnode doctor``).
 
 Orchestrators serve TLS with self-signed certificates (as go-livepeer's do), so ``https`` is read without
-certificate checks: these commands only read public status. Every failure is a :class:`Unreachable` whose
-text says what happened in one line.
+certificate checks: these commands only read status. An admin API (plain HTTP on loopback by default) is read
+with the admin token in ``headers`` when one is set (:func:`lpnode.protocol.admin_access.admin_headers`).
+Every failure is a :class:`Unreachable` whose text says what happened in one line.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ def base_url(text: str, default_scheme: str = "http") -> str:
     return value if "://" in value else f"{default_scheme}://{value}"
 
 
-def get_json(url: str, timeout: float = TIMEOUT) -> Any:
-    """GET ``url`` and parse its JSON body."""
-    status, body = request(url, timeout=timeout)
+def get_json(url: str, timeout: float = TIMEOUT, headers: dict[str, str] | None = None) -> Any:
+    """GET ``url`` (with ``headers``) and parse its JSON body."""
+    status, body = request(url, headers=headers, timeout=timeout)
     if status != 200:
         raise Unreachable(f"{url} answered {status}: {body[:200].decode(errors='replace').strip()}")
     try:

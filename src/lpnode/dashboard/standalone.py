@@ -12,11 +12,10 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -26,7 +25,9 @@ from lpnode.dashboard.network_view import network_view
 from lpnode.dashboard.pages import asset_route, json_response, page_route
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
+from lpnode.protocol.admin_access import admin_headers
 from lpnode.serving import QuietServer, bind_socket, run_until_stopped
+from lpnode.uvicorn_config import uvicorn_config
 
 log = logging.getLogger("lpnode.dashboard")
 ENDPOINT = "/getNetworkCapabilities"
@@ -50,13 +51,16 @@ def capabilities_url(source: str) -> str:
 @dataclass
 class Feed:
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every fetch: the admin token, when the source asks for one."""
     document: Any = None
     fetched_at: float = 0.0
     problem: str = "not fetched yet"
 
     async def fetch(self, session: aiohttp.ClientSession) -> None:
         try:
-            async with session.get(self.url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT), ssl=False) as answer:
+            timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
+            async with session.get(self.url, headers=self.headers, timeout=timeout, ssl=False) as answer:
                 body = await answer.content.read(MAX_DOCUMENT_BYTES + 1)
                 if len(body) > MAX_DOCUMENT_BYTES:
                     raise ValueError(f"the document is over {MAX_DOCUMENT_BYTES // 2**20} MiB")
@@ -101,8 +105,9 @@ def dashboard_app(feed: Feed) -> Starlette:
     )
 
 
-def run_dashboard(source: str, listen: str, interval: float) -> None:
-    """Blocking: fetch ``source`` every ``interval`` seconds and serve the page on ``listen`` until Ctrl-C."""
+def run_dashboard(source: str, listen: str, interval: float, admin_token: str = "") -> None:
+    """Blocking: fetch ``source`` every ``interval`` seconds (with ``admin_token`` when set) and serve the page
+    on ``listen`` until Ctrl-C."""
     url = capabilities_url(source)
     host, _, port_text = listen.rpartition(":")
     if not host or not port_text.isdigit():
@@ -115,12 +120,10 @@ def run_dashboard(source: str, listen: str, interval: float) -> None:
         raise ConfigError(
             f"cannot listen on {listen}: the address is in use or not local; choose another --listen"
         ) from None
-    feed = Feed(url)
+    feed = Feed(url, admin_headers(admin_token))
 
     async def main(stop: asyncio.Event) -> None:
-        config = uvicorn.Config(
-            dashboard_app(feed), loop="none", http="httptools", log_config=None, access_log=False, lifespan="off"
-        )
+        config = uvicorn_config(dashboard_app(feed), loop="none", log_config=None, access_log=False, lifespan="off")
         server = QuietServer(config)
         async with aiohttp.ClientSession() as session:
 

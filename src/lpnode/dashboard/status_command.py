@@ -3,8 +3,10 @@
 For the gateway: every pipeline, model and orchestrator offer (warm, in use, prices, and for an lpnode
 gateway its latency, success rate and errors), read from ``/dashboard/data.json`` or, for go-livepeer, from
 ``/getNetworkCapabilities`` (give its CLI address). For the orchestrator: its models and runners from
-``/status``, and its BYOC capabilities and remote workers when it has them. A target that does not answer
-gets one line saying so, and the exit status is 1.
+``/status``, and its BYOC capabilities and remote workers when it has them. Pointed at the orchestrator's
+admin API (``http://127.0.0.1:7935``) it shows runner PIDs too, which its public port keeps to itself. An
+admin API that asks for a token gets ``admin_token``. A target that does not answer gets one line saying so,
+and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any, TextIO
 from lpnode.dashboard.fetch import Unreachable, base_url, get_json
 from lpnode.dashboard.network_view import network_view
 from lpnode.dashboard.sources import NODE_STATUS_PATH
-from lpnode.dashboard.units import OUTPUT_UNITS
+from lpnode.dashboard.units import OUTPUT_UNITS, readable_wei
+from lpnode.protocol.admin_access import admin_headers
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8935"
 DEFAULT_ORCHESTRATOR = "https://127.0.0.1:8936"
@@ -31,29 +34,22 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def gateway_data(gateway: str) -> dict[str, Any]:
+def gateway_data(gateway: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """The gateway's network view: lpnode's ``/dashboard/data.json``, else built from ``/getNetworkCapabilities``."""
     root = base_url(gateway)
     try:
-        data: dict[str, Any] = get_json(f"{root}/dashboard/data.json")
+        data: dict[str, Any] = get_json(f"{root}/dashboard/data.json", headers=headers)
         return data
     except Unreachable as first:
         try:
-            document = get_json(f"{root}/getNetworkCapabilities")
+            document = get_json(f"{root}/getNetworkCapabilities", headers=headers)
         except Unreachable:
             raise first from None
     return {"measured": False, "unreachable": [], **network_view(document)}
 
 
 def _wei(text: str) -> str:
-    if not text:
-        return ""
-    value = float(text)
-    if value >= 1e15:
-        return f"{value / 1e18:.3g} ETH"
-    if value >= 1e9:
-        return f"{value / 1e9:.4g} gwei"
-    return f"{text} wei"
+    return readable_wei(text)
 
 
 def _rate(offer: dict[str, Any]) -> str:
@@ -121,33 +117,41 @@ def print_orchestrator(status: dict[str, Any], out: TextIO) -> None:
     ]  # fmt: skip
     headers = ["PIPELINE", "MODEL", "MODE", "IN USE", "RUNNERS", "RESTARTS", "LAST ERROR"]
     print(format_table(headers, rows) if rows else "no models", file=out)
+    every = [r for m in models for r in m.get("runners", [])]
+    pids = any("pid" in r for r in every)  # the admin API's view; the public one has none
     runners = [
         [
             r.get("name"), r.get("state"), r.get("slot"), r.get("device"),
             f"{r.get('in_use', 0)}/{r.get('capacity', 0)}",
-            "" if r.get("load_seconds") is None else f"{r['load_seconds']:.1f}s", r.get("pid"), r.get("problem"),
+            "" if r.get("load_seconds") is None else f"{r['load_seconds']:.1f}s", *([r.get("pid")] if pids else []),
+            r.get("problem"),
         ]
-        for m in models
-        for r in m.get("runners", [])
+        for r in every
     ]  # fmt: skip
     if runners:
         print(file=out)
-        headers = ["RUNNER", "STATE", "SLOT", "DEVICE", "IN FLIGHT", "LOAD", "PID", "PROBLEM"]
+        headers = ["RUNNER", "STATE", "SLOT", "DEVICE", "IN FLIGHT", "LOAD", *(["PID"] if pids else []), "PROBLEM"]
         print(format_table(headers, runners), file=out)
     for key, title in (("byoc", "BYOC capabilities"), ("workers", "remote AI workers")):
         if isinstance(status.get(key), list):
             _generic(title, status[key], out)
 
 
-def run_status(gateway: str | None, orchestrator: str | None, out: TextIO) -> int:
-    """Print both targets' tables; 0 when every target answered, 1 when one did not."""
+def run_status(gateway: str | None, orchestrator: str | None, out: TextIO, admin_token: str = "") -> int:
+    """Print both targets' tables; 0 when every target answered, 1 when one did not. ``admin_token`` goes to
+    both targets (either may be an admin API)."""
+    headers = admin_headers(admin_token)
     targets: list[tuple[str, str, Callable[[str], None]]] = []
     if gateway is not None:
-        targets.append(("gateway", base_url(gateway), lambda url: print_gateway(gateway_data(url), out)))
+        targets.append(("gateway", base_url(gateway), lambda url: print_gateway(gateway_data(url, headers), out)))
     if orchestrator is not None:
         root = base_url(orchestrator, "https")
         targets.append(
-            ("orchestrator", root, lambda url: print_orchestrator(get_json(f"{url}{NODE_STATUS_PATH}"), out))
+            (
+                "orchestrator",
+                root,
+                lambda url: print_orchestrator(get_json(f"{url}{NODE_STATUS_PATH}", headers=headers), out),
+            )
         )
     failed = False
     for index, (role, url, show) in enumerate(targets):

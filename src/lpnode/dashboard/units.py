@@ -21,7 +21,7 @@ OUTPUT_UNITS: Mapping[str, OutputUnit] = MappingProxyType(
     {**{name: spec.output_unit for name, spec in PIPELINES.items()}, "byoc": BYOC_OUTPUT_UNIT}
 )
 """Pipeline name (``byoc`` for every BYOC capability) -> its typical output."""
-__all__ = ["OUTPUT_UNITS", "OutputUnit", "price_per_output", "wei_text"]
+__all__ = ["OUTPUT_UNITS", "OutputUnit", "price_per_output", "readable_wei", "wei_text"]
 
 
 def wei_text(value: Fraction) -> str:
@@ -30,6 +30,31 @@ def wei_text(value: Fraction) -> str:
         return str(value.numerator)
     with localcontext(prec=6):
         text = format((Decimal(value.numerator) / Decimal(value.denominator)).normalize(), "f")
+    return text
+
+
+def readable_wei(amount: str | int | Fraction) -> str:
+    """A wei amount as a person reads it: ETH from 0.001 ETH up, gwei from 1 gwei up, else wei; whole
+    numbers with thousands separators, fractions to 4 significant digits. ``readable_wei(50_000 * 10**9)``
+    is ``"50,000 gwei"``, ``readable_wei("4768371")`` is ``"4,768,371 wei"``; ``""`` for ``""``, and a text
+    that is not a number is returned as it is."""
+    if amount == "":
+        return ""
+    try:
+        value = Fraction(amount)
+    except (ValueError, ZeroDivisionError):
+        return str(amount)
+    for scale, unit in ((10**18, "ETH"), (10**9, "gwei"), (1, "wei")):
+        if abs(value) >= scale * (Fraction(1, 1000) if unit == "ETH" else 1) or unit == "wei":
+            return f"{_grouped(value / scale)} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _grouped(value: Fraction) -> str:
+    if value.denominator == 1 or abs(value) >= 1000:
+        return f"{round(value):,}"
+    with localcontext(prec=4):
+        text = format((Decimal(value.numerator) / Decimal(value.denominator)).normalize(), ",f")
     return text
 
 

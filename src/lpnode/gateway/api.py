@@ -9,6 +9,7 @@ and handed to the forwarder. Admission, metering and errors (the gateway's JSON 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -17,10 +18,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
 from lpnode.errors import (
+    BadRequestError,
     JobError,
     PayloadTooLargeError,
     PipelineFailedError,
@@ -31,6 +34,7 @@ from lpnode.errors import (
 from lpnode.gateway.async_jobs import AsyncJobs
 from lpnode.gateway.forward import Forwarder, Job
 from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
+from lpnode.gateway.request_body import SpooledBody, upload_bytes
 from lpnode.pipelines import PipelineSpec, audio_units, spec
 
 log = logging.getLogger("lpnode.gateway")
@@ -85,28 +89,28 @@ class PublicApi:
         return response
 
     async def _read(self, route: PipelineSpec, request: Request) -> tuple[BaseModel, dict[str, Any], bytes, str]:
+        """The request's params, its raw fields and the body to forward. The body is streamed in (413 as soon
+        as it passes ``MAX_BODY_BYTES``), spooled to disk when large, and held once more only as the bytes the
+        checks read: an upload's file (one copy) and the body sent on (one copy; a multipart body without the
+        model field is left empty here, as ``_with_model`` rebuilds it from the fields)."""
         content_type = request.headers.get("content-type", "")
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > MAX_BODY_BYTES:
-            raise PayloadTooLargeError(f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise PayloadTooLargeError(f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+        too_large = f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB"
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(too_large)
+        if route.multipart and not content_type.startswith("multipart/form-data"):
+            raise UnsupportedMediaError(f"{route.name} takes multipart/form-data, got {content_type or 'none'}")
+        spooled = await SpooledBody.read(request.stream(), MAX_BODY_BYTES, lambda: PayloadTooLargeError(too_large))
         fields: dict[str, Any]
-        if route.multipart:
-            if not content_type.startswith("multipart/form-data"):
-                raise UnsupportedMediaError(f"{route.name} takes multipart/form-data, got {content_type or 'none'}")
-            fields = {}
-            form = await request.form(max_part_size=MAX_BODY_BYTES)
-            try:
-                for key, value in form.multi_items():
-                    if isinstance(value, UploadFile):
-                        fields[key] = _Upload(await value.read(), value.filename or key, value.content_type)
-                    else:
-                        fields[key] = value
-            finally:
-                await form.close()
-        else:
+        try:
+            if route.multipart:
+                fields = await _form_fields(request, spooled)
+                body = await spooled.whole() if fields.get(route.model_field) else b""
+            else:
+                body = await spooled.whole()
+        finally:
+            spooled.close()
+        if not route.multipart:
             try:
                 loaded = json.loads(body)
             except ValueError as exc:
@@ -118,9 +122,7 @@ class PublicApi:
             fields = loaded
         try:
             assert route.params is not None
-            params = route.params.model_validate(
-                {k: bytes(v) if isinstance(v, _Upload) else v for k, v in fields.items()}
-            )
+            params = route.params.model_validate(fields)  # an upload's bytes are validated as they are, not copied
         except ValidationError as exc:
             raise ValidationFailedError(
                 [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
@@ -137,30 +139,54 @@ def _with_model(
         data[route.model_field] = model_id
         return json.dumps(data).encode(), "application/json"
     boundary = secrets.token_hex(16)
-    out = bytearray()
+    uploads = fields.uploads if isinstance(fields, _FormFields) else {}
+    pieces: list[bytes] = []  # joined once at the end: an upload is copied once, into the body
     for key, value in {**fields, route.model_field: model_id}.items():
-        out += f"--{boundary}\r\n".encode()
-        if isinstance(value, _Upload):
-            out += f'Content-Disposition: form-data; name="{key}"; filename="{value.filename}"\r\n'.encode()
-            out += f"Content-Type: {value.content_type or 'application/octet-stream'}\r\n\r\n".encode()
-            out += value + b"\r\n"
+        pieces.append(f"--{boundary}\r\n".encode())
+        if key in uploads and isinstance(value, bytes):
+            filename, media_type = uploads[key]
+            pieces.append(f'Content-Disposition: form-data; name="{key}"; filename="{filename}"\r\n'.encode())
+            pieces.append(f"Content-Type: {media_type or 'application/octet-stream'}\r\n\r\n".encode())
+            pieces += [value, b"\r\n"]
         else:
-            out += f'Content-Disposition: form-data; name="{key}"\r\n\r\n'.encode() + str(value).encode() + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
+            pieces.append(f'Content-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
+    pieces.append(f"--{boundary}--\r\n".encode())
+    return b"".join(pieces), f"multipart/form-data; boundary={boundary}"
 
 
-class _Upload(bytes):
-    """An uploaded file's bytes, with the name and type it came with."""
+class _FormFields(dict[str, Any]):
+    """A multipart form's fields (text as ``str``, files as plain ``bytes``, which PIL and pydantic read
+    without copying) with each file's name and type in ``uploads``."""
 
-    filename: str
-    content_type: str | None
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploads: dict[str, tuple[str, str | None]] = {}
 
-    def __new__(cls, data: bytes, filename: str, content_type: str | None) -> _Upload:
-        upload = super().__new__(cls, data)
-        upload.filename = filename.replace('"', "")
-        upload.content_type = content_type
-        return upload
+
+async def _form_fields(request: Request, body: SpooledBody) -> _FormFields:
+    """The multipart form in ``body``; files over ``SPOOL_BYTES`` are spooled to disk by the parser and copied
+    into memory once, off the event loop."""
+    fields = _FormFields()
+    parser = MultiPartParser(request.headers, body.chunks(), max_part_size=MAX_BODY_BYTES)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise BadRequestError(f"the multipart body cannot be read: {exc.message}") from None
+    try:
+        for key, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                fields[key] = value
+                continue
+            content = await upload_bytes(value)
+            if isinstance(content, bytes):
+                fields[key] = content
+            else:
+                with content:
+                    fields[key] = await asyncio.to_thread(bytes, content)
+            fields.uploads[key] = ((value.filename or key).replace('"', ""), value.content_type)
+    finally:
+        await form.close()
+    return fields
 
 
 def _audio_units(job: JobRecord, status: int) -> None:

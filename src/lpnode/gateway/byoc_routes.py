@@ -42,9 +42,10 @@ from lpnode.byoc.ledger import seconds_charged
 from lpnode.errors import PayloadTooLargeError, UnavailableError
 from lpnode.gateway.directory import Directory
 from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
+from lpnode.gateway.request_body import SpooledBody
 from lpnode.gateway.transport import AiohttpTransport, HopAnswer, HopError, HopRequest, OrchestratorTransport
 from lpnode.gateway.tries import Retry, Tries
-from lpnode.http_relay import RelayedStream, disconnected, first_of, read_at_most
+from lpnode.http_relay import RelayedStream, disconnected, first_of
 from lpnode.logs import log_event
 
 log = logging.getLogger("lpnode.gateway.byoc")
@@ -251,4 +252,9 @@ async def _read_body(request: Request) -> bytes:
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise PayloadTooLargeError(f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
     too_large = f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB"
-    return await read_at_most(request.stream(), MAX_BODY_BYTES, lambda: PayloadTooLargeError(too_large))
+    # Streamed in and spooled to disk past 1 MiB: one copy in memory, and a 413 as soon as it passes the limit.
+    body = await SpooledBody.read(request.stream(), MAX_BODY_BYTES, lambda: PayloadTooLargeError(too_large))
+    try:
+        return await body.whole()
+    finally:
+        body.close()

@@ -8,12 +8,13 @@ import argparse
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lpnode.errors import ConfigError
 from lpnode.gateway.settings import SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price
 from lpnode.logs import command_log_level
 from lpnode.pipelines import BATCH_PIPELINES
+from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
 
 OFFCHAIN = "offchain"
 
@@ -30,6 +31,11 @@ def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--orch-webhook-url", "-orchWebhookUrl", dest="webhook", default="", help="discovery webhook")
     p.add_argument("--http-addr", "-httpAddr", dest="http_addr", default="127.0.0.1:8935", help="public API")
     p.add_argument("--cli-addr", "-cliAddr", dest="cli_addr", default="127.0.0.1:5935", help="admin API")
+    p.add_argument(
+        "--admin-token",
+        default="",
+        help=f"require this token on the admin API, or a file holding it [{ADMIN_TOKEN_ENV}]",
+    )
     p.add_argument("--public-url", default="", help="base URL callers reach the API at (for result URLs)")
     p.add_argument(
         "--max-price-per-unit", "-maxPricePerUnit", dest="max_price", default="", help="e.g. 1000wei (default any)"
@@ -43,6 +49,10 @@ def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument(
         "--timeout", type=float, default=600.0, help="seconds a job may take, its whole answer included (then 504)"
     )
+    p.add_argument(
+        "--queue-size", type=int, default=256, help="requests that may wait per model when all orchestrators are busy"
+    )
+    p.add_argument("--queue-wait", type=float, default=60.0, help="the longest a request waits for capacity (s)")
     p.add_argument("--data-dir", "-dataDir", dest="data_dir", type=Path, default=Path("~/.lpnode/gateway"))
     p.add_argument("--network", "-network", default=OFFCHAIN, help="only offchain is served")
     p.add_argument("-gateway", "-broadcaster", dest="role", nargs="?", const="true", default="true")
@@ -78,7 +88,10 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         selector=args.selection,
         default_models=_default_models(args.default_models),
         timeout=args.timeout,
+        queue_size=_at_least(args.queue_size, 0, "--queue-size"),
+        queue_wait=_at_least(args.queue_wait, 0, "--queue-wait"),
         auth=getattr(args, "auth", "none"),
+        admin_token=read_admin_token(getattr(args, "admin_token", "")),
     )
 
 
@@ -142,3 +155,12 @@ def _address(text: str, flag: str) -> tuple[str, int]:
 
 def log_level(args: argparse.Namespace) -> str:
     return command_log_level(str(args.log_level), args.verbosity)
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _at_least(value: _N, least: _N, flag: str) -> _N:
+    if value < least:
+        raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    return value

@@ -25,7 +25,8 @@ from lpnode.gateway.selection import Stats
 from lpnode.gateway.usage import UsageLog
 
 _SQL = """
-SELECT CAST((time - ?) / ? AS INTEGER) AS bucket, key_name, pipeline, COUNT(*), SUM(units), SUM(status >= 400),
+SELECT CAST((time - ?) / ? AS INTEGER) AS bucket, key_name, pipeline, COUNT(*),
+       SUM(CASE WHEN status BETWEEN 200 AND 299 THEN units ELSE 0 END), SUM(status >= 400),
        SUM(CAST(price_wei AS REAL)), SUM(latency_ms)
 FROM usage WHERE time >= ? GROUP BY bucket, key_name, pipeline
 """

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -46,10 +46,25 @@ class KnownOrchestrator:
     recent_errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
     """The last suspensions: (unix time, problem)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    offer_suspensions: dict[tuple[str, str], Suspension] = field(default_factory=dict)
+    """(pipeline, model) -> the suspension of that one offer (a job of it failed; the node answered)."""
 
     @property
     def suspended(self) -> bool:
         return time.monotonic() < self.suspended_until
+
+    def offer_suspended(self, pipeline: str, model_id: str) -> bool:
+        held = self.offer_suspensions.get((pipeline, model_id))
+        return held is not None and time.monotonic() < held.until
+
+
+@dataclass
+class Suspension:
+    """One offer's suspension: ``failures`` in a row, suspended until ``until`` (monotonic), and why."""
+
+    failures: int
+    until: float
+    problem: str
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,8 @@ class Directory:
         self.orchestrators: dict[str, KnownOrchestrator] = {u: KnownOrchestrator(u) for u in addresses}
         self.last_refresh = 0.0
         self._refreshing: asyncio.Task[None] | None = None
+        self.listeners: list[Callable[[KnownOrchestrator], None]] = []
+        """Called with an orchestrator each time its info is fetched (e.g. to learn freed capacity)."""
 
     # --- refreshing ----------------------------------------------------------------------------------------
 
@@ -139,6 +156,8 @@ class Directory:
             orch.info, orch.fetched_at = info, time.time()
             orch.response_seconds = time.monotonic() - started
             orch.problem = ""
+        for listener in self.listeners:
+            listener(orch)
 
     async def token(self, url: str) -> AuthToken:
         """A valid auth token for ``url``, fetching a new one when the current one is in its last tenth."""
@@ -173,10 +192,30 @@ class Directory:
         orch.recent_errors.append((time.time(), problem))
         log_event(log, "orchestrator suspended", logging.WARNING, url=url, seconds=seconds, problem=problem)
 
-    def succeeded(self, url: str) -> None:
+    def suspend_offer(self, url: str, pipeline: str, model_id: str, problem: str) -> None:
+        """A job of (pipeline, model_id) failed on ``url`` while the node itself answered: only that offer is
+        suspended (10 s doubling up to 5 min), the orchestrator's other pipelines and models stay on offer."""
         orch = self.orchestrators.get(url)
-        if orch is not None and orch.failures:
+        if orch is None:
+            return
+        held = orch.offer_suspensions.get((pipeline, model_id))
+        failures = 1 + (held.failures if held is not None else 0)
+        seconds = min(MAX_SUSPEND_SECONDS, SUSPEND_SECONDS * 2 ** (failures - 1))
+        orch.offer_suspensions[(pipeline, model_id)] = Suspension(failures, time.monotonic() + seconds, problem)
+        orch.recent_errors.append((time.time(), f"{pipeline} {model_id}: {problem}"))
+        log_event(
+            log, "offer suspended", logging.WARNING, url=url, pipeline=pipeline, model_id=model_id,
+            seconds=seconds, problem=problem,
+        )  # fmt: skip
+
+    def succeeded(self, url: str, pipeline: str = "", model_id: str = "") -> None:
+        """A job (of ``pipeline`` and ``model_id``, when given) succeeded on ``url``: its suspensions end."""
+        orch = self.orchestrators.get(url)
+        if orch is None:
+            return
+        if orch.failures:
             orch.failures, orch.suspended_until, orch.problem = 0, 0.0, ""
+        orch.offer_suspensions.pop((pipeline, model_id), None)
 
     # --- what is offered -----------------------------------------------------------------------------------
 
@@ -187,7 +226,9 @@ class Directory:
         found = []
         for orch in sorted(self.orchestrators.values(), key=lambda o: o.response_seconds):
             info = orch.info
-            if info is None or orch.suspended != suspended or cap not in info.capabilities.constraints.PerCapability:
+            if info is None or cap not in info.capabilities.constraints.PerCapability:
+                continue
+            if (orch.suspended or orch.offer_suspended(pipeline, model_id)) != suspended:
                 continue
             model = info.capabilities.constraints.PerCapability[cap].models.get(model_id)
             if model is None:
@@ -206,11 +247,11 @@ class Directory:
             )
         return found
 
-    def models(self, pipeline: str | None = None) -> dict[str, set[str]]:
-        """Pipeline -> model ids offered by any unsuspended orchestrator."""
+    def models(self, pipeline: str | None = None, *, suspended: bool = False) -> dict[str, set[str]]:
+        """Pipeline -> model ids offered by any unsuspended orchestrator (with ``suspended``: by any at all)."""
         served: dict[str, set[str]] = {}
         for orch in self.orchestrators.values():
-            if orch.info is None or orch.suspended:
+            if orch.info is None or (orch.suspended and not suspended):
                 continue
             for cap, constraints in orch.info.capabilities.constraints.PerCapability.items():
                 try:

@@ -12,7 +12,9 @@ where results are wanted inline, and ``Lpnode-Timeout`` with the time left) thro
 - an error answer, or none: :func:`lpnode.gateway.tries.refusal` / :func:`~lpnode.gateway.tries.unreachable`
   decide between handing the error to the caller, trying this orchestrator again, or moving on.
 
-When no orchestrator is left the caller gets a 503 saying why; past the deadline, a 504.
+When every orchestrator offering the model is at capacity, the job waits its turn in the capacity queue
+(:mod:`lpnode.gateway.capacity_queue`) and tries again when a place frees. When no orchestrator is left the
+caller gets a 503 saying why; past the deadline, a 504.
 """
 
 from __future__ import annotations
@@ -20,24 +22,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Collection
 from dataclasses import dataclass
 
 import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lpnode.gateway.directory import Directory, Offer
+from lpnode.errors import UnavailableError
+from lpnode.gateway.capacity_queue import CapacityQueues
+from lpnode.gateway.directory import Directory, KnownOrchestrator, Offer
 from lpnode.gateway.job_wrapper import JobRecord
 from lpnode.gateway.orch_client import OrchestratorUnreachable
 from lpnode.gateway.result_hosting import host_results
 from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.settings import PriceCaps
-from lpnode.gateway.transport import HopAnswer, HopError, HopRequest, OrchestratorTransport
+from lpnode.gateway.transport import HopAnswer, HopError, HopRequest, HopTimeout, OrchestratorTransport
 from lpnode.gateway.tries import Retry, Tries, refusal, unreachable
 from lpnode.http_relay import RelayedStream, disconnected, first_of
 from lpnode.logs import log_event
 from lpnode.pipelines import spec
+from lpnode.protocol.capabilities import pipeline_for_capability
 from lpnode.protocol.job_hop import (
     ERROR_BODY_LIMIT,
     PAYMENT_HEADER,
@@ -51,6 +56,8 @@ from lpnode.results import ResultStore
 
 log = logging.getLogger("lpnode.gateway.forward")
 MAX_ATTEMPTS = 6
+BLAME_SECONDS = 2.0
+"""An orchestrator that had less time than this before the deadline is not suspended for missing it."""
 ANSWER_LIMIT = 512 * 1024 * 1024
 """The largest whole (not streamed) answer the gateway reads from an orchestrator."""
 
@@ -75,8 +82,11 @@ class Forwarder:
         session: aiohttp.ClientSession,
         store: ResultStore,
         public_url: str,
+        queues: CapacityQueues | None = None,
     ) -> None:
         self.directory = directory
+        self.queues = queues or CapacityQueues()
+        directory.listeners.append(self._capacity_seen)
         self.selector = selector
         self.stats = stats
         self.caps = caps
@@ -86,7 +96,26 @@ class Forwarder:
         self.public_url = public_url.rstrip("/")
 
     async def run(self, job: Job, request: Request | None, deadline: float, record: JobRecord) -> Response:
-        """Serve ``job``; ``request`` is the caller's, watched for a disconnect (``None``: nobody waits)."""
+        """Serve ``job``; ``request`` is the caller's, watched for a disconnect (``None``: nobody waits). When every
+        orchestrator offering the model is at capacity, the job waits in the capacity queue and tries again."""
+        waited = False
+        if self.queues.waiting(job.pipeline, job.model_id):  # others wait for this model: join the line
+            await self._wait(self.queues.wait(job.pipeline, job.model_id, record.key_id, deadline), request)
+            waited = True
+        while True:
+            tries = self._tries(job, deadline)
+            try:
+                return await tries.run(lambda offer: self._attempt(offer, job, request, deadline, record))
+            except UnavailableError:
+                if not tries.busy:
+                    raise
+            wait = self.queues.wait(
+                job.pipeline, job.model_id, record.key_id, deadline, retry_after=tries.retry_after, again=waited
+            )
+            await self._wait(wait, request)
+            waited = True
+
+    def _tries(self, job: Job, deadline: float) -> Tries[Offer]:
         refreshed = False
 
         async def pick(tried: Collection[str]) -> Offer | None:
@@ -105,11 +134,41 @@ class Forwarder:
                         tries.reasons.append(f"every offer is priced above the cap of {cap} wei per unit")
                     return None
                 refreshed = True
-                await asyncio.wait_for(self.directory.refresh(), max(0.1, deadline - time.monotonic()))
+                try:
+                    await asyncio.wait_for(self.directory.refresh(), max(0.1, deadline - time.monotonic()))
+                except TimeoutError:
+                    tries.reasons.append("no orchestrator answered discovery before the deadline")
+                    return None
 
         what = f"serve {job.pipeline} model {job.model_id!r}"
         tries: Tries[Offer] = Tries(what, pick, lambda o: o.url, deadline=deadline, limit=MAX_ATTEMPTS)
-        return await tries.run(lambda offer: self._attempt(offer, job, request, deadline, record))
+        return tries
+
+    async def _wait(self, wait: Awaitable[None], request: Request | None) -> None:
+        """Wait in the capacity queue, unless the caller leaves first."""
+        await first_of(wait, asyncio.Event(), _gone(request))
+
+    def _ended(self, offer: Offer, seconds: float | None, *, freed: bool = True) -> None:
+        """A job this gateway sent to ``offer`` ended: its measure, and (unless the orchestrator turned it away for
+        want of capacity, which frees nothing) a freed place for a waiting job."""
+        self.stats.finished(offer, seconds)
+        if freed:
+            self.queues.freed(offer.pipeline, offer.model_id)
+
+    def _capacity_seen(self, orch: KnownOrchestrator) -> None:
+        """A refresh showed ``orch``'s capacity: wake as many waiters as it has free places per model."""
+        info = orch.info
+        if info is None or orch.suspended:
+            return
+        for cap, constraints in info.capabilities.constraints.PerCapability.items():
+            try:
+                pipeline = pipeline_for_capability(cap)
+            except ValueError:
+                continue
+            for model_id, model in constraints.models.items():
+                free = model.capacity - model.capacityInUse
+                if free > 0 and self.queues.waiting(pipeline, model_id):
+                    self.queues.freed(pipeline, model_id, free)
 
     async def _attempt(
         self, offer: Offer, job: Job, request: Request | None, deadline: float, record: JobRecord
@@ -127,6 +186,7 @@ class Forwarder:
             TIMEOUT_HEADER: timeout_value(deadline - time.monotonic()),
         }
         hop = HopRequest(f"{offer.transcoder}/{job.pipeline}", job.body, headers, deadline)
+        given = deadline - time.monotonic()
         self.stats.started(offer)
         started = time.monotonic()
         settled = False
@@ -137,8 +197,11 @@ class Forwarder:
                 if answer.status != 200:
                     error = await answer.read(ERROR_BODY_LIMIT)
                     await answer.close()
-                    failure = refusal(self.directory, offer.url, answer.status, error)
-                    self.stats.finished(offer, time.monotonic() - started)  # the caller's mistake: it answered
+                    failure = refusal(
+                        self.directory, offer.url, answer.status, error, pipeline=job.pipeline,
+                        model_id=job.model_id, retry_after=answer.headers.get("Retry-After"),
+                    )  # fmt: skip
+                    self._ended(offer, time.monotonic() - started)  # the caller's mistake: it answered
                     settled = True
                     raise failure
                 record.orchestrator, record.price = offer.url, offer.price
@@ -150,17 +213,19 @@ class Forwarder:
             except HopError as exc:
                 if answer is not None:
                     await answer.close()
+                if isinstance(exc, HopTimeout) and given < BLAME_SECONDS:
+                    raise Retry(f"{exc} (it had {given:.1f}s)") from None  # too little time to blame it
                 raise unreachable(self.directory, offer.url, str(exc)) from None
             await answer.close()
-            self.stats.finished(offer, time.monotonic() - started)
+            self._ended(offer, time.monotonic() - started)
             settled = True
-            self.directory.succeeded(offer.url)
+            self.directory.succeeded(offer.url, job.pipeline, job.model_id)
             if spec(job.pipeline).rehosted:
                 body = await host_results(body, self.session, self.store, job.request_id, self.public_url)
             return Response(body, media_type="application/json", headers=record.headers)
         finally:
             if not settled:
-                self.stats.finished(offer, None)
+                self._ended(offer, None, freed=answer is None or answer.status != 503)
                 if answer is not None:
                     await answer.close()
 
@@ -170,6 +235,7 @@ class Forwarder:
                 async for chunk in answer.chunks():
                     yield chunk
             except HopError as exc:
+                response.cut_off()  # metered as the failure it is, not a 200
                 log_event(log, "orchestrator stream broke", logging.WARNING, url=offer.url, problem=str(exc))
 
         response = RelayedStream(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -177,9 +243,9 @@ class Forwarder:
         async def close(status: int) -> None:
             complete = answer.complete
             await answer.close()
-            self.stats.finished(offer, time.monotonic() - started if complete else None)
+            self._ended(offer, time.monotonic() - started if complete else None)
             if complete:
-                self.directory.succeeded(offer.url)
+                self.directory.succeeded(offer.url, offer.pipeline, offer.model_id)
 
         response.on_close = close
         return response

@@ -2,6 +2,10 @@
 error rendered in the route's dialect, and one metering record once the answer has been sent (or the stream
 has ended, however it ended).
 
+The recorded status is the one the caller ended up with: a streamed answer whose client went away before
+its end is recorded as 499, one cut off upstream as 502 (:class:`lpnode.http_relay.RelayedStream`); only a
+2xx keeps its price.
+
 A route gives :meth:`JobWrapper.serve` its work: an async function of the job's :class:`JobRecord` that returns
 the answer or raises a :class:`JobError`. The work fills the record in (pipeline, model, units, orchestrator,
 price); a refused key is metered against that key. Work that goes on after the answer (an asynchronous job)
@@ -22,6 +26,7 @@ from starlette.responses import Response
 
 from lpnode.errors import JobError, PipelineFailedError, TooManyRequestsError, gateway_json_response
 from lpnode.gateway.key_guard import KeyAdmission
+from lpnode.gateway.usage import served
 from lpnode.http_relay import when_sent
 
 log = logging.getLogger("lpnode.gateway")
@@ -115,5 +120,9 @@ class JobWrapper:
         return when_sent(response, finish)
 
     def _record(self, job: JobRecord, status: int) -> None:
+        if not served(status):
+            # Only a served answer is charged: a refused, failed or abandoned job (499: the client left
+            # before the whole answer was sent) keeps its units for the record but costs nothing.
+            job.price = None
         if self.record is not None and job.metered:
             self.record(job, status)

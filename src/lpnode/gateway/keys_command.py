@@ -61,8 +61,9 @@ def add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def add_usage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "usage",
-        help="requests, errors, units and spend per API key, pipeline or model",
-        description="Sum up the gateway's usage records (DATA_DIR/gateway.sqlite).",
+        help="requests served, refused, failed and cancelled, units and spend per API key, pipeline or model",
+        description="Sum up the gateway's usage records (DATA_DIR/gateway.sqlite). Units and spend count "
+        "served (2xx) requests only; refused (4xx), failed (5xx) and cancelled (499) requests are counted apart.",
     )
     p.add_argument("--since", metavar="WHEN", help="a duration back from now (30m, 1h, 2d, 1w) or an ISO date/time")
     p.add_argument(
@@ -184,7 +185,9 @@ def run_usage(args: argparse.Namespace) -> int:
     if not summary:
         print(f"no usage recorded{f' since {_utc(since)}' if since is not None else ''} in {path}")
         return 0
-    headers = [name.upper() for name in groups] + ["REQUESTS", "ERRORS", "UNITS", "SPEND (WEI)", "P50 MS", "MEAN MS"]
+    headers = [name.upper() for name in groups] + [
+        "REQUESTS", "SERVED", "REFUSED", "FAILED", "CANCELLED", "UNITS", "SPEND (WEI)", "P50 MS", "MEAN MS"
+    ]  # fmt: skip
     rows = [[row[g] or "-" for g in groups] + _figures(row) for row in summary]
     if groups:
         rows += [["TOTAL"] + [""] * (len(groups) - 1) + _figures(row) for row in total]
@@ -195,7 +198,10 @@ def run_usage(args: argparse.Namespace) -> int:
 def _figures(row: dict[str, Any]) -> list[Any]:
     return [
         row["requests"],
-        row["errors"],
+        row["served"],
+        row["refused"],
+        row["failed"],
+        row["cancelled"],
         row["units"],
         row["spend_wei"] or "-",
         f"{row['latency_p50_ms']:.1f}",

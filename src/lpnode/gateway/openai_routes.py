@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lpnode.errors import BadRequestError, JobError
+from lpnode.errors import BadRequestError, JobError, PayloadTooLargeError
 from lpnode.gateway.directory import Directory
 from lpnode.gateway.forward import Forwarder, Job
 from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
@@ -30,7 +31,15 @@ from lpnode.gateway.openai_compat import (
     sse,
     usage_chunk,
 )
-from lpnode.http_relay import RelayedStream
+from lpnode.http_relay import RelayedStream, read_at_most
+from lpnode.pipelines import spec
+from lpnode.schemas.llm import LLMRequest
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def _too_large() -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
 
 
 class OpenAIRoutes:
@@ -66,12 +75,17 @@ class OpenAIRoutes:
     async def _chat(self, request: Request, job: JobRecord) -> Response:
         job.pipeline = "llm"
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await read_at_most(request.stream(), MAX_BODY_BYTES, _too_large))
         except ValueError as exc:
             raise BadRequestError(f"the body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequestError("the body must be a JSON object")
         llm = chat_request_to_llm(body, self.default_model("llm"))
+        try:
+            request_model = LLMRequest.model_validate(llm)
+        except ValidationError as exc:
+            raise BadRequestError(f"the chat request is not a valid llm request: {exc.errors()[0]['msg']}") from None
+        spec("llm").precheck(request_model, llm)  # the llm pipeline's limits, before an orchestrator is leased
         job.model_id, job.units = llm["model"], int(llm.get("max_tokens") or 0)
         hop = Job("llm", job.model_id, json.dumps(llm).encode(), "application/json", job.request_id)
         answer = await self.forwarder.run(hop, request, job.started + self.timeout, job)
@@ -82,6 +96,7 @@ class OpenAIRoutes:
             return JSONResponse(llm_response_to_chat(json.loads(bytes(answer.body))))
         upstream: AsyncIterator[bytes] = answer.body_iterator  # type: ignore[assignment]
         stream = RelayedStream(_chat_events(upstream, usage), media_type="text/event-stream")
+        stream.relays = answer
         stream.on_close = answer.on_close
         return stream
 

@@ -20,14 +20,24 @@ import aiohttp
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from lpnode.errors import (
+    BadRequestError,
+    JobError,
+    MethodNotAllowedError,
+    NotFoundError,
+    error_for_status,
+    gateway_json_response,
+)
 from lpnode.gateway.admin import AdminRoutes
 from lpnode.gateway.api import PublicApi
 from lpnode.gateway.async_jobs import AsyncJobs
 from lpnode.gateway.byoc_routes import ByocGateway
+from lpnode.gateway.capacity_queue import CapacityQueues
 from lpnode.gateway.dashboard_source import dashboard_routes
 from lpnode.gateway.directory import Directory, normalize_address
 from lpnode.gateway.forward import Forwarder
@@ -46,8 +56,11 @@ from lpnode.gateway.transport import AiohttpTransport
 from lpnode.gateway.usage import UsageLog, UsageRecord, fee_wei
 from lpnode.logs import log_event
 from lpnode.pipelines import BATCH_PIPELINES, spec
+from lpnode.protocol.admin_access import AdminAccess, AdminGuard
+from lpnode.protocol.asgi import ASGIApp
 from lpnode.results import ResultStore, stream_route
 from lpnode.serving import QuietServer, bind_socket, run_until_stopped
+from lpnode.uvicorn_config import uvicorn_config
 
 log = logging.getLogger("lpnode.gateway")
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -81,7 +94,7 @@ class Gateway:
         database = database_path(settings.data_dir.expanduser())
         self.guard = KeyGuard(KeyStore(database)) if settings.auth == "keys" else None
         self.usage = UsageLog(database)
-        self.async_jobs = AsyncJobs(settings.result_ttl)
+        self.async_jobs = AsyncJobs(settings.result_ttl, settings.data_dir.expanduser() / "async_jobs.sqlite")
         self.live = LiveSessions()  # live video streams; attached to the orchestrators in run()
         admit_live = self.guard.admit_async if self.guard is not None else None
         self.live_routes = LiveRoutes(self.live, admit_live)  # WHIP/WHEP add theirs to live_routes.extra_routes
@@ -93,8 +106,15 @@ class Gateway:
         if configured:
             return configured
         assert self.directory is not None
-        offered = sorted(self.directory.models(pipeline).get(pipeline, set()))
-        return offered[0] if len(offered) == 1 else spec(pipeline).default_model
+        # every orchestrator counts, suspended ones too: a suspension is not a reason to name another model
+        offered = sorted(self.directory.models(pipeline, suspended=True).get(pipeline, set()))
+        network_default = spec(pipeline).default_model
+        if len(offered) == 1:
+            return offered[0]
+        if len(offered) > 1 and network_default not in offered:
+            field = spec(pipeline).model_field
+            raise BadRequestError(f"{field} is required; {pipeline} models offered: {', '.join(offered)}")
+        return network_default
 
     def record(self, job: JobRecord, status: int) -> None:
         """Meter one finished job: metrics, the usage log and one log line."""
@@ -129,12 +149,15 @@ class Gateway:
             Route("/metrics", self._metrics),
             *dashboard_routes(self, admin=False),
         ]
-        return Starlette(routes=[*routes, *self.live_routes.routes()])
+        return Starlette(routes=[*routes, *self.live_routes.routes()], exception_handlers=_JSON_HTTP_ERRORS)
 
-    def admin_app(self) -> Starlette:
+    def admin_app(self) -> AdminGuard:
+        """The admin API, behind its Host, Origin and token checks (:mod:`lpnode.protocol.admin_access`)."""
         assert self.directory is not None and self.forwarder is not None
         admin = AdminRoutes(self.directory, self.stats, self.forwarder, self.usage)
-        return Starlette(
+        s = self.settings
+        access = AdminAccess(s.cli_host, s.cli_port, s.admin_token)
+        app = Starlette(
             routes=[
                 Route("/getNetworkCapabilities", admin.network_capabilities),
                 Route("/getAISessionPoolsInfo", admin.session_pools),
@@ -145,6 +168,7 @@ class Gateway:
                 *dashboard_routes(self, admin=True),
             ]
         )
+        return AdminGuard(app, access)
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -160,8 +184,8 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        public_socket = bind_socket(s.http_host, s.http_port)
-        admin_socket = bind_socket(s.cli_host, s.cli_port)
+        public_socket = bind_socket(s.http_host, s.http_port, flag="--http-addr")
+        admin_socket = bind_socket(s.cli_host, s.cli_port, flag="--cli-addr")
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), connector=aiohttp.TCPConnector(limit=0)
         )
@@ -182,6 +206,7 @@ class Gateway:
             self._session,
             self.store,
             s.base_url,
+            CapacityQueues(s.queue_size, s.queue_wait),
         )
         self.forwarder = forwarder
         admit = self.guard.admit_async if self.guard is not None else None
@@ -211,12 +236,28 @@ class Gateway:
             log_event(log, "gateway stopped")
 
 
-def _server(app: Starlette, sock: socket.socket) -> tuple[uvicorn.Server, socket.socket]:
-    config = uvicorn.Config(
-        app, loop="none", http="httptools", log_config=None, access_log=False, timeout_graceful_shutdown=5,
-        lifespan="off",
-    )  # fmt: skip
+def _server(app: ASGIApp, sock: socket.socket) -> tuple[uvicorn.Server, socket.socket]:
+    config = uvicorn_config(
+        app, loop="none", log_config=None, access_log=False, timeout_graceful_shutdown=5, lifespan="off"
+    )  # header, head-time and body-rate limits: lpnode.http_limits
     return QuietServer(config), sock
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such route, a method it does not take) in the gateway's JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: JobError = NotFoundError(f"no route {request.method} {request.url.path} on this gateway")
+    elif exc.status_code == 405:
+        error = MethodNotAllowedError(f"{request.url.path} does not take {request.method}")
+    else:
+        error = error_for_status(exc.status_code, str(exc.detail))
+    response = gateway_json_response(error)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+_JSON_HTTP_ERRORS = {404: _http_error, 405: _http_error}
 
 
 async def _healthz(request: Request) -> Response:

@@ -49,9 +49,12 @@ class GatewaySettings:
     selector: str = "latency"
     default_models: dict[str, str] = field(default_factory=dict)
     timeout: float = 600.0
+    queue_size: int = 256  # requests that may wait per (pipeline, model) when every orchestrator is at capacity
+    queue_wait: float = 60.0  # the longest one of them waits (never past its deadline)
     refresh_seconds: float = 60.0
     result_ttl: float = 3600.0
     auth: str = "none"  # "keys": Bearer API keys from `lpnode keys`
+    admin_token: str = ""  # required on the admin API when set (lpnode.protocol.admin_access)
 
     @property
     def base_url(self) -> str:

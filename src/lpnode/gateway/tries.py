@@ -10,7 +10,11 @@ What an orchestrator's error answer means (:func:`refusal`):
 - 400/413/415/422: the input is wrong — the caller gets it, in the runner's words; no retry;
 - 402/403: payment or credentials — its info and token are fetched again and it is tried once more;
 - 503: at capacity — the next one is tried; this one is not blamed;
-- anything else, and no answer at all (:func:`unreachable`): this one is suspended, the next one tried.
+- anything else: this orchestrator's offer of that (pipeline, model) is suspended, the next one tried;
+- no answer at all (:func:`unreachable`): the whole orchestrator is suspended, the next one tried.
+
+A try that finds every orchestrator at capacity ends with :attr:`Tries.busy` set, so the caller may wait for
+capacity (:mod:`lpnode.gateway.capacity_queue`) instead of failing.
 """
 
 from __future__ import annotations
@@ -23,17 +27,24 @@ from lpnode.errors import GatewayTimeoutError, JobError, UnavailableError
 from lpnode.gateway.directory import Directory
 from lpnode.protocol.job_hop import FINAL_STATUSES, answer_error, error_message
 
+BUSY_RETRY = 1.0
+"""Seconds before asking an orchestrator at capacity again when its answer gave no ``Retry-After``."""
 C = TypeVar("C")
 R = TypeVar("R")
 
 
 class Retry(Exception):
-    """This orchestrator did not serve the job; ``again``: it may be tried once more."""
+    """This orchestrator did not serve the job; ``again``: it may be tried once more; ``busy``: it is at
+    capacity (and ``retry_after`` is its hint, in seconds, of when to ask again)."""
 
-    def __init__(self, reason: str, *, again: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, again: bool = False, busy: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.again = again
+        self.busy = busy
+        self.retry_after = retry_after
 
 
 class Tries(Generic[C]):
@@ -55,6 +66,8 @@ class Tries(Generic[C]):
         self.deadline = deadline
         self.limit = limit
         self.reasons: list[str] = []
+        self.busy = 0  # tries that found the orchestrator at capacity
+        self.retry_after: float | None = None  # the longest Retry-After those gave
 
     async def run(self, attempt: Callable[[C], Awaitable[R]]) -> R:
         tried: set[str] = set()
@@ -69,6 +82,10 @@ class Tries(Generic[C]):
                 return await attempt(candidate)
             except Retry as retry:
                 self.reasons.append(f"{name}: {retry.reason}")
+                if retry.busy:
+                    self.busy += 1
+                    if retry.retry_after is not None:
+                        self.retry_after = max(self.retry_after or 0.0, retry.retry_after)
                 if retry.again and name not in second_chance:
                     second_chance.add(name)
                 else:
@@ -83,9 +100,20 @@ class Tries(Generic[C]):
             raise GatewayTimeoutError(f"no orchestrator answered before the deadline{why}")
 
 
-def refusal(directory: Directory, url: str, status: int, body: bytes, *, final_prefix: str = "") -> JobError:
-    """What orchestrator ``url``'s error answer means: a :class:`JobError` for the caller (returned), or a
-    :class:`Retry` (raised), suspending the orchestrator where it is to blame."""
+def refusal(
+    directory: Directory,
+    url: str,
+    status: int,
+    body: bytes,
+    *,
+    pipeline: str,
+    model_id: str,
+    final_prefix: str = "",
+    retry_after: str | None = None,
+) -> JobError:
+    """What orchestrator ``url``'s error answer to a (pipeline, model_id) job means: a :class:`JobError` for the
+    caller (returned), or a :class:`Retry` (raised). Where the orchestrator is to blame, only that offer is
+    suspended: the node answered, so its other pipelines and models stay on offer."""
     if status in FINAL_STATUSES:  # the caller's mistake, not the orchestrator's
         error = answer_error(status, body)
         if final_prefix:
@@ -96,8 +124,9 @@ def refusal(directory: Directory, url: str, status: int, body: bytes, *, final_p
         directory.forget_session(url)
         raise Retry(f"refused our credentials ({status}: {message})", again=True)
     if status == 503:
-        raise Retry(message or "insufficient capacity")
-    directory.suspend(url, f"answered {status}: {message}")
+        hint = _seconds(retry_after)
+        raise Retry(message or "insufficient capacity", busy=True, retry_after=BUSY_RETRY if hint is None else hint)
+    directory.suspend_offer(url, pipeline, model_id, f"answered {status}: {message}")
     raise Retry(f"answered {status}: {message}")
 
 
@@ -106,3 +135,10 @@ def unreachable(directory: Directory, url: str, problem: str) -> Retry:
     raise."""
     directory.suspend(url, problem)
     return Retry(problem)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

@@ -24,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from lpnode.errors import ConfigError
+from lpnode.errors import CANCELLED_STATUS, ConfigError
 from lpnode.gateway.keys import connect, init_database
 from lpnode.logs import log_event
 
@@ -59,7 +59,9 @@ class UsageRecord:
     """One request as the gateway served it. ``key_id`` is ``None`` (and ``key_name`` empty) without keys.
 
     ``price_wei`` is the fee, units × price per unit, as a decimal string in wei (see :func:`fee_wei`);
-    empty when the request was not priced. ``status`` is the HTTP status the caller got, ``latency_ms``
+    empty when the request was not priced or not served (only a 2xx is charged). ``units`` is what the
+    request asked for, whatever its status. ``status`` is the HTTP status the caller got (499 when it
+    went away before the whole answer was sent), ``latency_ms``
     how long the gateway took to answer, ``time`` when the request arrived (unix seconds; default: now).
     """
 
@@ -200,9 +202,12 @@ class UsageLog:
         """Totals per group since ``since`` (unix time; ``None``: all time), busiest group first.
 
         ``group_by`` is a subset of ``key``, ``pipeline``, ``model`` (empty: one row for everything). Each
-        row has the group's values under those names and ``requests``, ``errors`` (status 400 or more),
-        ``units``, ``spend_wei`` (decimal string; ``""`` if no request was priced), ``latency_p50_ms`` and
-        ``latency_mean_ms``.
+        row has the group's values under those names and ``requests`` (every record), ``served`` (status
+        2xx), ``refused`` (4xx but 499: the caller's mistake or the key's limits), ``failed`` (5xx),
+        ``cancelled`` (499: the client went away before the whole answer was sent), ``errors`` (status 400
+        or more: refused + failed + cancelled), ``units`` and ``spend_wei`` (of served requests only;
+        ``spend_wei`` is a decimal string, ``""`` if no served request was priced), ``latency_p50_ms`` and
+        ``latency_mean_ms`` (over every request).
         """
         groups = list(dict.fromkeys(group_by))
         for name in groups:
@@ -242,10 +247,18 @@ class UsageLog:
         return list(conn.execute(sql, params))
 
 
+def served(status: int) -> bool:
+    """Whether a request with this final status was served, and so counts towards units and spend."""
+    return 200 <= status < 300
+
+
 @dataclass(slots=True)
 class _Totals:
     requests: int = 0
-    errors: int = 0
+    served: int = 0
+    refused: int = 0
+    failed: int = 0
+    cancelled: int = 0
     units: int = 0
     spend: Decimal = Decimal(0)
     priced: bool = False
@@ -253,9 +266,17 @@ class _Totals:
 
     def add(self, units: int, price_wei: str, latency_ms: float, status: int) -> None:
         self.requests += 1
-        self.errors += status >= 400
-        self.units += units
         self.latencies.append(latency_ms)
+        if status == CANCELLED_STATUS:
+            self.cancelled += 1
+        elif 400 <= status < 500:
+            self.refused += 1
+        elif status >= 500:
+            self.failed += 1
+        if not served(status):  # nothing was delivered: neither its units nor a fee count
+            return
+        self.served += 1
+        self.units += units
         if price_wei:
             try:
                 fee = Decimal(price_wei)
@@ -268,7 +289,11 @@ class _Totals:
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
-            "errors": self.errors,
+            "served": self.served,
+            "refused": self.refused,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "errors": self.refused + self.failed + self.cancelled,
             "units": self.units,
             "spend_wei": _decimal_text(self.spend) if self.priced else "",
             "latency_p50_ms": round(statistics.median(self.latencies), 3),

@@ -15,6 +15,7 @@ import gc
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from lpnode.errors import BadRequestError, PipelineFailedError, UnavailableError
@@ -30,11 +31,13 @@ MONITOR_INTERVAL = 1.0
 
 
 class LiveService:
-    def __init__(self, spec: PipelineSpec, log_level: str = "info") -> None:
+    def __init__(self, spec: PipelineSpec, log_level: str = "info", clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
         self.log_level = log_level
+        self.clock = clock
+        """Wall-clock seconds for the state machine and the stream's frame times (tests pass a fake one)."""
         self.params_cls = load_params_class(spec)
-        self.tracker = StatusTracker(pipeline=spec.name, start_time=time.time())
+        self.tracker = StatusTracker(pipeline=spec.name, start_time=clock())
         self.process: PipelineProcess | None = None
         self.streamer: Streamer | None = None
         self.params: BaseParams | None = None
@@ -52,7 +55,7 @@ class LiveService:
         self.process = PipelineProcess(self.spec, self.log_level)
         self.process.start()
         self._ever_ready = False
-        self.tracker.loading(time.time())
+        self.tracker.loading(self.clock())
 
     async def shutdown(self) -> None:
         if self._monitor is not None:
@@ -90,7 +93,7 @@ class LiveService:
             key = request.request_id or uuid.uuid4().hex
             if self.process is not None:
                 self.process.update_params(params, key)
-            now = time.time()
+            now = self.clock()
             self.tracker.params_updated(params, now)
             self.tracker.stream_started(now)
             self.streamer = Streamer(request, key, width, height, self)
@@ -121,7 +124,7 @@ class LiveService:
         streamer, current = self.streamer, self.params
         if streamer is None or current is None:
             return
-        now = time.time()
+        now = self.clock()
         try:
             parsed = parse_params(self.spec, values)
             if parsed.get_output_resolution() != current.get_output_resolution():
@@ -153,7 +156,7 @@ class LiveService:
 
     async def _check(self) -> None:
         process = self.process
-        now = time.time()
+        now = self.clock()
         if process is None:
             return
         for when, message in process.drain():
@@ -184,9 +187,9 @@ class LiveService:
         for when, message in process.drain():
             self.tracker.error(message, when)
         if not process.alive():
-            self.tracker.error(f"the pipeline process exited (code {process.process.exitcode})", time.time())
+            self.tracker.error(f"the pipeline process exited (code {process.process.exitcode})", self.clock())
         logs = list(process.logs)
-        self.tracker.restarted(logs, time.time())
+        self.tracker.restarted(logs, self.clock())
         streamer = self.streamer
         if streamer is not None:
             streamer.emit(
@@ -194,7 +197,7 @@ class LiveService:
                     "type": "restart",
                     "pipeline": self.spec.name,
                     "restart_count": self.tracker.restart_count,
-                    "restart_time": int(time.time() * 1000),
+                    "restart_time": int(self.clock() * 1000),
                     "restart_logs": logs,
                 }
             )

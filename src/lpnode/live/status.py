@@ -7,7 +7,8 @@ wins (times in seconds; fps over 10 s windows):
 1. ERROR stays ERROR until the pipeline process is restarted; a dead process is ERROR.
 2. Not ready: LOADING, or ERROR once loading took over 180 s.
 3. No stream: OFFLINE, or DEGRADED_INPUT for 3 s after the last input.
-4. No input for 60 s: the stream is stopped (DEGRADED_INPUT); still running at 90 s: ERROR.
+4. No input for 60 s (counted from the stream's start or its last input frame, never from an earlier
+   stream's): the stream is stopped (DEGRADED_INPUT); still running at 90 s: ERROR.
 5. No output since the stream started or the params last changed: ONLINE for 2 s, then DEGRADED_INPUT
    if input stalled, DEGRADED_INFERENCE until 10 s, then ERROR.
 6. Output stalled over 5 s (and over the input gap + 1 s): ERROR.
@@ -140,9 +141,15 @@ class StatusTracker:
         self.ready = ready
 
     def stream_started(self, now: float) -> None:
+        """A new stream: every clock of the previous stream starts over, so its input and output gaps,
+        fps and errors count from ``now`` (a stream started minutes after the last one ended is not
+        stopped for the old one's silence). The process's restarts and the params stay."""
         self.streaming = True
         self.stream_start_time = now
+        self.last_input_time = None
         self.last_output_time = None
+        self.last_error_time = None
+        self.last_error = None
         self.input_fps.reset()
         self.output_fps.reset()
         if self.ready and self.state is not PipelineState.ERROR:

@@ -222,7 +222,7 @@ class Streamer:
         """Decoder thread: a frame for the pipeline, when its presentation time comes (see :mod:`.pacing`)."""
         self._pacer.wait(frame.seconds)
         self.frames_in += 1
-        self._loop.call_soon_threadsafe(self.service.tracker.input_frame, time.time())
+        self._loop.call_soon_threadsafe(self.service.tracker.input_frame, self.service.clock())
         process = self.service.process
         if process is not None:
             process.send_frame(frame, self.key)
@@ -248,7 +248,7 @@ class Streamer:
                 pts = round(out.pts * out.time_base / VIDEO_TIME_BASE)
                 encoder.add_video(out.array, pts)
                 self.frames_out += 1
-                self._loop.call_soon_threadsafe(self.service.tracker.output_frame, time.time())
+                self._loop.call_soon_threadsafe(self.service.tracker.output_frame, self.service.clock())
             encoder.close()
         except Exception as exc:  # publisher stuck, encoder failure: the stream cannot go on
             log.error("live output failed", exc_info=exc)
@@ -334,7 +334,7 @@ class Streamer:
         self.emit({"type": "error", "pipeline": self.service.spec.name, "message": message, "time": int(now * 1000)})
 
     def emit_status(self) -> None:
-        self.emit(self.service.tracker.status_event(time.time()))
+        self.emit(self.service.tracker.status_event(self.service.clock()))
 
     def status_soon(self) -> None:
         self._status_now.set()

@@ -18,7 +18,15 @@ from pathlib import Path
 from lpnode.errors import ConfigError
 from lpnode.logs import command_log_level
 from lpnode.orchestrator.ai_models import load_ai_models
-from lpnode.orchestrator.settings import OrchestratorSettings, listen_address, parse_gpus, service_url
+from lpnode.orchestrator.settings import (
+    DEFAULT_CLI_ADDR,
+    OrchestratorSettings,
+    cli_address,
+    listen_address,
+    parse_gpus,
+    service_url,
+)
+from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
 from lpnode.protocol.orch_secret import read_secret
 from lpnode.runner.pipelines import pipeline_names
@@ -58,6 +66,18 @@ def add_orchestrator_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument(
         "--http-addr", "-httpAddr", dest="http_addr", default="", help="listen HOST:PORT if not the service's"
+    )
+    p.add_argument(
+        "--cli-addr",
+        "-cliAddr",
+        dest="cli_addr",
+        default="",
+        help=f"the admin API: HOST:PORT, or off (default {DEFAULT_CLI_ADDR}; skipped with a warning if busy)",
+    )
+    p.add_argument(
+        "--admin-token",
+        default="",
+        help=f"require this token on the admin API, or a file holding it [{ADMIN_TOKEN_ENV}]",
     )
     p.add_argument("--orch-secret", "-orchSecret", dest="orch_secret", default="", help="shared secret, or a file")
     p.add_argument(
@@ -133,6 +153,10 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
     data_dir = args.data_dir.expanduser()
     service = service_url(args.service_addr)
     host, port = listen_address(service, args.http_addr)
+    cli_host, cli_port = cli_address(args.cli_addr or DEFAULT_CLI_ADDR)
+    wildcard = {"0.0.0.0", "::"} & {cli_host, host}
+    if cli_port == port and (cli_host == host or wildcard):
+        raise ConfigError(f"--cli-addr {args.cli_addr or DEFAULT_CLI_ADDR} is the service port; choose another")
     gpus: list[str] = []
     if args.nvidia:
         from lpnode.runner.hardware import gpu_info
@@ -161,6 +185,10 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
         result_ttl=args.result_ttl,
         safety_checker=args.safety_checker,
         auth_token_ttl=args.auth_token_ttl,
+        cli_host=cli_host,
+        cli_port=cli_port,
+        cli_addr_given=bool(args.cli_addr),
+        admin_token=read_admin_token(args.admin_token),
     )
 
 

@@ -1,16 +1,42 @@
 """The orchestrator's side of its node page: the node view (``GET /status``) with what only the
-orchestrator knows added.
+orchestrator knows added, in two versions.
 
 The node page (:mod:`lpnode.dashboard.node_pages`) polls ``/status``; the runner pool's snapshot carries its
 own bookkeeping (per model ``restarts``, ``failures``, ``last_error``, ``last_error_at``; per runner
 ``load_seconds``), and :func:`annotate_models` adds each runner's ``device`` (its GPU, ``cpu`` or
 ``external``), which only the orchestrator's settings know.
+
+The admin API (``--cli-addr``) serves the whole view. The public port serves :func:`public_status`: the same
+document, field names unchanged, without what tells an outsider about the machine or lets them reach a
+stream (:data:`ADMIN_ONLY`): runner PIDs, log paths and internal URLs, BYOC containers' URLs, remote workers'
+addresses, and live streams' ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+ADMIN_ONLY: Mapping[str, frozenset[str]] = {
+    "runners": frozenset({"pid", "log_path", "url"}),
+    "byoc": frozenset({"url"}),
+    "workers": frozenset({"address"}),
+    "live": frozenset({"manifest_id", "stream_id", "gateway_request_id"}),
+}
+"""Per list of the node view, the fields served on the admin API only."""
+
+
+def public_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The public ``/status``: ``status`` without the :data:`ADMIN_ONLY` fields."""
+
+    def strip(items: Any, hidden: frozenset[str]) -> Any:
+        if not isinstance(items, list):
+            return items
+        return [{k: v for k, v in i.items() if k not in hidden} if isinstance(i, dict) else i for i in items]
+
+    models = [{**m, "runners": strip(m.get("runners", []), ADMIN_ONLY["runners"])} for m in status.get("models", [])]
+    lists = {key: strip(status[key], ADMIN_ONLY[key]) for key in ("byoc", "workers", "live") if key in status}
+    return {**status, "models": models, **lists}
 
 
 def annotate_models(models: Sequence[dict[str, Any]], slot_devices: Sequence[str]) -> list[dict[str, Any]]:

@@ -420,6 +420,11 @@ def merge_status(a: ModelStatus, b: ModelStatus) -> ModelStatus:
         a.version or b.version,
         a.runners + b.runners,
         a.cold_starts + b.cold_starts,
+        failures=a.failures + b.failures,
+        restarts=a.restarts + b.restarts,
+        last_error=a.last_error or b.last_error,
+        last_error_at=a.last_error_at or b.last_error_at,
+        error=a.error or b.error,
     )
 
 

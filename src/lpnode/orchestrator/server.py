@@ -6,9 +6,14 @@ get a few seconds), stops every runner and exits; runners also stop on their own
 killed (they watch their parent).
 
 HTTP routes: ``POST /<pipeline>`` for each batch pipeline, ``GET /stream/<request-id>/<file>`` (results),
-``GET /metrics`` (Prometheus), ``GET /healthz`` and ``GET /status`` (the pool, as JSON), ``POST /aiResults``
+``GET /metrics`` (Prometheus), ``GET /healthz`` and ``GET /status`` (the pool, as JSON, without what only the
+operator should see: :func:`~lpnode.orchestrator.dashboard_source.public_status`), ``POST /aiResults``
 (remote AI workers' results), ``POST /live-video-to-video`` (:mod:`lpnode.orchestrator.live`) and its trickle
 channels under ``/ai/trickle/``. gRPC: ``net.Orchestrator/GetOrchestrator``, ``net.AIWorker/RegisterAIWorker``.
+
+Admin API (``--cli-addr``, plain HTTP, loopback by default, behind :mod:`lpnode.protocol.admin_access`):
+``GET /status`` (the whole node view: runner PIDs, log paths and URLs included), ``GET /dashboard`` (the node
+page over it), ``GET /healthz``, ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 from typing import Any
 
 import aiohttp
@@ -33,7 +39,7 @@ from lpnode.logs import log_event
 from lpnode.orchestrator.ai_results import ResultsRoute
 from lpnode.orchestrator.byoc_pipelines import register_custom_pipelines
 from lpnode.orchestrator.byoc_routes import ByocOrchestrator
-from lpnode.orchestrator.dashboard_source import annotate_models
+from lpnode.orchestrator.dashboard_source import annotate_models, public_status
 from lpnode.orchestrator.info import PriceBook, offers, orchestrator_info
 from lpnode.orchestrator.job_relay import JobRelay
 from lpnode.orchestrator.live import LiveRoute
@@ -42,6 +48,7 @@ from lpnode.orchestrator.pool import ModelStatus, ProcessSettings, RunnerBackend
 from lpnode.orchestrator.remote_workers import JOB_TIMEOUT, RemoteWorkers, merge_snapshots
 from lpnode.orchestrator.settings import OrchestratorSettings
 from lpnode.pipelines import BATCH_PIPELINES
+from lpnode.protocol.admin_access import AdminAccess, AdminGuard
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import build_capabilities
 from lpnode.protocol.certs import ensure_certificate
@@ -51,8 +58,9 @@ from lpnode.protocol.orchestrator_service import orchestrator_methods
 from lpnode.protocol.same_port import ServerSettings, new_event_loop, serve_same_port
 from lpnode.results import ResultStore, stream_route
 from lpnode.runner.hardware import gpu_info
-from lpnode.serving import port_is_free, run_until_stopped
+from lpnode.serving import QuietServer, bind_socket, port_is_free, run_until_stopped
 from lpnode.trickle import TrickleServer, TrickleSettings
+from lpnode.uvicorn_config import uvicorn_config
 
 log = logging.getLogger("lpnode.orchestrator")
 SWEEP_INTERVAL = 60.0
@@ -68,7 +76,12 @@ class Orchestrator:
         self.prices = PriceBook(settings.ai_models)
         self.store = ResultStore(settings.data_dir / "results", ttl_seconds=settings.result_ttl)
         self.pool = RunnerPool(
-            settings.ai_models, self._backend(), settings.data_dir, slots=settings.slots, timings=settings.timings
+            settings.ai_models,
+            self._backend(),
+            settings.data_dir,
+            slots=settings.slots,
+            timings=settings.timings,
+            models_dir=settings.models_dir,
         )
         self.metrics = OrchestratorMetrics(self.snapshot)
         self.remote = RemoteWorkers(settings.orch_secret, self.store, settings.service_url, self.metrics.registry)
@@ -164,19 +177,58 @@ class Orchestrator:
     async def _healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
-    async def _status(self, request: Request) -> Response:
-        models: list[dict[str, Any]] = [dataclasses.asdict(s) for s in self.snapshot().values()]
-        models = annotate_models(models, self.settings.slot_devices)
-        return JSONResponse(
-            {
-                "version": __version__,
-                "service_url": self.settings.service_url,
-                "models": models,
-                "byoc": self.byoc.status(),
-                "workers": self.remote.status(),
-                "live": self.live.status(),
-            }
+    def admin_app(self) -> AdminGuard:
+        """The admin API's app, behind its Host, Origin and token checks."""
+        s = self.settings
+        assert s.cli_port is not None
+        app = Starlette(
+            routes=[
+                Route("/status", self._admin_status),
+                Route("/healthz", self._healthz),
+                Route("/metrics", self._metrics),
+                *node_routes(),
+            ]
         )
+        return AdminGuard(app, AdminAccess(s.cli_host, s.cli_port, s.admin_token))
+
+    def status_document(self) -> dict[str, Any]:
+        """The whole node view (the admin API's ``/status``)."""
+        models: list[dict[str, Any]] = [dataclasses.asdict(s) for s in self.snapshot().values()]
+        return {
+            "version": __version__,
+            "service_url": self.settings.service_url,
+            "models": annotate_models(models, self.settings.slot_devices),
+            "byoc": self.byoc.status(),
+            "workers": self.remote.status(),
+            "live": self.live.status(),
+        }
+
+    async def _status(self, request: Request) -> Response:
+        return JSONResponse(public_status(self.status_document()))
+
+    async def _admin_status(self, request: Request) -> Response:
+        return JSONResponse(self.status_document())
+
+    def _admin_socket(self) -> socket.socket | None:
+        """The admin API's socket, bound now; ``None`` without one, or when the default port is busy."""
+        s = self.settings
+        if s.cli_port is None:
+            return None
+        try:
+            return bind_socket(s.cli_host, s.cli_port, flag="--cli-addr")
+        except ConfigError:
+            address = f"{s.cli_host}:{s.cli_port}"
+            if s.cli_addr_given:
+                raise ConfigError(
+                    f"cannot serve the admin API on {address}: the port is in use; choose another --cli-addr "
+                    "(or --cli-addr off)"
+                ) from None
+            # The default port is a convenience: another node on this machine may hold it.
+            log_event(
+                log, "admin API not served: its default port is in use", logging.WARNING, address=address,
+                fix="give --cli-addr HOST:PORT",
+            )  # fmt: skip
+            return None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start the pool, serve until ``stop`` is set, then stop everything (bounded)."""
@@ -186,6 +238,7 @@ class Orchestrator:
                 f"cannot listen on {s.listen_host}:{s.listen_port}: the port is in use; "
                 "choose another --service-addr/--http-addr or stop the process using it"
             )
+        admin_socket = self._admin_socket()
         tls = ensure_certificate(s.data_dir / "tls", _certificate_host(s.service_url)) if s.tls else None
         # Idle connections to runners are dropped before a runner's server drops them (uvicorn: 5 s), so a
         # job never goes out on a connection the runner is closing.
@@ -194,9 +247,19 @@ class Orchestrator:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=RUNNER_IDLE_SECONDS),
         )
         sweeper = asyncio.ensure_future(self._sweep())
+        admin: QuietServer | None = None
+        admin_serving: asyncio.Future[None] | None = None
         workers_closer = asyncio.ensure_future(self.remote.close_when(stop))
         channels_closer = asyncio.ensure_future(self._close_channels_when(stop))
         try:
+            if admin_socket is not None:  # served from the start, so the node page shows runners loading
+                admin = QuietServer(
+                    uvicorn_config(
+                        self.admin_app(), loop="none", log_config=None, access_log=False,
+                        lifespan="off", timeout_graceful_shutdown=2,
+                    )
+                )  # fmt: skip
+                admin_serving = asyncio.ensure_future(admin.serve(sockets=[admin_socket]))
             starting = asyncio.ensure_future(self.pool.start())
             await asyncio.wait({starting, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
@@ -205,7 +268,10 @@ class Orchestrator:
             await register_custom_pipelines(self.byoc.registry, self.pool, s.ai_models)
             for problem in starting.result():
                 log_event(log, "runner not ready at start", logging.WARNING, problem=problem)
-            log_event(log, "orchestrator ready", service=s.service_url, models=len(self.pool.snapshot()))
+            admin_url = f"http://{s.cli_host}:{s.cli_port}" if admin_socket is not None else "-"
+            log_event(
+                log, "orchestrator ready", service=s.service_url, models=len(self.pool.snapshot()), admin=admin_url
+            )
             settings = ServerSettings(s.listen_host, s.listen_port, tls)
             await serve_same_port(
                 self.http_app(),
@@ -215,6 +281,11 @@ class Orchestrator:
                 handle_signals=False,
             )
         finally:
+            if admin is not None and admin_serving is not None:
+                admin.should_exit = True
+                await asyncio.gather(admin_serving, return_exceptions=True)
+            if admin_socket is not None:
+                admin_socket.close()
             sweeper.cancel()
             workers_closer.cancel()
             channels_closer.cancel()

@@ -3,7 +3,9 @@
 Resolution follows go-livepeer: ``-serviceAddr`` is the public address put in ``OrchestratorInfo``
 (``https://`` is assumed when it has no scheme; ``http://`` serves plain HTTP and h2c); the node listens on
 ``-httpAddr`` when given, else on the service port of the service host when that is a loopback address,
-else on all interfaces. ``-orchSecret`` is a secret or the path of a file holding it. ``-nvidia`` picks
+else on all interfaces. The admin API (``-cliAddr``, default ``127.0.0.1:7935`` as in go-livepeer) is a second,
+plain-HTTP port with the full node view; ``--admin-token`` (or ``LPNODE_ADMIN_TOKEN``) guards it.
+``-orchSecret`` is a secret or the path of a file holding it. ``-nvidia`` picks
 GPUs (``all`` or ``0,1``); without GPUs runners use emulated CPU slots.
 """
 
@@ -21,6 +23,7 @@ from lpnode.orchestrator.pool import PoolTimings
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
 
 DEFAULT_SERVICE_PORT = 8935
+DEFAULT_CLI_ADDR = "127.0.0.1:7935"
 RESULT_TTL_SECONDS = 600.0
 
 
@@ -47,6 +50,13 @@ class OrchestratorSettings:
     """Model id of the image safety checker runners load (``SAFETY_CHECKER_MODEL_ID``); empty: theirs."""
     auth_token_ttl: int = TOKEN_VALIDITY_SECONDS
     timings: PoolTimings = field(default_factory=PoolTimings)
+    cli_host: str = "127.0.0.1"
+    cli_port: int | None = None
+    """The admin API's port; ``None``: no admin API."""
+    cli_addr_given: bool = False
+    """The operator named ``--cli-addr``: a busy port stops the start (the default one only warns)."""
+    admin_token: str = ""
+    """Required on every admin request when set."""
 
     @property
     def tls(self) -> bool:
@@ -108,6 +118,21 @@ def listen_address(service: str, http_addr: str = "") -> tuple[str, int]:
             raise ConfigError(f"--http-addr {http_addr!r} has an invalid port") from None
         return target.hostname or "0.0.0.0", port
     return (parts.hostname if _is_loopback(parts.hostname) else "0.0.0.0"), parts.port
+
+
+def cli_address(value: str) -> tuple[str, int | None]:
+    """``--cli-addr``: ``HOST:PORT`` (``[::1]:7935`` for IPv6); ``off`` or ``none``: no admin API."""
+    text = value.strip()
+    if text.lower() in ("off", "none"):
+        return "127.0.0.1", None
+    target = urlsplit("//" + text.removeprefix("http://"))
+    try:
+        port = target.port
+    except ValueError:
+        port = None
+    if port is None or target.path:
+        raise ConfigError(f"--cli-addr {value!r} must be HOST:PORT (e.g. {DEFAULT_CLI_ADDR}), or off")
+    return target.hostname or "0.0.0.0", port
 
 
 def parse_gpus(value: str, detected: Sequence[str]) -> list[str]:

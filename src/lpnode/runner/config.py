@@ -16,6 +16,8 @@ from pathlib import Path
 from lpnode import __version__
 from lpnode.errors import ConfigError
 from lpnode.runner.pipelines import pipeline_names
+from lpnode.runner.store import DEFAULT_MODELS_DIR
+from lpnode.schemas.limits import from_env as limits_from_env
 
 # Optimisation flags go-livepeer passes through from aiModels.json `optimization_flags`.
 OPTIMIZATION_FLAGS = (
@@ -27,7 +29,7 @@ OPTIMIZATION_FLAGS = (
     "SAFETY_CHECKER_DEVICE",
     "BACKEND",
 )
-DEFAULT_MODEL_DIR = Path("~/.lpData/models").expanduser()
+DEFAULT_MODEL_DIR = DEFAULT_MODELS_DIR  # one default for every command: lpnode.runner.store's
 DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024
 
@@ -116,6 +118,7 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
     # Custom pipelines may have no model; the runner then reports the pipeline name as its model id.
     if not config.model_id and not config.pipeline_class and config.pipeline in pipeline_names():
         raise ConfigError("no model given: set MODEL_ID or pass --model-id (a Hugging Face repo id)")
+    limits_from_env(env)  # a bad LPNODE_LIMITS stops the runner at start, not at its first request
     if config.upstream_url and not config.upstream_url.startswith(("http://", "https://")):
         raise ConfigError(f"the LLM upstream must be an http(s) URL, got {config.upstream_url!r}")
     if not 1 <= config.port <= 65535:

@@ -78,6 +78,15 @@ async def _read_upload(upload: UploadFile) -> bytes:
     return data
 
 
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task``, wait for it to end and read how it ended (whatever it raised is nobody's answer
+    now; unread, asyncio would log it as an error)."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()
+
+
 async def _until_disconnect(request: Request) -> None:
     while True:
         message = await request.receive()
@@ -93,10 +102,9 @@ async def run_until_disconnect(request: Request, service: RunnerService, params:
     try:
         await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
+        await _abandon(watcher)
     if not job.done():
-        job.cancel()
-        await asyncio.wait({job})
+        await _abandon(job)
         return Response(status_code=499)
     # Encoding can take a while for big answers (SAM2 masks run to tens of MB): not on the event loop.
     body = await asyncio.to_thread(job.result().model_dump_json)
@@ -111,10 +119,9 @@ async def _first_or_disconnect(request: Request, chunks: AsyncIterator[BaseModel
     try:
         await asyncio.wait({first, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
+        await _abandon(watcher)
     if not first.done():
-        first.cancel()
-        await asyncio.wait({first})
+        await _abandon(first)
         return None
     return first.result()
 

@@ -1,5 +1,5 @@
-"""Run a runner app under uvicorn (uvloop + httptools) on a socket bound up front, so a busy port is
-reported as one clear line instead of a server crash."""
+"""Run a runner app under uvicorn (uvloop + httptools, with :mod:`lpnode.http_limits` on every connection) on a
+socket bound up front, so a busy port is reported as one clear line instead of a server crash."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from lpnode.runner.config import RunnerConfig
 from lpnode.serving import bind_socket
+from lpnode.uvicorn_config import uvicorn_config
 
 LISTEN_FD_VAR = "LPNODE_LISTEN_FD"
 """A listening socket handed over by the runner pool, which claimed the port for this runner."""
@@ -53,14 +54,8 @@ def run_app(config: RunnerConfig, make_app: Callable[[], Any]) -> None:
 
         exit_with_parent()
     server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(),
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-            lifespan="on",
+        uvicorn_config(
+            make_app(), loop="uvloop", log_config=None, access_log=False, timeout_graceful_shutdown=10, lifespan="on"
         )
     )
     server.run(sockets=[sock])

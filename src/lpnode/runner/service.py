@@ -267,6 +267,9 @@ class RunnerService:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             job.cancel()
+            # Once the caller is cancelled the shield no longer reads the worker's end (its expected
+            # JobCancelledError); unread, asyncio would log it as an error when the future is collected.
+            future.add_done_callback(_consume)
             await asyncio.wait([future])  # the slot stays taken until the model has really stopped
             raise
 
@@ -283,6 +286,12 @@ class RunnerService:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.pipeline is not None:
             await self.pipeline.close()
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's outcome as read: nobody waits for it any more."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _run_job(pipeline: BatchPipeline[Any], params: BaseModel, job: Job) -> BaseModel:

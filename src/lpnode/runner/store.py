@@ -46,8 +46,14 @@ class StoredModel:
     path: Path
 
 
+DEFAULT_MODELS_DIR = Path("~/.lpnode/models").expanduser()
+"""The models dir of every lpnode command when none is given: the orchestrator's (``DATA_DIR/models`` with
+its default data dir ``~/.lpnode``), so a model pulled with no flags is where the orchestrator looks."""
+
+
 def models_dir_default() -> Path:
-    return Path(os.environ.get("MODEL_DIR") or "~/.lpData/models").expanduser()
+    """``MODEL_DIR`` when set (the ai-runner contract), else :data:`DEFAULT_MODELS_DIR`."""
+    return Path(os.environ["MODEL_DIR"]).expanduser() if os.environ.get("MODEL_DIR") else DEFAULT_MODELS_DIR
 
 
 def pull(

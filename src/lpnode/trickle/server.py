@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from lpnode.http_limits import head_refusal
 from lpnode.logs import log_event
 from lpnode.protocol.asgi import Receive, Scope, Send
 from lpnode.trickle.channels import (
@@ -125,6 +126,11 @@ class TrickleServer:
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        refusal = head_refusal(scope)  # standalone, hypercorn caps the head's bytes but not its headers
+        if refusal is not None:
+            close = [(b"connection", b"close")] if str(scope.get("http_version")).startswith("1") else []
+            await _respond(send, refusal.status_code, refusal.message, close)
             return
         self.start()
         route = _route_path(scope).strip("/")

@@ -17,6 +17,7 @@ from lpnode.orchestrator.command import OFFCHAIN
 from lpnode.orchestrator.settings import parse_gpus
 from lpnode.protocol.orch_secret import read_secret
 from lpnode.runner.pipelines import pipeline_names
+from lpnode.runner.store import DEFAULT_MODELS_DIR
 from lpnode.worker.settings import WorkerSettings, orchestrator_url
 
 
@@ -98,7 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         orch_url=url,
         secret=secret,
         ai_models=configs,
-        models_dir=(args.models_dir or Path("~/.lpnode/models")).expanduser(),
+        models_dir=(args.models_dir or DEFAULT_MODELS_DIR).expanduser(),
         data_dir=data_dir,
         gpus=gpus,
         runners_per_gpu=args.runners_per_gpu,

@@ -52,13 +52,14 @@
     const runners = [];
     for (const m of models) for (const r of m.runners || []) runners.push({ ...r, pipeline: m.pipeline, model_id: m.model_id });
     const runnerColumns = [
-      { title: "Runner", cls: "url", value: (r) => h("span", { title: r.pipeline + " " + r.model_id + " at " + (r.url || "?") }, r.name) },
+      { title: "Runner", cls: "url", value: (r) => h("span", { title: r.pipeline + " " + r.model_id + (r.url ? " at " + r.url : "") }, r.name) },
       { title: "State", value: (r) => state(r.state) },
       { title: "Mode", value: (r) => LP.badge(r.warm ? "Warm" : "Cold", r.warm ? "warm" : "cold") },
       { title: "Slot / device", value: (r) => (r.slot === null || r.slot === undefined ? "" : "slot " + r.slot + " · ") + (r.device || "") },
       { title: "In flight / capacity", num: true, value: (r) => r.in_use + " / " + r.capacity },
       { title: "Load time", num: true, value: (r) => seconds(r.load_seconds) },
-      { title: "PID", num: true, value: (r) => r.pid },
+      // PIDs are on the admin API's /status only (--cli-addr); the public port leaves them out.
+      ...(runners.some((r) => r.pid !== undefined) ? [{ title: "PID", num: true, value: (r) => r.pid }] : []),
       { title: "Version", value: (r) => r.version },
       { title: "Problem", value: (r) => (r.problem ? h("span", { class: "bad" }, r.problem) : "") },
     ];

@@ -138,12 +138,15 @@ class OrchestratorStarter:
             raise unreachable(self.directory, offer.url, str(exc)) from None
         if answer.status != 200:
             prefix = "the orchestrator refused the stream: "
-            raise refusal(self.directory, offer.url, answer.status, raw, final_prefix=prefix)
+            raise refusal(
+                self.directory, offer.url, answer.status, raw, pipeline=PIPELINE, model_id=job.model_id,
+                final_prefix=prefix,
+            )  # fmt: skip
         urls = _parse_urls(offer, raw)
         if urls is None:
             self.directory.suspend(offer.url, "live start answer without trickle URLs")
             raise Retry("the answer lacks control_url or the other trickle URLs")
-        self.directory.succeeded(offer.url)
+        self.directory.succeeded(offer.url, PIPELINE, job.model_id)
         measure = self.stats.of(offer)
         seconds = time.monotonic() - started
         measure.latency = seconds if measure.latency is None else 0.7 * measure.latency + 0.3 * seconds

@@ -22,6 +22,9 @@ lpnode's additions, so any HTTP client can push and play a stream without WebRTC
 With API keys on (``--auth keys``), ``start`` admits the stream under the caller's key for its whole life, and
 the stream's other routes need the same ``Authorization`` header (401).
 
+Upstream's ``POST /live-video-to-video`` (a stream reached through trickle channels the gateway hosts under
+``/ai/trickle/``) comes from :mod:`lpnode.gateway.live.channel_api`.
+
 WHIP/WHEP routes (``.../whip``, ``.../whep``) are added by the WebRTC module through :attr:`LiveRoutes.extra_routes`.
 """
 
@@ -49,6 +52,7 @@ from lpnode.errors import (
     gateway_json_response,
 )
 from lpnode.gateway.job_wrapper import Admit
+from lpnode.gateway.live.channel_api import ChannelApi
 from lpnode.gateway.live.sessions import LiveSession, LiveSessions
 from lpnode.http_relay import read_at_most
 
@@ -71,6 +75,7 @@ class LiveRoutes:
 
     def routes(self) -> list[BaseRoute]:
         return [
+            *ChannelApi(self.live, self.admit).routes(),
             Route(PREFIX + "/{stream}/start", self.start, methods=["POST"]),
             Route(PREFIX + "/{stream}/update", self.update, methods=["POST"]),
             Route(PREFIX + "/{stream}/status", self.status, methods=["GET"]),

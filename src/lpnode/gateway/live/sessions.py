@@ -40,7 +40,7 @@ from lpnode.gateway.live.ring import OutputRing, OutputSegment
 from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.settings import PriceCaps
 from lpnode.logs import log_event
-from lpnode.trickle import TrickleError
+from lpnode.trickle import TrickleError, TrickleServer
 
 log = logging.getLogger("lpnode.gateway.live")
 RECENT_ERRORS = 10
@@ -82,6 +82,7 @@ class LiveSession:
         self.authorization = ""
         """The ``Authorization`` header that started the stream (checked on its routes when keys are on)."""
         self._on_end: list[Callable[[], None]] = []
+        self._on_event: list[Callable[[dict[str, Any]], None]] = []
 
     # --- the interface ---------------------------------------------------------------------------------
 
@@ -136,6 +137,10 @@ class LiveSession:
         else:
             self._on_end.append(callback)
 
+    def on_event(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` with each event the runner sends, as received, from now on."""
+        self._on_event.append(listener)
+
     # --- state -----------------------------------------------------------------------------------------
 
     @property
@@ -154,6 +159,8 @@ class LiveSession:
         self.input_dropped += count
 
     def event(self, event: dict[str, Any]) -> None:
+        for listener in self._on_event:
+            listener(event)
         inner = event.get("event") if isinstance(event.get("event"), dict) else event
         assert isinstance(inner, dict)
         kind = inner.get("type")
@@ -292,6 +299,7 @@ class LiveSession:
             for callback in self._on_end:
                 callback()
             self._on_end.clear()
+            self._on_event.clear()
             log_event(
                 log, "live stream ended", stream=self.stream, state=state, reason=why, swaps=self.swap_count,
                 input_segments=self.input_segments, output_segments=self.output_segments,
@@ -316,6 +324,8 @@ class LiveSessions:
         self._starter: OrchestratorStarter | None = None
         self._sessions: dict[str, LiveSession] = {}
         self._ended: dict[str, LiveSession] = {}
+        self.trickle = TrickleServer()
+        """Channels of streams started through ``POST /live-video-to-video`` (:mod:`.channel_api`)."""
 
     def attach(
         self,
@@ -381,3 +391,4 @@ class LiveSessions:
     async def close(self) -> None:
         """Stop every stream (bounded: each stop deletes two channels with a short timeout)."""
         await asyncio.gather(*(s.stop() for s in list(self._sessions.values())), return_exceptions=True)
+        await self.trickle.close()

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from lpnode.orchestrator.ai_models import AIModelConfig
 from lpnode.orchestrator.pool.backend import RunnerHandle, RunnerSpec
 from lpnode.orchestrator.pool.health import READY_STATES
+from lpnode.orchestrator.pool.model_files import Fingerprint
 
 STARTING = "STARTING"
 UNHEALTHY = "UNHEALTHY"
 FAILED = "FAILED"
+ERROR = "ERROR"  # a model whose runners failed to load the same way too often: not restarted
 
 
 @dataclass(eq=False)
@@ -74,6 +76,12 @@ class Model:
     last_error: str = ""
     last_error_at: float | None = None  # unix time
     cold_starts: int = 0  # runners started by a request (not at boot)
+    load_failure: str = ""  # why its last runner that failed to load did
+    same_load_failures: int = 0  # consecutive runners that failed to load for that same reason
+    stopped: str = ""  # set (the reason) once its runners are no longer restarted: state ERROR
+    stopped_slots: list[int] = field(default_factory=list)  # slots kept for its warm runners meanwhile
+    stopped_log: str = ""  # the log of its last failed runner
+    stopped_files: Fingerprint = None  # its files when it stopped: a change starts it again
 
     @property
     def managed_runners(self) -> int:

@@ -36,6 +36,7 @@ from lpnode.orchestrator.pool.docker_images import (
 )
 from lpnode.orchestrator.pool.external import runner_name
 from lpnode.orchestrator.pool.ports import PORT_BASES, pick_port
+from lpnode.schemas.limits import ENV_VAR as LIMITS_ENV
 
 log = logging.getLogger("lpnode.orchestrator.pool")
 ClientFactory = Callable[[], Any]
@@ -83,6 +84,9 @@ def container_config(spec: RunnerSpec, port: int, settings: DockerSettings) -> d
         environment["PIPELINE_CLASS"] = spec.pipeline_class
     if settings.verbose_logs:
         environment["VERBOSE_LOGGING"] = "1"
+    limits = os.environ.get(LIMITS_ENV, "").strip()
+    if limits:  # the operator's request limits; a file's path would not exist in the container: its contents
+        environment[LIMITS_ENV] = limits if limits.startswith(("{", "[")) else _read_limits(limits)
     config: dict[str, Any] = {
         "image": container_image(spec.pipeline, spec.model_id, settings.image_overrides, settings.default_image),
         "name": runner_name(spec.pipeline, spec.model_id, str(port)),
@@ -96,6 +100,13 @@ def container_config(spec: RunnerSpec, port: int, settings: DockerSettings) -> d
     if gpu is not None:
         config["device_requests"] = [docker.types.DeviceRequest(device_ids=[gpu], capabilities=[["gpu"]])]
     return config
+
+
+def _read_limits(path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{LIMITS_ENV}={path}: cannot read the limits file: {exc}") from None
 
 
 def client_from_env() -> Any:

@@ -5,6 +5,11 @@ Managed entries (no ``url``) become ``lpnode runner`` processes, one request at 
 slot on CPU). Warm entries start at :meth:`RunnerPool.start` and are restarted when they fail; cold ones
 start on their first lease and may be stopped (evicted) when idle and another cold model needs the slot.
 External entries (``url``) are watched, never started; ``capacity`` is how many requests they take at once.
+
+A model whose runners fail to load the same way :attr:`PoolTimings.load_failures_to_stop` times in a row
+(a model missing from the models dir, say) is not started again: its state is ERROR with the runner's own
+reason, and leases fail at once saying so, until its files in the models dir change (checked every
+:attr:`PoolTimings.files_poll` seconds), :meth:`RunnerPool.retry` is called, or the pool is restarted.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ from lpnode.orchestrator.pool.errors import (
 )
 from lpnode.orchestrator.pool.external import ExternalBackend
 from lpnode.orchestrator.pool.health import READY_STATES, fetch_version, probe
+from lpnode.orchestrator.pool.load_failures import count_load_failure, loaded, resume
+from lpnode.orchestrator.pool.model_files import files_fingerprint
 from lpnode.orchestrator.pool.process import ProcessBackend, ProcessSettings
+from lpnode.orchestrator.pool.runner_log import failure_reason
 from lpnode.orchestrator.pool.slots import SlotTable, choose_victim
 from lpnode.orchestrator.pool.status import ModelStatus, model_status
 
@@ -54,6 +62,8 @@ class PoolTimings:
     ready_poll: float = 0.5  # how often /health is asked while a runner starts
     max_restart_delay: float = 30.0
     close_timeout: float = 30.0
+    load_failures_to_stop: int = 3  # runners of a model that failed to load the same way, in a row
+    files_poll: float = 10.0  # how often a stopped model's files are checked for a change
 
 
 @dataclass(frozen=True)
@@ -81,9 +91,14 @@ class RunnerPool:
         slots: int = 1,
         timings: PoolTimings | None = None,
         external: RunnerBackend | None = None,
+        models_dir: Path | None = None,
     ) -> None:
+        """``models_dir`` is where a stopped model's files are watched (default: the process backend's)."""
         self.timings = timings or PoolTimings()
         self.data_dir = data_dir
+        self.models_dir = (
+            backend.models_dir if models_dir is None and isinstance(backend, ProcessSettings) else models_dir
+        )
         self._managed: RunnerBackend = (
             ProcessBackend(backend, data_dir / "logs") if isinstance(backend, ProcessSettings) else backend
         )
@@ -137,6 +152,7 @@ class RunnerPool:
                     assert slot is not None  # checked in __init__
                     starting.append(self._spawn(model, self._managed_spec(model, slot), slot=slot))
         self._watcher = self._task(self._watch_health())
+        self._task(self._watch_stopped())
         bound = max(self.timings.start_timeout, self.timings.external_start_timeout) + 15
         with contextlib.suppress(TimeoutError):  # each start is bounded already; this is a backstop
             await asyncio.wait_for(asyncio.gather(*(r.settled.wait() for r in starting)), bound)
@@ -207,6 +223,13 @@ class RunnerPool:
         """Pick or start a runner and count one request on it. No await: atomic in the event loop."""
         ready = [r for r in model.runners if r.ready and r.in_use < r.capacity]
         starting = [r for r in model.runners if not r.dead and r.state == STARTING and r.in_use < r.capacity]
+        if model.stopped and not ready and not starting:
+            raise RunnerUnavailableError(
+                f"{model.pipeline} {model.model_id!r} is not served: {model.stopped} (its runner failed to load "
+                f"{model.same_load_failures} times this way and is not restarted until the model's files change "
+                "or the orchestrator restarts)",
+                retry_after=30,
+            )
         if ready or starting:
             runner = min(ready, key=lambda r: (r.in_use, r.last_used)) if ready else starting[0]
         elif model.managed_capacity > model.managed_runners:
@@ -306,7 +329,7 @@ class RunnerPool:
             runner.version = await fetch_version(
                 self._session, runner.handle.url, runner.handle.headers, self.timings.health_timeout
             )
-            model.failed_starts = 0
+            loaded(model)
             runner.load_seconds = round(time.monotonic() - runner.started_at, 1)
             runner.settled.set()
             log_event(
@@ -333,7 +356,8 @@ class RunnerPool:
                 runner.state = health.status or STARTING
                 return
             if health.status == "ERROR":
-                raise RuntimeError("the runner reported ERROR while loading its model")
+                reason = await self._reason(runner)
+                raise RuntimeError(f"the runner reported ERROR loading its model: {reason or 'see its log'}")
             if time.monotonic() >= deadline:
                 last = health.status or health.problem
                 raise RuntimeError(f"not ready after {timeout:g}s (last: {last})")
@@ -343,7 +367,21 @@ class RunnerPool:
         assert runner.handle is not None
         code = await runner.handle.wait_exit()
         if not runner.dead:
-            self._fail(runner, f"the runner process exited unexpectedly (code {code})")
+            # read at once (a bounded tail of a local file): the runner must stop being leased without delay
+            reason = failure_reason(runner.handle.log_path)
+            self._fail(
+                runner, f"the runner process exited unexpectedly (code {code})" + (f": {reason}" if reason else "")
+            )
+
+    async def _reason(self, runner: Runner) -> str:
+        """The runner's own account of its failure, from its log; a moment later if not written yet."""
+        path = runner.handle.log_path if runner.handle else None
+        for wait in (0.0, 0.3):
+            await asyncio.sleep(wait)
+            reason = await asyncio.to_thread(failure_reason, path)
+            if reason:
+                return reason
+        return ""
 
     def _fail(self, runner: Runner, problem: str) -> None:
         """A runner failed: external ones are marked UNHEALTHY and kept watching; managed ones are
@@ -372,9 +410,12 @@ class RunnerPool:
         if runner.launch is not None and runner.launch is not asyncio.current_task():
             runner.launch.cancel()
         model.failures += 1
-        restart = runner.warm and runner.slot is not None
-        stopping = self._retire(runner, FAILED, keep_slot=restart)
-        if restart and runner.slot is not None:
+        keep_slot = runner.warm and runner.slot is not None  # a stopped warm model keeps it for its return
+        stopping = self._retire(runner, FAILED, keep_slot=keep_slot)
+        limit, models_dir = self.timings.load_failures_to_stop, self.models_dir
+        if runner.load_seconds is None and count_load_failure(model, runner, problem, limit, models_dir):
+            return
+        if keep_slot and runner.slot is not None:
             model.failed_starts += 1
             delay = (
                 min(self.timings.max_restart_delay, 2.0 ** (model.failed_starts - 2)) if model.failed_starts > 1 else 0
@@ -382,6 +423,30 @@ class RunnerPool:
             model.restarts += 1
             log_event(log, "restarting warm runner", model=runner.model_id, slot=runner.slot, delay=delay)
             self._spawn(model, self._managed_spec(model, runner.slot), slot=runner.slot, after=stopping, delay=delay)
+
+    def retry(self, pipeline: str, model_id: str) -> bool:
+        """Start a stopped model's runners again (its warm ones now, cold ones on their next lease); False
+        when the model is not stopped. Raises :class:`UnknownModelError` for a model not configured."""
+        model = self._models.get((pipeline, model_id))
+        if model is None:
+            raise UnknownModelError(f"{pipeline} model {model_id!r} is not served here")
+        if not model.stopped or self._closing:
+            return False
+        for slot in resume(model):
+            self._spawn(model, self._managed_spec(model, slot), slot=slot)
+        return True
+
+    async def _watch_stopped(self) -> None:
+        """Every ``files_poll`` seconds, start again each stopped model whose files changed."""
+        while True:
+            await asyncio.sleep(self.timings.files_poll)
+            if self.models_dir is None:
+                continue
+            for model in [m for m in self._models.values() if m.stopped]:
+                now = await asyncio.to_thread(files_fingerprint, self.models_dir, model.model_id)
+                if model.stopped and now != model.stopped_files:
+                    log_event(log, "a stopped model's files changed", model=model.model_id, models_dir=self.models_dir)
+                    self.retry(model.pipeline, model.model_id)
 
     def _retire(self, runner: Runner, state: str, *, keep_slot: bool) -> asyncio.Task[None]:
         """Take ``runner`` out of the pool and stop it; its slot is released once it has stopped, unless

@@ -23,6 +23,7 @@ from lpnode.logs import log_event
 from lpnode.orchestrator.pool.backend import RunnerSpec
 from lpnode.orchestrator.pool.external import runner_name
 from lpnode.orchestrator.pool.ports import PORT_BASES, claim_port
+from lpnode.orchestrator.pool.runner_log import START_MARKER
 from lpnode.runner.server import LISTEN_FD_VAR
 
 log = logging.getLogger("lpnode.orchestrator.pool")
@@ -137,7 +138,7 @@ class ProcessBackend:
         log_path = self.log_dir / f"{name}.log"
         # A local append of one line at start; the file is the child's stdout, so it must be a real file.
         with open(log_path, "ab") as out:  # noqa: ASYNC230
-            out.write(f"--- lpnode pool: starting {name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            out.write(f"{START_MARKER} {name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             out.flush()
             env = self.runner_env(spec, port)
             env[LISTEN_FD_VAR] = str(sock.fileno())

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lpnode.orchestrator.pool._state import Model
+from lpnode.orchestrator.pool._state import ERROR, Model
 
 
 @dataclass(frozen=True)
 class RunnerStatus:
-    """``state``: STARTING, LOADING, IDLE, OK (busy), UNHEALTHY (external, failing its health checks)."""
+    """``state``: STARTING, LOADING, IDLE, OK (busy), UNHEALTHY (external, failing its health checks), ERROR
+    (failed to load its model too many times the same way; not restarted, ``problem`` says why)."""
 
     name: str
     url: str
@@ -30,7 +31,8 @@ class RunnerStatus:
 @dataclass(frozen=True)
 class ModelStatus:
     """``capacity``: concurrent requests the model may serve (managed: runners it may have; external:
-    the entries' ``capacity``). ``idle``: requests it can take right now without starting anything."""
+    the entries' ``capacity``). ``idle``: requests it can take right now without starting anything.
+    ``error``: set (the runner's reason) while the model is stopped, its runners not restarted (state ERROR)."""
 
     pipeline: str
     model_id: str
@@ -45,6 +47,7 @@ class ModelStatus:
     restarts: int = 0
     last_error: str = ""
     last_error_at: float | None = None  # unix time
+    error: str = ""
 
 
 def model_status(model: Model) -> ModelStatus:
@@ -66,6 +69,25 @@ def model_status(model: Model) -> ModelStatus:
         )
         for r in model.runners
     )
+    if model.stopped:  # one row per runner that is not restarted (a cold model's: no slot)
+        slots: list[int | None] = [*model.stopped_slots] or [None]
+        runners += tuple(
+            RunnerStatus(
+                name=f"{model.pipeline} {model.model_id}",
+                url="",
+                state=ERROR,
+                warm=model.warm,
+                external=False,
+                capacity=1,
+                in_use=0,
+                slot=slot,
+                pid=None,
+                version="",
+                log_path=model.stopped_log,
+                problem=model.stopped,
+            )
+            for slot in slots
+        )
     versions = [r.version for r in model.runners if r.ready and r.version]
     return ModelStatus(
         pipeline=model.pipeline,
@@ -81,4 +103,5 @@ def model_status(model: Model) -> ModelStatus:
         restarts=model.restarts,
         last_error=model.last_error,
         last_error_at=model.last_error_at,
+        error=model.stopped,
     )

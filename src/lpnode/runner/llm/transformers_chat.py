@@ -180,4 +180,6 @@ class TransformersChat:
         finally:
             if not worker.done():  # the client went away: stop before the next token
                 job.cancel()
+                # Nobody reads how generation ended now; read it here so asyncio does not log it.
+                worker.add_done_callback(lambda f: f.cancelled() or f.exception())
             await asyncio.wait([worker])

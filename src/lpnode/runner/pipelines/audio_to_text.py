@@ -20,7 +20,8 @@ from lpnode.runner.audio import decode_audio
 from lpnode.runner.model_files import require_cached
 from lpnode.runner.pipelines.base import BatchPipeline, Job, LoadContext, RouteSpec
 from lpnode.schemas.audio import AudioToTextForm, Chunk, TextResponse
-from lpnode.schemas.checks import MAX_AUDIO_SECONDS, parse_return_timestamps
+from lpnode.schemas.checks import parse_return_timestamps
+from lpnode.schemas.limits import limits_for
 
 log = logging.getLogger("lpnode.runner")
 
@@ -103,7 +104,7 @@ class AudioToTextPipeline(BatchPipeline[AudioToTextForm]):
 
     def run(self, params: AudioToTextForm, job: Job) -> TextResponse:
         timestamps = parse_return_timestamps(params.return_timestamps)
-        audio = decode_audio(params.audio, SAMPLING_RATE, MAX_AUDIO_SECONDS)
+        audio = decode_audio(params.audio, SAMPLING_RATE, limits_for(self.route.name).max_audio_seconds)
         job.headers[DURATION_HEADER] = f"{audio.seconds:.3f}"
         job.checkpoint()
         kwargs: dict[str, Any] = {

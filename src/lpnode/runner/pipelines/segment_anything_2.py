@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from lpnode.errors import BadRequestError, ModelStoreError
+from lpnode.errors import ModelStoreError
 from lpnode.logs import log_event
 from lpnode.runner.media import decode_image
 from lpnode.runner.model_files import pull_hint, require_cached
@@ -45,9 +45,6 @@ log = logging.getLogger("lpnode.runner")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 LOGIT_CLAMP = 32.0  # the sam2 package clamps the returned low-res logits to ±32
-# The masks come back as text at image size: about 24 bytes per logit ("-3.098562592640519e-05, ") and 5
-# per 0.0/1.0. Requests whose answer would pass this are refused rather than built as gigabytes of text.
-MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 # Original-format checkpoints (.pt + a yaml packaged with `sam2`), as the sam2 package maps them.
 ORIGINAL_CHECKPOINTS: dict[str, tuple[str, str]] = {
@@ -207,19 +204,6 @@ def encode_masks(masks: FloatArray, scores: FloatArray, logits: FloatArray) -> M
     )
 
 
-def check_response_size(width: int, height: int, form: SegmentAnything2Form) -> None:
-    """400 when the masks of a ``width`` x ``height`` image would exceed ``MAX_RESPONSE_BYTES`` as text."""
-    count = 3 if form.multimask_output else 1
-    size = count * width * height * (24 if form.return_logits else 5)
-    if size > MAX_RESPONSE_BYTES:
-        kind = "logits" if form.return_logits else "binary masks"
-        raise BadRequestError(
-            f"The answer for a {width}x{height} image would hold {count} full-size {kind}, about "
-            f"{size // 2**20} MB of text; the limit is {MAX_RESPONSE_BYTES // 2**20} MB. Send a smaller image, "
-            "return_logits=false or multimask_output=false."
-        )
-
-
 class SegmentAnything2Pipeline(BatchPipeline[SegmentAnything2Form]):
     route = RouteSpec(
         name="segment-anything-2",
@@ -259,7 +243,6 @@ class SegmentAnything2Pipeline(BatchPipeline[SegmentAnything2Form]):
         image = decode_image(params.image)
         prompts = self._prompts(params)
         check_inside(prompts, image.width, image.height, params.normalize_coords)
-        check_response_size(image.width, image.height, params)
         job.checkpoint()
         masks, scores, logits = self.predictor.predict(image, prompts, params)
         job.checkpoint()
