@@ -26,11 +26,11 @@ import hmac
 import ipaddress
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from lpnode.errors import ConfigError, ForbiddenError, JobError, UnauthorizedError, go_text_response
+from lpnode.errors import ForbiddenError, JobError, UnauthorizedError, go_text_response
 from lpnode.protocol.asgi import ASGIApp, Receive, Scope, Send
+from lpnode.protocol.orch_secret import read_secret
 
 ADMIN_TOKEN_ENV = "LPNODE_ADMIN_TOKEN"
 """The environment variable an admin token is read from when no ``--admin-token`` is given."""
@@ -43,16 +43,7 @@ def read_admin_token(value: str | None = None, env: Mapping[str, str] | None = N
     """``--admin-token``: the token itself, or the path of a file holding it (trimmed); without one, the
     ``LPNODE_ADMIN_TOKEN`` environment variable (same rules). Empty: no token is required."""
     text = (value or "").strip() or (os.environ if env is None else env).get(ADMIN_TOKEN_ENV, "").strip()
-    path = Path(text).expanduser()
-    if text and path.is_file():
-        try:
-            token = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the admin token file {path}: {exc}") from None
-        if not token:
-            raise ConfigError(f"the admin token file {path} is empty")
-        return token
-    return text
+    return read_secret(text, "admin token")
 
 
 def admin_headers(token: str) -> dict[str, str]:

@@ -8,15 +8,16 @@ from pathlib import Path
 from lpnode.errors import ConfigError
 
 
-def read_secret(value: str) -> str:
-    """``-orchSecret``: the secret itself, or a file holding it (trimmed), as go-livepeer reads it."""
+def read_secret(value: str, what: str = "orchestrator secret") -> str:
+    """``-orchSecret`` (or another secret named ``what``): the secret itself, or a file holding it (trimmed), as
+    go-livepeer reads it."""
     path = Path(value).expanduser()
     if value and path.is_file():
         try:
             secret = path.read_text().strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the orchestrator secret file {path}: {exc}") from None
+            raise ConfigError(f"cannot read the {what} file {path}: {exc}") from None
         if not secret:
-            raise ConfigError(f"the orchestrator secret file {path} is empty")
+            raise ConfigError(f"the {what} file {path} is empty")
         return secret
     return value.strip()
