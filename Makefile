@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # The PyTorch release to install; override with e.g. `make TORCH='torch==2.14.1' test`.
 TORCH ?= torch==2.13.0
+# anvil for the dev chain, installed into .tools/ (src/lpnode/payments/devchain.py finds it there).
+ANVIL_VERSION := 1.7.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lpnode-installed
 UP_ARGS ?=
@@ -13,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# anvil (npm @foundry-rs/anvil, pinned): the local chain of `lpnode devchain` and `lpnode up --network devchain`
+	@if command -v npm >/dev/null 2>&1; then \
+		mkdir -p .tools && echo '*' > .tools/.gitignore && \
+		npm install --silent --no-audit --no-fund --prefix .tools @foundry-rs/anvil@$(ANVIL_VERSION); \
+	else echo "npm not found: skipping anvil, which only the dev chain needs (install Node.js, then make again)" >&2; fi
 	touch $(STAMP)
 
 up: $(STAMP)  ## run gateway, orchestrator and runners here, offline, with tiny models (UP_ARGS="--http-addr 127.0.0.1:9935")
@@ -34,4 +41,4 @@ openapi: $(STAMP)  ## regenerate docs/openapi/runner.json from the code
 	$(BIN)/lpnode openapi --output docs/openapi/runner.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """The ``lpnode`` command.
 
-    lpnode up                       everything on one machine, offline, on 127.0.0.1
+    lpnode up                       everything on one machine, offline, on 127.0.0.1 (--network devchain: paid)
     lpnode runner                   serve one pipeline + model over the ai-runner HTTP API
     lpnode orchestrator             serve an aiModels.json to Livepeer gateways (runner pool, gRPC, AI jobs)
     lpnode gateway                  the public AI API, routing jobs to orchestrators
@@ -15,6 +15,10 @@
     lpnode dashboard --from URL     serve the network page for any gateway's /getNetworkCapabilities
     lpnode trickle serve|publish|subscribe  a trickle server and clients (live video transport)
     lpnode live play FILE           stream a video file through a gateway's live pipeline
+    lpnode wallet new|show          an Ethereum keystore wallet for on-chain nodes
+    lpnode deposit                  a gateway's deposit and reserve on the TicketBroker: show, fund, unlock, withdraw
+    lpnode tickets                  an orchestrator's tickets: received, won, queued, redeemed, ETH earned
+    lpnode devchain                 a local chain (anvil) with Livepeer's contracts, for development
 
 Errors an operator can fix print as one ``lpnode: error: ...`` line and exit with status 2.
 """
@@ -40,6 +44,8 @@ from lpnode.gateway.command import add_gateway_parser
 from lpnode.gateway.keys_command import add_keys_parser, add_usage_parser, run_keys, run_usage
 from lpnode.gateway.live.play import add_live_parser, run_live
 from lpnode.orchestrator.command import add_orchestrator_parser
+from lpnode.payments.command import add_payment_parsers, run_deposit, run_tickets, run_wallet
+from lpnode.payments.devchain_command import add_devchain_parser, run_devchain
 from lpnode.trickle.command import add_trickle_parser, run_trickle
 from lpnode.worker.command import add_worker_parser
 
@@ -180,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="require this token on both admin APIs, or a file holding it [LPNODE_ADMIN_TOKEN]",
     )
+    up.add_argument(
+        "--network",
+        choices=("offchain", "devchain"),
+        default="offchain",
+        help="offchain (default: nothing is paid), or devchain: a local chain, every job paid with tickets",
+    )
     _runner_parser(sub)
     add_orchestrator_parser(sub)
     add_worker_parser(sub)
@@ -190,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_byoc_parser(sub)
     add_trickle_parser(sub)
     add_live_parser(sub)
+    add_payment_parsers(sub)
+    add_devchain_parser(sub)
     _models_parser(sub)
     oa = sub.add_parser("openapi", help="write the runner's OpenAPI document")
     oa.add_argument("--output", type=Path, default=DEFAULT_OPENAPI_PATH, help=f"default {DEFAULT_OPENAPI_PATH}")
@@ -377,6 +391,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         orch_secret=args.orch_secret,
         orch_cli_addr=args.orch_cli_addr,
         admin_token=read_admin_token(args.admin_token),
+        network=args.network,
     )
     return 0
 
@@ -393,6 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "byoc": run_byoc,
         "trickle": run_trickle,
         "live": run_live,
+        "wallet": run_wallet,
+        "deposit": run_deposit,
+        "tickets": run_tickets,
+        "devchain": run_devchain,
         "models": _cmd_models,
         "openapi": _cmd_openapi,
         "up": _cmd_up,

@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lpnode.errors import ConfigError, SupervisedProcessError
 from lpnode.logs import configure_logging, log_event
@@ -39,7 +40,11 @@ from lpnode.pipelines import BATCH_PIPELINES
 from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV
 from lpnode.serving import port_is_free, require_free
 
+if TYPE_CHECKING:
+    from lpnode.up_chain import StackChain
+
 log = logging.getLogger("lpnode.up")
+DEVCHAIN = "devchain"
 
 # Every batch pipeline has a tiny model, named for the pipeline it serves (lpnode.runner.tiny).
 TINY_MODELS = {p: f"lpnode/tiny-{p}" for p in BATCH_PIPELINES}
@@ -95,13 +100,14 @@ def example_request(base_url: str) -> str:
 def run_up(
     data_dir: Path, *, ai_models: str = "", http_addr: str = "127.0.0.1:8935", cli_addr: str = "127.0.0.1:5935",
     orch_port: int = 8936, orch_secret: str = "", orch_cli_addr: str = "127.0.0.1:7935", admin_token: str = "",
+    network: str = "offchain",
 ) -> None:  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging("info")
-    from lpnode.gateway.command import settings_from_args
-    from lpnode.gateway.server import Gateway
     from lpnode.orchestrator.settings import cli_address
-    from lpnode.serving import run_until_stopped
+
+    if network not in ("offchain", DEVCHAIN):
+        raise ConfigError(f"--network {network!r}: lpnode up runs offchain (the default) or on a local {DEVCHAIN}")
 
     orch_cli_host, orch_cli_port = cli_address(orch_cli_addr)
     if orch_cli_port is not None and not port_is_free(orch_cli_host, orch_cli_port):
@@ -139,7 +145,37 @@ def run_up(
     # The token goes to the orchestrator in its environment, never on its command line (`ps` shows that).
     child_env = {**os.environ, ADMIN_TOKEN_ENV: admin_token} if admin_token else None
 
-    gateway = settings_from_args(_gateway_args(orch_url, http_addr, cli_addr, data_dir / "gateway", admin_token))
+    keeper = chain = None
+    if network == DEVCHAIN:
+        from lpnode.up_chain import ChainKeeper
+
+        keeper = ChainKeeper(data_dir)
+        chain = keeper.start()
+        command += chain.orchestrator_flags()
+    try:
+        _serve_stack(
+            command, child_env, data_dir, orch_url, http_addr, cli_addr, orch_cli_addr, orch_cli_port, admin_token,
+            orch_secret, secret_file, chain,
+        )  # fmt: skip
+    finally:
+        if keeper is not None:
+            keeper.stop()
+
+
+def _serve_stack(
+    command: list[str], child_env: dict[str, str] | None, data_dir: Path, orch_url: str, http_addr: str,
+    cli_addr: str, orch_cli_addr: str, orch_cli_port: int | None, admin_token: str, orch_secret: str,
+    secret_file: Path, chain: StackChain | None,
+) -> None:  # fmt: skip
+    """Start the orchestrator under supervision and serve the gateway here until stopped."""
+    from lpnode.gateway.command import settings_from_args
+    from lpnode.gateway.server import Gateway
+    from lpnode.serving import run_until_stopped
+
+    chain_flags = chain.gateway_flags() if chain is not None else []
+    gateway = settings_from_args(
+        _gateway_args(orch_url, http_addr, cli_addr, data_dir / "gateway", admin_token, chain_flags)
+    )
     cert = data_dir / "orchestrator" / "tls" / "cert.pem"
     supervisor = Supervisor(
         "orchestrator",
@@ -157,6 +193,7 @@ def run_up(
             f"  orchestrator  {orch_url}{orch_admin}\n"
             f"  orch secret   {secret_where}  (for lpnode byoc register --secret)\n"
             f"  dashboard     {base}/dashboard\n  live video    {base}/live  (webcam through a live pipeline)\n"
+            f"{_chain_banner(chain)}"
             f"Try it:\n  {example_request(base)}\n"
         )
         health = f"http://{gateway.http_host if ':' not in gateway.http_host else f'[{gateway.http_host}]'}"
@@ -304,7 +341,19 @@ class Supervisor:
             _stop(proc)
 
 
-def _gateway_args(orch_url: str, http_addr: str, cli_addr: str, data_dir: Path, admin_token: str) -> argparse.Namespace:
+def _chain_banner(chain: StackChain | None) -> str:
+    if chain is None:
+        return ""
+    return (
+        f"  chain         {chain.url}  (dev chain, id {chain.chain_id}; -ethController {chain.controller})\n"
+        f"  paying        gateway {chain.gateway} -> orchestrator {chain.orchestrator}  (lpnode tickets, "
+        f"lpnode deposit)\n"
+    )
+
+
+def _gateway_args(
+    orch_url: str, http_addr: str, cli_addr: str, data_dir: Path, admin_token: str, extra: list[str] | None = None
+) -> argparse.Namespace:
     """``lpnode gateway``'s flags for this stack, every other flag at its default."""
     from lpnode.gateway.command import add_gateway_parser
 
@@ -321,6 +370,7 @@ def _gateway_args(orch_url: str, http_addr: str, cli_addr: str, data_dir: Path, 
             cli_addr,
             "--data-dir",
             str(data_dir),
+            *(extra or []),
         ]
     )
     args.admin_token = admin_token  # already read (it may have been a file)

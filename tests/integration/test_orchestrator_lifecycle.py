@@ -67,7 +67,7 @@ def test_bad_ai_models_file_stops_startup_with_one_line_per_problem(case: str, t
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["-network", "arbitrum-one-mainnet"], "only off-chain mode is served here; use -network offchain"),
+        (["-network", "arbitrum-one-mainnet"], "-network arbitrum-one-mainnet needs -ethUrl"),
         (["--service-addr", "https://example.com:8935/path"], "must not have a path"),
         (["--nvidia", "zero"], "give all, none, or GPU ids such as 0,1"),
         ([], "give --ai-models FILE"),

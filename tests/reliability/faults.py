@@ -13,7 +13,9 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from live_nodes import LiveClient, LiveNetwork, write_clip
 from nodes import LONG, Answer, Burst, Pair, Up, Workers, call, wait_until
 
 from procs import wait_gone
@@ -34,6 +36,8 @@ class Outcome:
     orphans: list[int] = field(default_factory=list)
     """Processes the fault should have ended (a dead parent's children) still running."""
     notes: list[str] = field(default_factory=list)
+    served_by: list[str] = field(default_factory=list)
+    """Where a fault checks it: the orchestrators that served the requests sent once the hit part was back."""
 
     @property
     def statuses(self) -> list[int]:
@@ -157,4 +161,44 @@ def kill_up_orchestrator(up: Up, recovery: float = 60.0) -> Outcome:
         back_seconds=back,
         orphans=wait_gone([victim, *children], timeout=15),
         notes=notes,
+    )
+
+
+def kill_live_runner_mid_stream(network: LiveNetwork, clip: Path, frames: int, work: Path) -> Outcome:
+    """SIGKILL the live runner serving a stream mid-stream: the stream must go on at the other orchestrator,
+    the hit one must start its runner again and free the stream's slot, and the runner's pipeline process must
+    go with it. Then two streams at once must be served, one by each orchestrator (the restarted runner takes
+    one). The answers: the stream that was hit, then the two new ones."""
+    name = f"hit-{time.monotonic_ns()}"
+    hit = LiveClient(network, clip, frames, name, work / f"{name}.ts")
+    if wait_until(lambda: hit.output_segments() >= 2 and bool(hit.orchestrators), BUSY_TIMEOUT) is None:
+        hit.answer(timeout=5)
+        raise AssertionError(f"the stream never gave output: {hit.last}")
+    serving = network.node(hit.orchestrators[0])
+    victims = network.runner_tree(serving)
+    assert victims, "the serving orchestrator shows no runner pid"
+    os.kill(victims[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    back = wait_until(lambda: network.runner_idle(serving, not_pid=victims[0]), timeout=90, interval=0.2)
+    back_seconds = None if back is None else time.monotonic() - killed_at
+    first = hit.answer()
+    notes = [f"the hit stream: {hit.last.get('swaps')} swaps, orchestrators {hit.orchestrators}"]
+    notes.append(f"its state: {hit.last.get('state')}, last error: {hit.last.get('last_error')}")
+    notes.append(f"streams still held by the hit orchestrator: {network.streams_on(serving)}")
+    # A stopped stream holds its slot until its runner has finished the last input (a few seconds): the new
+    # streams start once both orchestrators are free, so they measure the restarted runner, not that drain.
+    free = wait_until(lambda: all(network.runner_idle(n) for n in (network.a, network.b)), timeout=60, interval=0.2)
+    notes.append("both orchestrators free again" if free is not None else "an orchestrator's slot stayed held")
+    short = work / "short.mp4"
+    short_frames = write_clip(short, 4.0)
+    after = [LiveClient(network, short, short_frames, f"after{i}-{time.monotonic_ns()}", work / f"after{i}.ts")
+             for i in range(2)]  # fmt: skip
+    answers = [first, *(client.answer() for client in after)]
+    return Outcome(
+        "live runner SIGKILLed mid-stream",
+        answers,
+        back_seconds=back_seconds,
+        orphans=wait_gone(victims, timeout=10),
+        notes=notes,
+        served_by=sorted(o for client in after for o in client.orchestrators),
     )

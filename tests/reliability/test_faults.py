@@ -16,6 +16,7 @@ from pathlib import Path
 import faults
 import pytest
 import requests
+from live_nodes import LiveNetwork, write_clip
 from nodes import BODY, Pair, Up, Workers, call, logs_with_tracebacks, wait_until
 
 from procs import GatewayProcess, RunnerProcess, wait_gone
@@ -118,3 +119,23 @@ def test_lpnode_up_restarts_its_killed_orchestrator_or_exits_saying_why(
         up.stop()
     assert wait_gone([up.proc.pid, *watched]) == [], "lpnode up left processes behind"
     assert logs_with_tracebacks([tmp_path]) == {}
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveNetwork]:
+    network = LiveNetwork(tmp_path / "live")
+    yield network
+    assert network.stop() == [], "processes outlived the test"
+
+
+def test_a_live_runner_killed_mid_stream_costs_no_stream_and_is_restarted(live: LiveNetwork, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    outcome = faults.kill_live_runner_mid_stream(live, clip, write_clip(clip, 16.0), tmp_path)
+    hit, *after = outcome.answers
+    assert hit.status == 200, (hit.message, outcome.notes)  # it went on at the other orchestrator
+    assert outcome.back_seconds is not None, f"the orchestrator never restarted its live runner: {outcome.notes}"
+    assert [a.status for a in after] == [200, 200], ([a.message for a in after], outcome.notes)
+    # Both orchestrators served again at once: the restarted runner took one of the new streams.
+    assert outcome.served_by == sorted([live.a.base_url, live.b.base_url]), outcome.notes
+    assert outcome.orphans == [], "the killed runner's pipeline process outlived it"
+    assert logs_with_tracebacks([live.root]) == {}

@@ -39,7 +39,7 @@ SHARED = frozenset(
         "errors", "logs", "results", "http_relay", "serving", "http_limits", "uvicorn_config",
     }
 )  # fmt: skip
-WIRING = frozenset({"cli", "up"})
+WIRING = frozenset({"cli", "up", "up_chain"})
 """The only modules that wire roles together: they may import anything."""
 WIRE_LIBRARIES = frozenset({"protocol", "payments", "trickle", "schemas", "pipelines"})
 """What roles share (with the top-level shared modules); they know no role."""

@@ -15,8 +15,12 @@
    ``X-Orchestrator-Url``.
 
 Off-chain the gateway has no Ethereum key: it sends the zero address as sender, without a signature,
-and no ``Livepeer-Payment``. Each request is recorded in the usage log with pipeline = capability name,
-units = whole seconds charged and the orchestrator's price per second.
+and no ``Livepeer-Payment``. On chain it asks for tokens as its wallet (``{"addr", "sig"}``), signs each job
+(``keccak256(request + parameters)``) and pays from the token's ticket params and price, as go-livepeer's
+BYOC gateway does: no tickets while the orchestrator's ``balance`` covers 120 s at its price, else enough for
+``timeout_seconds`` (:func:`lpnode.gateway.payments.byoc_tickets`); ``Livepeer-Balance`` from each answer is
+kept per (orchestrator, capability) for status. Each request is recorded in the usage log with pipeline =
+capability name, units = whole seconds charged and the orchestrator's price per second.
 """
 
 from __future__ import annotations
@@ -30,14 +34,22 @@ import time
 from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from google.protobuf import json_format
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lpnode.byoc.job_request import JOB_HEADER, JobRequest, decode_job_request, go_duration, normalize_url
+from lpnode.byoc.job_request import (
+    JOB_HEADER,
+    JobRequest,
+    decode_job_request,
+    go_duration,
+    normalize_url,
+    signed_message,
+)
 from lpnode.byoc.ledger import seconds_charged
 from lpnode.errors import PayloadTooLargeError, UnavailableError
 from lpnode.gateway.directory import Directory
@@ -47,6 +59,11 @@ from lpnode.gateway.transport import AiohttpTransport, HopAnswer, HopError, HopR
 from lpnode.gateway.tries import Retry, Tries
 from lpnode.http_relay import RelayedStream, disconnected, first_of
 from lpnode.logs import log_event
+from lpnode.protocol.job_hop import PAYMENT_HEADER
+from lpnode.protocol.lp_rpc_pb2 import PriceInfo, TicketParams
+
+if TYPE_CHECKING:
+    from lpnode.gateway.payments import GatewayPayments, Staged
 
 log = logging.getLogger("lpnode.gateway.byoc")
 SEARCH_TIMEOUT = 2.0
@@ -69,6 +86,9 @@ class JobToken:
     service_addr: str
     price: Fraction
     available: int
+    price_info: PriceInfo | None = None  # as the token gave it: echoed exactly in a payment
+    ticket_params: TicketParams | None = None  # on chain
+    balance: Fraction = Fraction(0)  # what the orchestrator holds for this gateway and capability
 
 
 class ByocGateway:
@@ -78,11 +98,15 @@ class ByocGateway:
         session: aiohttp.ClientSession,
         wrapper: JobWrapper,
         transport: OrchestratorTransport | None = None,
+        payments: GatewayPayments | None = None,
     ) -> None:
         self.directory = directory
         self.session = session
         self.wrapper = wrapper
         self.transport = transport or AiohttpTransport(session)
+        self.payments = payments  # None: off-chain
+        self.balances: dict[tuple[str, str], Fraction] = {}
+        """(orchestrator, capability) -> the last ``Livepeer-Balance`` it reported (wei)."""
 
     def routes(self) -> list[Route]:
         return [
@@ -119,7 +143,7 @@ class ByocGateway:
         answers = await self._tokens(orchestrators, job.capability, each, search)
         tokens = [a for a in answers.values() if isinstance(a, JobToken)]
         usable = [t for t in tokens if t.available > 0 and allowed(t.orchestrator, t.service_addr)]
-        header = job.encode(sender=ZERO_ADDRESS, sig="")
+        header = self._job_header(job)
         sub_path = request.path_params.get("path", "")
 
         async def pick(tried: Collection[str]) -> JobToken | None:
@@ -131,6 +155,13 @@ class ByocGateway:
         tries.reasons += [f"{url}: {a}" for url, a in answers.items() if isinstance(a, str)]
         tries.reasons += [f"{url}: no job token within {search:g}s" for url in orchestrators if url not in answers]
         return await tries.run(lambda token: self._attempt(request, token, job, header, sub_path, body, record))
+
+    def _job_header(self, job: JobRequest) -> str:
+        """The ``Livepeer`` header sent on: this gateway as sender, signed on chain."""
+        if self.payments is None:
+            return job.encode(sender=ZERO_ADDRESS, sig="")
+        sig = self.payments.sign(signed_message(job))
+        return job.encode(sender=self.payments.checksum_address, sig="0x" + sig.hex())
 
     async def _tokens(
         self, orchestrators: Iterable[str], capability: str, each: float, search: float
@@ -152,7 +183,8 @@ class ByocGateway:
         return arrived
 
     async def _token(self, url: str, capability: str, timeout: float) -> JobToken | str:
-        sender = base64.b64encode(json.dumps({"addr": ZERO_ADDRESS, "sig": ""}).encode()).decode()
+        who = self.payments.address_header() if self.payments is not None else {"addr": ZERO_ADDRESS, "sig": ""}
+        sender = base64.b64encode(json.dumps(who).encode()).decode()
         headers = {"Livepeer-Capability": capability, "Livepeer-Eth-Address": sender}
         try:
             async with self.session.get(
@@ -176,7 +208,18 @@ class ByocGateway:
         except (TypeError, ValueError):
             return "the job token's price or available_capacity is not a number"
         service = str(data.get("service_addr") or url).rstrip("/")
-        return JobToken(url, service, Fraction(per_unit, per or 1), available)
+        try:
+            price_info = json_format.ParseDict(price, PriceInfo(), ignore_unknown_fields=True)
+            params = data.get("ticket_params")
+            ticket_params = (
+                json_format.ParseDict(params, TicketParams(), ignore_unknown_fields=True)
+                if isinstance(params, dict) and params
+                else None
+            )
+            balance = Fraction(str(data.get("balance") or 0))
+        except (json_format.ParseError, ValueError, ZeroDivisionError):
+            return "the job token's price, ticket_params or balance cannot be read"
+        return JobToken(url, service, Fraction(per_unit, per or 1), available, price_info, ticket_params, balance)
 
     async def _attempt(
         self,
@@ -191,6 +234,9 @@ class ByocGateway:
         headers = {"Livepeer": header, "Livepeer-Capability": job.capability}
         if request.headers.get("content-type"):
             headers["Content-Type"] = request.headers["content-type"]
+        staged = await self._pay(token, job)
+        if staged is not None:
+            headers[PAYMENT_HEADER] = staged.header
         url = f"{token.service_addr}/process/request/{sub_path}".rstrip("/")
         deadline = time.monotonic() + job.timeout_seconds + EXTRA_SECONDS
         done = asyncio.Event()
@@ -213,6 +259,10 @@ class ByocGateway:
             raise Retry(str(exc)) from None
         record.orchestrator = token.service_addr
         record.price = token.price
+        reported = answer.headers.get("Livepeer-Balance")
+        if reported:
+            with contextlib.suppress(ValueError, ZeroDivisionError):
+                self.balances[(token.orchestrator, job.capability)] = Fraction(reported)
         passed = {k: v for k, v in answer.headers.items() if k.lower() in _PASSED}
         passed["X-Orchestrator-Url"] = token.service_addr
         response = RelayedStream(_chunks(answer, token.service_addr), status_code=answer.status, headers=passed)
@@ -222,6 +272,22 @@ class ByocGateway:
 
         response.on_close = close
         return response
+
+    async def _pay(self, token: JobToken, job: JobRequest) -> Staged | None:
+        """On chain, for a priced capability: the payment the job carries (go-livepeer's BYOC rule)."""
+        from lpnode.gateway.payments import SessionRefused, byoc_tickets
+
+        payments = self.payments
+        if payments is None or token.price <= 0 or token.ticket_params is None or token.price_info is None:
+            return None
+        self.balances[(token.orchestrator, job.capability)] = token.balance
+        session = payments.byoc_session(token.orchestrator, job.capability, token.ticket_params, token.price_info)
+        ev = payments.sender.expected_value(session.session_id) if session.session_id else Fraction(0)
+        tickets = byoc_tickets(token.price, token.balance, job.timeout_seconds, ev)
+        try:
+            return await payments.pay_tickets(session, tickets)
+        except SessionRefused as exc:
+            raise Retry(f"cannot pay it: {exc}") from None
 
 
 def _settle(job: JobRecord, status: int) -> None:

@@ -1,6 +1,8 @@
 """``lpnode gateway``: its flags, with go-livepeer's spellings accepted beside ours (``-gateway``,
 ``-httpAddr``, ``-orchAddr``, ``-cliAddr``, ``-orchWebhookUrl``, ``-maxPricePerCapability``,
-``-maxPricePerUnit``, ``-network offchain``, ``-dataDir``, ``-v``)."""
+``-maxPricePerUnit``, ``-dataDir``, ``-v``) and the chain flags (:func:`lpnode.payments.settings.add_chain_flags`:
+``-network``, ``-ethUrl``, ``-ethController``, ``-ethKeystorePath``, ``-ethAcctAddr``, ``-ethPassword``,
+``-maxTicketEV``, ``-maxTotalEV``, ``-depositMultiplier``, ``-livePaymentInterval``, ...); off-chain by default."""
 
 from __future__ import annotations
 
@@ -13,10 +15,9 @@ from typing import Any, TypeVar
 from lpnode.errors import ConfigError
 from lpnode.gateway.settings import SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price
 from lpnode.logs import command_log_level
+from lpnode.payments.settings import add_chain_flags, chain_settings
 from lpnode.pipelines import BATCH_PIPELINES
 from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
-
-OFFCHAIN = "offchain"
 
 
 def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,15 +55,14 @@ def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("--queue-wait", type=float, default=60.0, help="the longest a request waits for capacity (s)")
     p.add_argument("--data-dir", "-dataDir", dest="data_dir", type=Path, default=Path("~/.lpnode/gateway"))
-    p.add_argument("--network", "-network", default=OFFCHAIN, help="only offchain is served")
     p.add_argument("-gateway", "-broadcaster", dest="role", nargs="?", const="true", default="true")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
+    add_chain_flags(p, "gateway")
 
 
 def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
-    if args.network != OFFCHAIN:
-        raise ConfigError(f"-network {args.network}: only off-chain mode is served here; use -network offchain")
+    chain = chain_settings(args)
     orchestrators = [a.strip() for a in args.orch_addr.split(",") if a.strip()]
     if not orchestrators and not args.webhook:
         raise ConfigError(
@@ -92,6 +92,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         queue_wait=_at_least(args.queue_wait, 0, "--queue-wait"),
         auth=getattr(args, "auth", "none"),
         admin_token=read_admin_token(getattr(args, "admin_token", "")),
+        chain=chain if chain.on_chain else None,
     )
 
 

@@ -7,6 +7,12 @@ capabilities, so its answer carries every model it serves, with prices and hardw
 auth token is fetched again before it expires (in the last tenth of its validity, as go-livepeer does).
 A failed orchestrator is suspended, for longer each time it fails again (10 s doubling up to 5 min), and
 cleared by its next success.
+
+On chain, every ``GetOrchestrator`` carries the gateway's address and signature (``request``), and jobs use a
+second kind of info: :meth:`Directory.session_info`, asked with the job's capability and model so the
+orchestrator prices that model and makes ticket params for that price (go-livepeer's session refresh). It is
+kept per (orchestrator, pipeline, model) and fetched again when its token nears expiry, its ticket params
+expire (``expired``), or the orchestrator refuses its credentials (:meth:`Directory.forget_session`).
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import aiohttp
 
 from lpnode.gateway.orch_client import OrchestratorClient, OrchestratorUnreachable
 from lpnode.logs import log_event
-from lpnode.protocol.capabilities import capability_for_pipeline, pipeline_for_capability
-from lpnode.protocol.lp_rpc_pb2 import AuthToken, OrchestratorInfo
+from lpnode.protocol.capabilities import capability_bitstring, capability_for_pipeline, pipeline_for_capability
+from lpnode.protocol.lp_rpc_pb2 import AuthToken, Capabilities, OrchestratorInfo, OrchestratorRequest
 
 log = logging.getLogger("lpnode.gateway.directory")
 REFRESH_SECONDS = 60.0
@@ -48,6 +54,8 @@ class KnownOrchestrator:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     offer_suspensions: dict[tuple[str, str], Suspension] = field(default_factory=dict)
     """(pipeline, model) -> the suspension of that one offer (a job of it failed; the node answered)."""
+    sessions: dict[tuple[str, str], tuple[OrchestratorInfo, float]] = field(default_factory=dict)
+    """On chain: (pipeline, model) -> the info asked with that capability, and when it was fetched (wall clock)."""
 
     @property
     def suspended(self) -> bool:
@@ -91,8 +99,14 @@ class Directory:
         session: aiohttp.ClientSession | None = None,
         refresh_seconds: float = REFRESH_SECONDS,
         timeout: float = DISCOVERY_TIMEOUT,
+        request: Callable[[Capabilities | None], OrchestratorRequest] | None = None,
+        expired: Callable[[OrchestratorInfo], bool] | None = None,
     ) -> None:
         self.client = client
+        self.request = request
+        """On chain: the signed ``GetOrchestrator`` request (with a job's capabilities, or ``None``)."""
+        self.expired = expired
+        """On chain: whether an info's ticket params have expired."""
         self.static = list(addresses)
         self.webhook_url = webhook_url
         self.session = session
@@ -146,7 +160,10 @@ class Directory:
         async with orch.lock:
             started = time.monotonic()
             try:
-                info = await self.client.get_info(orch.url, timeout=self.timeout)
+                if self.request is None:
+                    info = await self.client.get_info(orch.url, timeout=self.timeout)
+                else:
+                    info = await self.client.get_info(orch.url, self.request(None), timeout=self.timeout)
             except OrchestratorUnreachable as exc:
                 self.suspend(orch.url, str(exc))
                 return
@@ -170,12 +187,34 @@ class Directory:
                 raise OrchestratorUnreachable(orch.problem or f"{url}: no answer")
         return info.auth_token
 
+    async def session_info(self, url: str, pipeline: str, model_id: str) -> OrchestratorInfo:
+        """On chain: ``url``'s info asked with (pipeline, model_id), whose ``price_info`` is that model's price
+        and whose ticket params are made for it; fetched again when its token nears expiry or its ticket params
+        expired. Raises :class:`OrchestratorUnreachable` when the orchestrator does not answer."""
+        orch = self.orchestrators[url]
+        key = (pipeline, model_id)
+        async with orch.lock:
+            held = orch.sessions.get(key)
+            if held is not None and not self._stale(*held):
+                return held[0]
+            caps = job_capabilities(pipeline, model_id)
+            request = self.request(caps) if self.request is not None else OrchestratorRequest(capabilities=caps)
+            request.ignoreCapacityCheck = True
+            info = await self.client.get_info(url, request, timeout=self.timeout)
+            orch.sessions[key] = (info, time.time())
+            return info
+
+    def _stale(self, info: OrchestratorInfo, fetched_at: float) -> bool:
+        return _expiring(info.auth_token, fetched_at) or (self.expired is not None and self.expired(info))
+
     def forget_session(self, url: str) -> None:
-        """``url`` refused its session's credentials: the next :meth:`token` fetches new info and a new token
-        before the orchestrator is used again (it stays on offer meanwhile)."""
+        """``url`` refused its session's credentials or ticket params: the next :meth:`token` or
+        :meth:`session_info` fetches new info, a new token and new params before the orchestrator is used again
+        (it stays on offer meanwhile)."""
         orch = self.orchestrators.get(url)
         if orch is not None:
             orch.fetched_at = 0.0
+            orch.sessions.clear()
             if orch.info is not None:
                 orch.info.auth_token.expiration = 0
 
@@ -275,6 +314,16 @@ def normalize_address(address: str) -> str:
     if ":" not in rest.rsplit("]", 1)[-1]:
         rest += ":8935"
     return f"{scheme}://{rest}"
+
+
+def job_capabilities(pipeline: str, model_id: str) -> Capabilities:
+    """What a job's ``GetOrchestrator`` asks with: its capability, a ``capacities`` entry for it (which makes
+    the orchestrator price the request per model) and the model's constraint, as go-livepeer's sessions do."""
+    cap = capability_for_pipeline(pipeline)
+    caps = Capabilities(bitstring=capability_bitstring([cap]))
+    caps.capacities[cap] = 1
+    caps.constraints.PerCapability[cap].models[model_id].warm = False
+    return caps
 
 
 def _price(info: OrchestratorInfo, cap: int, model_id: str) -> Fraction | None:

@@ -12,6 +12,12 @@ where results are wanted inline, and ``Lpnode-Timeout`` with the time left) thro
 - an error answer, or none: :func:`lpnode.gateway.tries.refusal` / :func:`~lpnode.gateway.tries.unreachable`
   decide between handing the error to the caller, trying this orchestrator again, or moving on.
 
+On chain (``payments`` given), each try uses the orchestrator's session for this (pipeline, model)
+(:meth:`lpnode.gateway.directory.Directory.session_info`: that model's price and ticket params) and carries
+tickets worth the job's fee, units × price (:mod:`lpnode.gateway.payments`): the credit is settled when the
+orchestrator serves and put back when it does not; refused ticket params are fetched again (go's rules, in
+:func:`lpnode.gateway.tries.refusal`). An audio-to-text job's length is read before it is paid for.
+
 When every orchestrator offering the model is at capacity, the job waits its turn in the capacity queue
 (:mod:`lpnode.gateway.capacity_queue`) and tries again when a place frees. When no orchestrator is left the
 caller gets a 503 saying why; past the deadline, a 504.
@@ -24,6 +30,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Collection
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import aiohttp
 from starlette.requests import Request
@@ -38,10 +46,10 @@ from lpnode.gateway.result_hosting import host_results
 from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.settings import PriceCaps
 from lpnode.gateway.transport import HopAnswer, HopError, HopRequest, HopTimeout, OrchestratorTransport
-from lpnode.gateway.tries import Retry, Tries, refusal, unreachable
+from lpnode.gateway.tries import Retry, Tries, payment_refusal, refusal, unreachable
 from lpnode.http_relay import RelayedStream, disconnected, first_of
 from lpnode.logs import log_event
-from lpnode.pipelines import spec
+from lpnode.pipelines import audio_units, spec
 from lpnode.protocol.capabilities import pipeline_for_capability
 from lpnode.protocol.job_hop import (
     ERROR_BODY_LIMIT,
@@ -52,7 +60,11 @@ from lpnode.protocol.job_hop import (
     encode_segment,
     timeout_value,
 )
+from lpnode.protocol.lp_rpc_pb2 import AuthToken
 from lpnode.results import ResultStore
+
+if TYPE_CHECKING:
+    from lpnode.gateway.payments import GatewayPayments, Staged
 
 log = logging.getLogger("lpnode.gateway.forward")
 MAX_ATTEMPTS = 6
@@ -83,8 +95,10 @@ class Forwarder:
         store: ResultStore,
         public_url: str,
         queues: CapacityQueues | None = None,
+        payments: GatewayPayments | None = None,
     ) -> None:
         self.directory = directory
+        self.payments = payments  # None: off-chain, an empty Livepeer-Payment
         self.queues = queues or CapacityQueues()
         directory.listeners.append(self._capacity_seen)
         self.selector = selector
@@ -99,6 +113,10 @@ class Forwarder:
         """Serve ``job``; ``request`` is the caller's, watched for a disconnect (``None``: nobody waits). When every
         orchestrator offering the model is at capacity, the job waits in the capacity queue and tries again."""
         waited = False
+        if self.payments is not None and job.pipeline == "audio-to-text" and not record.units:
+            from lpnode.gateway.audio_duration import upload_seconds
+
+            record.units = audio_units(str(await upload_seconds(job.body, job.content_type)))
         if self.queues.waiting(job.pipeline, job.model_id):  # others wait for this model: join the line
             await self._wait(self.queues.wait(job.pipeline, job.model_id, record.key_id, deadline), request)
             waited = True
@@ -173,15 +191,71 @@ class Forwarder:
     async def _attempt(
         self, offer: Offer, job: Job, request: Request | None, deadline: float, record: JobRecord
     ) -> Response:
+        staged: Staged | None = None
+        if self.payments is None:
+            token = await self._token(offer)
+        else:
+            token, staged = await self._pay(offer, job, record.units)
         try:
-            token = await self.directory.token(offer.url)
+            return await self._send(offer, job, request, deadline, record, token, staged)
+        finally:
+            if staged is not None and not staged.done:
+                assert self.payments is not None
+                self.payments.restore(staged)
+
+    async def _token(self, offer: Offer) -> AuthToken:
+        try:
+            return await self.directory.token(offer.url)
         except OrchestratorUnreachable as exc:
             self.directory.suspend(offer.url, str(exc))
             raise Retry(str(exc)) from None
+
+    async def _pay(self, offer: Offer, job: Job, units: int) -> tuple[AuthToken, Staged]:
+        """On chain: the session's token and a staged payment of ``units`` × the session's price."""
+        from lpnode.gateway.payments import SessionRefused, manifest_for
+
+        payments = self.payments
+        assert payments is not None
+        if offer.price is None or offer.price > 0:
+            await payments.require_funds()  # an orchestrator makes no ticket params for an empty deposit
+        try:
+            info = await self.directory.session_info(offer.url, job.pipeline, job.model_id)
+        except OrchestratorUnreachable as exc:
+            self.directory.suspend(offer.url, str(exc))
+            raise Retry(str(exc)) from None
+        session = payments.session(offer.url, manifest_for(job.pipeline, job.model_id), info)
+        cap = self.caps.cap(job.pipeline, job.model_id)
+        if cap is not None and session.price > cap:
+            raise Retry(f"its price of {session.price} wei per unit is above the cap of {cap}")
+        try:
+            staged = await payments.pay(session, Fraction(units) * session.price)
+        except SessionRefused as exc:
+            if exc.refresh:
+                self.directory.forget_session(offer.url)
+                raise Retry(f"cannot pay it: {exc}", again=True) from None
+            self.directory.suspend_offer(offer.url, job.pipeline, job.model_id, f"cannot pay it: {exc}")
+            raise Retry(f"cannot pay it: {exc}") from None
+        return info.auth_token, staged
+
+    def _segment(self, token: AuthToken, job: Job) -> str:
+        if self.payments is None:
+            return encode_segment(token, job.pipeline, job.model_id)
+        return self.payments.segment(token, job.pipeline, job.model_id)  # signed: checked on chain
+
+    async def _send(
+        self,
+        offer: Offer,
+        job: Job,
+        request: Request | None,
+        deadline: float,
+        record: JobRecord,
+        token: AuthToken,
+        staged: Staged | None,
+    ) -> Response:
         headers = {
             "Content-Type": job.content_type,
-            SEGMENT_HEADER: encode_segment(token, job.pipeline, job.model_id),
-            PAYMENT_HEADER: "",
+            SEGMENT_HEADER: self._segment(token, job),
+            PAYMENT_HEADER: staged.header if staged is not None else "",
             **({} if spec(job.pipeline).asks_inline else {"Authorization": WORKER_AUTHORIZATION}),
             TIMEOUT_HEADER: timeout_value(deadline - time.monotonic()),
         }
@@ -197,6 +271,9 @@ class Forwarder:
                 if answer.status != 200:
                     error = await answer.read(ERROR_BODY_LIMIT)
                     await answer.close()
+                    if staged is not None and payment_refusal(answer.status, error) == "balance":
+                        assert self.payments is not None
+                        self.payments.drop(staged)  # our credit there is short: pay the whole fee next time
                     failure = refusal(
                         self.directory, offer.url, answer.status, error, pipeline=job.pipeline,
                         model_id=job.model_id, retry_after=answer.headers.get("Retry-After"),
@@ -204,6 +281,9 @@ class Forwarder:
                     self._ended(offer, time.monotonic() - started)  # the caller's mistake: it answered
                     settled = True
                     raise failure
+                if staged is not None:
+                    assert self.payments is not None
+                    self.payments.settle(staged)  # it accepted the payment and serves
                 record.orchestrator, record.price = offer.url, offer.price
                 record.headers = {k: v for k, v in answer.headers.items() if k.lower() == "x-audio-duration"}
                 if answer.content_type == "text/event-stream":

@@ -6,6 +6,10 @@ Public: ``POST /<pipeline>``, ``POST /process/request/<path>`` (BYOC), ``/live/v
 ``GET /healthz``, ``GET /metrics``, ``GET /dashboard`` (the network page, :mod:`lpnode.dashboard`).
 Admin: ``GET /getNetworkCapabilities``, ``GET /getAISessionPoolsInfo``, ``GET /metrics``, ``GET /dashboard``
 and ``GET /dashboard/usage``.
+
+On chain (``-network`` names one), the gateway opens the chain and its wallet before it serves and pays every
+job (:mod:`lpnode.gateway.payments`); ``/status`` then shows its address, deposit, reserve and what it sent
+each orchestrator, and ``/metrics`` counts the tickets.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import uvicorn
@@ -62,6 +66,9 @@ from lpnode.results import ResultStore, stream_route
 from lpnode.serving import QuietServer, bind_socket, run_until_stopped
 from lpnode.uvicorn_config import uvicorn_config
 
+if TYPE_CHECKING:
+    from lpnode.gateway.payments import GatewayPayments
+
 log = logging.getLogger("lpnode.gateway")
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -91,6 +98,7 @@ class Gateway:
         self.openai: OpenAIRoutes | None = None
         self.forwarder: Forwarder | None = None
         self.byoc: ByocGateway | None = None
+        self.payments: GatewayPayments | None = None  # on chain, once run() opened the chain
         database = database_path(settings.data_dir.expanduser())
         self.guard = KeyGuard(KeyStore(database)) if settings.auth == "keys" else None
         self.usage = UsageLog(database)
@@ -180,12 +188,34 @@ class Gateway:
             for o in self.directory.known()
         ]
         live = [s.status()["gateway_status"] for s in self.live.running()]
-        return JSONResponse({"orchestrators": known, "live": live})
+        body: dict[str, Any] = {"orchestrators": known, "live": live}
+        if self.payments is not None:
+            await self.payments.funds_problem()  # fresh deposit and reserve (cached by the chain watcher)
+            body["payments"] = self.payments.snapshot()
+        return JSONResponse(body)
+
+    async def _open_payments(self) -> None:
+        """Open the chain and the wallet (a ``ConfigError`` line when they are unusable) and count payments in
+        ``/metrics``."""
+        from lpnode.gateway.payments import GatewayPayments, PaymentsCollector
+        from lpnode.payments.settings import open_chain
+
+        chain = self.settings.chain
+        assert chain is not None
+        node = await open_chain(chain, self.settings.data_dir.expanduser())
+        try:
+            self.payments = await GatewayPayments.open(chain, node)
+        except BaseException:
+            await node.close()
+            raise
+        self.registry.register(PaymentsCollector(self.payments))
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         public_socket = bind_socket(s.http_host, s.http_port, flag="--http-addr")
         admin_socket = bind_socket(s.cli_host, s.cli_port, flag="--cli-addr")
+        if s.chain is not None:
+            await self._open_payments()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), connector=aiohttp.TCPConnector(limit=0)
         )
@@ -195,6 +225,8 @@ class Gateway:
             webhook_url=s.webhook_url,
             session=self._session,
             refresh_seconds=s.refresh_seconds,
+            request=self.payments.orchestrator_request if self.payments is not None else None,
+            expired=self.payments.params_expired if self.payments is not None else None,
         )
         transport = AiohttpTransport(self._session)
         forwarder = Forwarder(
@@ -207,14 +239,18 @@ class Gateway:
             self.store,
             s.base_url,
             CapacityQueues(s.queue_size, s.queue_wait),
+            payments=self.payments,
         )
         self.forwarder = forwarder
         admit = self.guard.admit_async if self.guard is not None else None
         wrapper = JobWrapper(admit=admit, record=self.record)
         self.api = PublicApi(forwarder, self.default_model, wrapper, timeout=s.timeout, async_jobs=self.async_jobs)
         self.openai = OpenAIRoutes(forwarder, self.directory, self.default_model, wrapper, timeout=s.timeout)
-        self.byoc = ByocGateway(self.directory, self._session, wrapper, transport)
-        self.live.attach(self.directory, SELECTORS[s.selector](), self.stats, s.caps, self._session, s.base_url)
+        self.byoc = ByocGateway(self.directory, self._session, wrapper, transport, payments=self.payments)
+        self.live.attach(
+            self.directory, SELECTORS[s.selector](), self.stats, s.caps, self._session, s.base_url,
+            payments=self.payments, payment_interval=s.chain.live_payment_interval if s.chain is not None else 5.0,
+        )  # fmt: skip
         refresher = asyncio.ensure_future(self.directory.run())
         servers = [_server(self.public_app(), public_socket), _server(self.admin_app(), admin_socket)]
         serving = [asyncio.ensure_future(server.serve(sockets=[sock])) for server, sock in servers]
@@ -232,6 +268,8 @@ class Gateway:
             await asyncio.gather(refresher, return_exceptions=True)
             await self.client.close()
             await self._session.close()
+            if self.payments is not None:
+                await self.payments.close()
             await asyncio.to_thread(self.usage.close)
             log_event(log, "gateway stopped")
 

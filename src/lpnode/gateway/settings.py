@@ -12,6 +12,7 @@ from lpnode.errors import ConfigError
 
 if TYPE_CHECKING:
     from lpnode.gateway.directory import Offer
+    from lpnode.payments.settings import ChainSettings
 
 SELECTOR_NAMES = ("latency", "go-livepeer")
 
@@ -19,7 +20,8 @@ SELECTOR_NAMES = ("latency", "go-livepeer")
 @dataclass(frozen=True)
 class PriceCaps:
     """Most wei per unit the gateway pays: per (pipeline, model), per pipeline (``"default"`` model), and
-    overall. go-livepeer's ``-maxPricePerUnit`` and ``-maxPricePerCapability``; enforced off-chain too."""
+    overall. go-livepeer's ``-maxPricePerUnit`` and ``-maxPricePerCapability``; enforced off-chain too, and on
+    chain against the price of each job's session as well as the advertised one."""
 
     overall: Fraction | None = None
     per_model: Mapping[tuple[str, str], Fraction] = field(default_factory=dict)
@@ -55,6 +57,7 @@ class GatewaySettings:
     result_ttl: float = 3600.0
     auth: str = "none"  # "keys": Bearer API keys from `lpnode keys`
     admin_token: str = ""  # required on the admin API when set (lpnode.protocol.admin_access)
+    chain: ChainSettings | None = None  # None: off-chain (no payments); else the chain the gateway pays on
 
     @property
     def base_url(self) -> str:

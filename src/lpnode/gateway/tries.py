@@ -7,6 +7,9 @@ caller gets a 503 (504 past the deadline) listing every reason.
 
 What an orchestrator's error answer means (:func:`refusal`):
 
+- a refused payment (go-livepeer's ``TicketParams expired`` and ``invalid ticket senderNonce`` answers, and
+  ``Insufficient balance``, which an orchestrator answers with 400): the session's params are dropped; expired
+  params are fetched again and this orchestrator tried once more, the others move on (go's rules, §5.2);
 - 400/413/415/422: the input is wrong — the caller gets it, in the runner's words; no retry;
 - 402/403: payment or credentials — its info and token are fetched again and it is tried once more;
 - 503: at capacity — the next one is tried; this one is not blamed;
@@ -29,6 +32,12 @@ from lpnode.protocol.job_hop import FINAL_STATUSES, answer_error, error_message
 
 BUSY_RETRY = 1.0
 """Seconds before asking an orchestrator at capacity again when its answer gave no ``Retry-After``."""
+PAYMENT_REFUSALS = {
+    "ticketparams expired": "expired",
+    "invalid ticket sendernonce": "nonce",
+    "insufficient balance": "balance",
+}
+"""go-livepeer's payment refusals (lower-cased, as its gateway matches them) and what each is called here."""
 C = TypeVar("C")
 R = TypeVar("R")
 
@@ -114,6 +123,11 @@ def refusal(
     """What orchestrator ``url``'s error answer to a (pipeline, model_id) job means: a :class:`JobError` for the
     caller (returned), or a :class:`Retry` (raised). Where the orchestrator is to blame, only that offer is
     suspended: the node answered, so its other pipelines and models stay on offer."""
+    refused = payment_refusal(status, body)
+    if refused:
+        directory.forget_session(url)  # new ticket params (and token) before this orchestrator is used again
+        message = error_message(body)
+        raise Retry(f"refused our payment ({status}: {message})", again=refused == "expired")
     if status in FINAL_STATUSES:  # the caller's mistake, not the orchestrator's
         error = answer_error(status, body)
         if final_prefix:
@@ -128,6 +142,14 @@ def refusal(
         raise Retry(message or "insufficient capacity", busy=True, retry_after=BUSY_RETRY if hint is None else hint)
     directory.suspend_offer(url, pipeline, model_id, f"answered {status}: {message}")
     raise Retry(f"answered {status}: {message}")
+
+
+def payment_refusal(status: int, body: bytes) -> str:
+    """Which of go-livepeer's payment refusals an error answer is (:data:`PAYMENT_REFUSALS`' names), or ""."""
+    if status not in (400, 402, 403):
+        return ""
+    text = error_message(body).lower()
+    return next((name for words, name in PAYMENT_REFUSALS.items() if words in text), "")
 
 
 def unreachable(directory: Directory, url: str, problem: str) -> Retry:

@@ -15,9 +15,14 @@
 A job is charged ``price × ceil(seconds)``: for a whole answer, the seconds until the container's answer
 starts (its body then streams); for an event stream, the seconds until ``[DONE]`` or its end.
 
-Unsigned jobs: this node runs off-chain, where go-livepeer checks no signature at all. lpnode checks a
-``sig`` when one is given (a bad one is 400 ``Could not verify job creds``) and serves an unsigned job as
-sender ``""``; there is no payment to take from anyone, so identity only labels the balance.
+Unsigned jobs: off-chain go-livepeer checks no signature at all. lpnode checks a ``sig`` when one is given
+(a bad one is 400 ``Could not verify job creds``) and serves an unsigned job as sender ``""``; there is no
+payment to take from anyone, so identity only labels the balance.
+
+On chain (go-livepeer §8.2, §8.4) every job must be signed; the job token carries ``ticket_params`` for the
+capability's price, the sender's ``balance`` and the ``price``. A priced job's ``Livepeer-Payment`` is
+processed for manifest = the capability's name (400 with go's message), and the balance must then cover 60
+seconds (400 ``Insufficient balance for request``). The job is charged as off-chain, from that balance.
 
 Errors are plain text with go-livepeer's status codes: 400 bad header or credentials, 503 ``No capacity
 available for capability`` (unknown, unhealthy or at capacity; with ``Retry-After``), the container's own
@@ -38,7 +43,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -61,7 +66,12 @@ from lpnode.errors import (
 )
 from lpnode.http_relay import RelayedStream, disconnected, first_of, release
 from lpnode.logs import log_event
+from lpnode.orchestrator.byoc_wire import address_bytes, ticket_params_json
+from lpnode.protocol.job_hop import PAYMENT_HEADER, decode_payment
 from lpnode.protocol.lp_rpc_pb2 import PriceInfo
+
+if TYPE_CHECKING:
+    from lpnode.orchestrator.payments import OrchestratorPayments
 
 log = logging.getLogger("lpnode.byoc")
 BALANCE_HEADER = "Livepeer-Balance"
@@ -72,6 +82,8 @@ MAX_CAPACITY = 10_000
 ERROR_BODY_LIMIT = 1024 * 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 _DONE = b"data: [DONE]"
+PREPAID_SECONDS = 60
+"""On chain a job needs a balance worth this many seconds at the capability's price (go-livepeer's rule)."""
 
 
 class ByocOrchestrator:
@@ -91,6 +103,8 @@ class ByocOrchestrator:
         self.health_interval = health_interval
         self.registry = CapabilityRegistry()
         self.ledger = Ledger()
+        self.payments: OrchestratorPayments | None = None
+        """On chain only: balances come from tickets instead of the off-chain ledger."""
 
     def routes(self) -> list[Route]:
         return [
@@ -188,9 +202,14 @@ class ByocOrchestrator:
         token: dict[str, Any] = {}
         if sender:
             token["sender_address"] = sender
-        balance = int(balance_text(self.ledger.balance(sender.get("addr", ""), name)))
+        balance = int(balance_text(self._balance(sender.get("addr", ""), name)))
         if balance:
             token["balance"] = balance
+        if self.payments is not None and sender:
+            address = address_bytes(sender.get("addr", ""))
+            if not self.payments.verify_address(address, sender.get("sig", "")):
+                return PlainTextResponse("ErrSegSig\n", status_code=400)  # go-livepeer's words for a bad sig
+            token["ticket_params"] = ticket_params_json(await self.payments.ticket_params(address, price))
         token["price"] = {
             k: v for k, v in (("pricePerUnit", price.pricePerUnit), ("pixelsPerUnit", price.pixelsPerUnit)) if v
         }
@@ -207,6 +226,8 @@ class ByocOrchestrator:
         job: JobRequest | None = None
         try:
             job = decode_job_request(request.headers.get(JOB_HEADER))
+            if self.payments is not None and not job.sig:
+                raise BadRequestError("Could not verify job creds: on chain a job must be signed by its sender")
             verify_signature(job)
             capability = self.registry.get(job.capability)
             if capability is None:
@@ -214,6 +235,8 @@ class ByocOrchestrator:
                     f"No capacity available for capability {job.capability}: it is not registered here"
                 )
             lease = await stack.enter_async_context(capability.target.lease(started + job.timeout_seconds))
+            if self.payments is not None:
+                await self._take_payment(request, job, capability.price.wei_per_second)
             response = await self._relay(request, job, capability, lease, started, stack)
         except TimeoutError:
             seconds = job.timeout_seconds if job is not None else 0
@@ -236,6 +259,30 @@ class ByocOrchestrator:
         else:
             await finish(response.status_code)
         return response
+
+    def _balance(self, sender: str, capability: str) -> Fraction:
+        if self.payments is None:
+            return self.ledger.balance(sender, capability)
+        return self.payments.balance(address_bytes(sender), capability) if sender else Fraction(0)
+
+    def _debit(self, sender: str, capability: str, amount: Fraction) -> Fraction:
+        if self.payments is None:
+            return self.ledger.debit(sender, capability, amount)
+        return self.payments.debit(address_bytes(sender), capability, Fraction(1), amount)
+
+    async def _take_payment(self, request: Request, job: JobRequest, price: Fraction) -> None:
+        """On chain: process the job's payment (if priced) and require 60 seconds of balance."""
+        assert self.payments is not None
+        if price <= 0:
+            return
+        sender = address_bytes(job.sender)
+        payment = decode_payment(request.headers.get(PAYMENT_HEADER.lower(), ""))
+        if payment.ticket_sender_params:
+            if bytes(payment.sender) != sender:
+                raise BadRequestError("Could not verify job creds: the payment's sender is not the job's")
+            await self.payments.process(payment, job.capability)
+        if self.payments.balance(sender, job.capability) < PREPAID_SECONDS * price:
+            raise BadRequestError("Insufficient balance for request")
 
     async def _relay(
         self,
@@ -269,7 +316,7 @@ class ByocOrchestrator:
             raise UnavailableError(f"the container of capability {job.capability} cannot be reached; retry") from None
         except TimeoutError:  # past timeout_seconds: the container worked all along, so it is charged; 504
             seconds = seconds_charged(time.monotonic() - started)
-            self.ledger.debit(job.sender, job.capability, capability.price.wei_per_second * seconds)
+            self._debit(job.sender, job.capability, capability.price.wei_per_second * seconds)
             raise
         except aiohttp.ClientError as exc:
             raise PipelineFailedError(
@@ -282,7 +329,7 @@ class ByocOrchestrator:
             """Debit this job once, for the seconds so far; the balance after it."""
             if not charged:
                 seconds = seconds_charged(time.monotonic() - started)
-                charged.append(self.ledger.debit(job.sender, job.capability, price * seconds))
+                charged.append(self._debit(job.sender, job.capability, price * seconds))
             return charged[0]
 
         async def settle() -> None:  # when the answer is sent, however it ends
@@ -296,7 +343,7 @@ class ByocOrchestrator:
             passed[BALANCE_HEADER] = balance_text(charge())
             return Response(error, status_code=upstream.status, headers=passed)
         if upstream.content_type == "text/event-stream":
-            balance = self.ledger.balance(job.sender, job.capability)
+            balance = self._balance(job.sender, job.capability)
             passed[BALANCE_HEADER] = passed[PAYMENT_BALANCE_HEADER] = balance_text(balance)
             passed["Cache-Control"] = "no-cache"
             stream = RelayedStream(_events(upstream, charge), status_code=upstream.status, headers=passed)

@@ -3,9 +3,10 @@
 An operator's go-livepeer start script works with the binary name changed: ``-aiModels``,
 ``-aiModelsDir``, ``-serviceAddr``, ``-httpAddr``, ``-orchSecret``, ``-nvidia``, ``-dataDir``,
 ``-aiRunnerImage``, ``-aiRunnerImageOverrides``, ``-aiVerboseLogs``, ``-aiRunnerContainersPerGPU``,
-``-orchestrator``, ``-aiWorker``, ``-monitor``, ``-network offchain`` and ``-v`` mean what they mean there
-(``-flag=value`` too). Flags of on-chain mode are refused with a clear line, since only off-chain mode is
-served.
+``-orchestrator``, ``-aiWorker``, ``-monitor``, ``-network`` and ``-v`` mean what they mean there
+(``-flag=value`` too). Off-chain is the default; the chain flags (``-network``, ``-ethUrl``, ``-ethController``,
+``-ethKeystorePath``, ``-ethAcctAddr``, ``-ethPassword``, ``-maxGasPrice``, ``-ticketEV``, ``-maxFaceValue``,
+``-priceFeedAddr``, ``-livePaymentInterval``) make every job a paid one (:mod:`lpnode.payments.settings`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from lpnode.orchestrator.settings import (
     parse_gpus,
     service_url,
 )
+from lpnode.payments.settings import OFFCHAIN as OFFCHAIN  # the worker command shares it
+from lpnode.payments.settings import add_chain_flags, chain_settings
 from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
 from lpnode.protocol.orch_secret import read_secret
 from lpnode.runner.pipelines import pipeline_names
 
-OFFCHAIN = "offchain"
 _TRUE = {"1", "t", "true", "yes", "on"}
 _FALSE = {"0", "f", "false", "no", "off"}
 
@@ -103,7 +105,6 @@ def add_orchestrator_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument(
         "--verbose-runner-logs", "-aiVerboseLogs", dest="verbose", nargs="?", const=True, default=False, type=_go_bool
     )
-    p.add_argument("--network", "-network", default=OFFCHAIN, help="only offchain is served")
     p.add_argument("-orchestrator", dest="role_orchestrator", nargs="?", const=True, default=True, type=_go_bool)
     p.add_argument("-aiWorker", dest="role_ai_worker", nargs="?", const=True, default=True, type=_go_bool)
     p.add_argument("-monitor", dest="monitor", nargs="?", const=True, default=True, type=_go_bool)
@@ -112,12 +113,11 @@ def add_orchestrator_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
+    add_chain_flags(p, "orchestrator")
 
 
 def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
     """Check the flags and build the settings; every problem is a one-line ``ConfigError``."""
-    if args.network != OFFCHAIN:
-        raise ConfigError(f"-network {args.network}: only off-chain mode is served here; use -network offchain")
     if not args.role_orchestrator:
         raise ConfigError("-orchestrator=false: this command runs an orchestrator; leave the flag out")
     if not args.ai_models and not args.orch_secret:
@@ -150,6 +150,7 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
             f"{args.ai_models} lists no models; add at least one entry, or give --orch-secret to serve "
             "only BYOC capabilities and remote AI workers"
         )
+    chain = chain_settings(args)
     data_dir = args.data_dir.expanduser()
     service = service_url(args.service_addr)
     host, port = listen_address(service, args.http_addr)
@@ -189,6 +190,7 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
         cli_port=cli_port,
         cli_addr_given=bool(args.cli_addr),
         admin_token=read_admin_token(args.admin_token),
+        chain=chain if chain.on_chain else None,
     )
 
 

@@ -7,19 +7,25 @@
   serve, are refused with **403**.
 
 Signatures (``SegData.sig``, ticket signatures) are only meaningful on-chain; off-chain they are not
-checked, as in go-livepeer.
+checked, as in go-livepeer. On chain the segment must be signed by the payment's sender (403 ``ErrSegSig``),
+checked first, as go-livepeer's ``verifySegCreds`` does; the tickets themselves are checked later, once the
+job is known to be servable (:mod:`lpnode.orchestrator.payments`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lpnode.errors import ForbiddenError
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import incompatibility
 from lpnode.protocol.job_hop import PAYMENT_HEADER, SEGMENT_HEADER, decode_payment, decode_segment
 from lpnode.protocol.lp_rpc_pb2 import Capabilities, Payment, SegData
+
+if TYPE_CHECKING:
+    from lpnode.orchestrator.payments import OrchestratorPayments
 
 
 @dataclass(frozen=True)
@@ -35,12 +41,18 @@ class Credentials:
 
 
 def check_credentials(
-    headers: Mapping[str, str], tokens: AuthTokens, offered: Callable[[], Capabilities]
+    headers: Mapping[str, str],
+    tokens: AuthTokens,
+    offered: Callable[[], Capabilities],
+    payments: OrchestratorPayments | None = None,
 ) -> Credentials:
     """Decode and check both headers; raises :class:`PaymentRequiredError` (402) or :class:`ForbiddenError` (403).
-    ``offered`` gives this node's capabilities; it is only called when the gateway sent capabilities."""
+    ``offered`` gives this node's capabilities; it is only called when the gateway sent capabilities.
+    ``payments`` (on chain only) checks the segment's signature."""
     payment = decode_payment(headers.get(PAYMENT_HEADER.lower(), ""))
     segment = decode_segment(headers.get(SEGMENT_HEADER.lower(), ""))
+    if payments is not None:
+        payments.check_segment(segment, payment)
     if segment.HasField("capabilities"):
         reason = incompatibility(segment.capabilities, offered())
         if reason is not None:

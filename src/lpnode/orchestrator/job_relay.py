@@ -12,6 +12,13 @@ request ends. A client that goes away cancels the runner call, which stops the j
 ``Lpnode-Timeout: <seconds>`` header bounds the job until its answer starts (waiting for a cold runner
 included): past it the job is cancelled and the caller gets 504. The headers and error texts are the job hop's
 (:mod:`lpnode.protocol.job_hop`).
+
+On chain (``payments`` set) the job is paid, in go-livepeer's order: the segment must be signed by the
+payment's sender (403), the job's units are counted (400 when they cannot be), capacity is reserved (503),
+the payment is processed for manifest ``<capability>_<model>`` (400 with go's message, capacity released),
+a priced job needs a balance of at least one ticket's EV (400 ``Insufficient balance``), and once the
+answer has been sent whole the balance is debited units × price. A refused payment is never credited;
+a failed job is never debited. LLM streams and remote workers' jobs are paid the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 from starlette.requests import Request
@@ -31,19 +38,25 @@ from lpnode.errors import BadRequestError, GatewayTimeoutError, JobError, Pipeli
 from lpnode.http_relay import RelayedStream, disconnected, first_of, release
 from lpnode.logs import log_event
 from lpnode.orchestrator.credentials import check_credentials
+from lpnode.orchestrator.info import PriceBook
 from lpnode.orchestrator.job_body import JobBody, read_model_id
+from lpnode.orchestrator.job_units import audio_units, job_units
 from lpnode.orchestrator.metrics import OrchestratorMetrics
 from lpnode.orchestrator.pool import InsufficientCapacity, LeasedRunner, RunnerPool, UnknownModelError
 from lpnode.orchestrator.remote_workers import RemoteWorkers, WorkerLease
 from lpnode.orchestrator.result_files import needs_rehosting, store_results
-from lpnode.pipelines import model_field
+from lpnode.pipelines import model_field, spec
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.job_hop import ERROR_BODY_LIMIT, TIMEOUT_HEADER, WORKER_AUTHORIZATION, read_timeout, runner_error
-from lpnode.protocol.lp_rpc_pb2 import Capabilities
+from lpnode.protocol.lp_rpc_pb2 import Capabilities, Payment
 from lpnode.results import ResultStore, new_request_id
+
+if TYPE_CHECKING:
+    from lpnode.orchestrator.payments import OrchestratorPayments, PaidJob
 
 log = logging.getLogger("lpnode.orchestrator.jobs")
 _PASSED_HEADERS = ("content-type", "content-length", "x-audio-duration", "cache-control")
+AUDIO = "audio-to-text"
 _T = TypeVar("_T")
 
 
@@ -60,7 +73,12 @@ class JobRelay:
         session: Callable[[], aiohttp.ClientSession],
         service_url: str,
         remote: RemoteWorkers | None = None,
+        payments: OrchestratorPayments | None = None,
+        prices: PriceBook | None = None,
     ) -> None:
+        self.payments = payments
+        """On chain only; ``None`` off-chain (nothing is charged)."""
+        self.prices = prices
         self.pool = pool
         self.remote = remote
         self.store = store
@@ -75,24 +93,32 @@ class JobRelay:
         started = time.perf_counter()
         stack = AsyncExitStack()
         labels: dict[str, str] = {"pipeline": pipeline, "model_id": ""}
+        paid: PaidJob | None = None
+        units = 0
+        response: Response | None = None
 
         async def finish(status: int) -> None:
             await stack.aclose()
+            if paid is not None and status == 200 and self.payments is not None:
+                seconds = response.headers.get("x-audio-duration") if response is not None else None
+                served = audio_units(seconds) if pipeline == AUDIO else units
+                self.payments.settle(paid, served)
             self.metrics.jobs.labels(**labels, status=str(status)).inc()
             self.metrics.job_seconds.labels(**labels).observe(time.perf_counter() - started)
 
         try:
             timeout = read_timeout(request.headers.get(TIMEOUT_HEADER))
             async with asyncio.timeout(timeout):
-                check_credentials(request.headers, self.tokens, self.capabilities)
-                body = await read_model_id(
-                    request.headers.get("content-type", ""),
-                    request.stream(),
-                    json_field=model_field(pipeline),
-                )
+                credentials = check_credentials(request.headers, self.tokens, self.capabilities, self.payments)
+                content_type = request.headers.get("content-type", "")
+                body = await read_model_id(content_type, request.stream(), json_field=model_field(pipeline))
                 labels["model_id"] = body.model_id or self._only_model(pipeline)
+                if self.payments is not None:
+                    body, units = await job_units(pipeline, content_type, body)
                 deadline = time.monotonic() + timeout if timeout is not None else None
                 runner = await self._choose(stack, pipeline, labels["model_id"], deadline)
+                if self.payments is not None:
+                    paid = await self._take_payment(credentials.payment, pipeline, labels["model_id"])
                 gauge = self.metrics.in_flight.labels(**labels)
                 gauge.inc()
                 stack.callback(gauge.dec)
@@ -113,6 +139,12 @@ class JobRelay:
         else:
             await finish(response.status_code)
         return response
+
+    async def _take_payment(self, payment: Payment, pipeline: str, model_id: str) -> PaidJob:
+        assert self.payments is not None
+        sender = "0x" + bytes(payment.sender).hex() if payment.sender else ""
+        advertised = self.prices.price(pipeline, model_id, sender) if self.prices is not None else None
+        return await self.payments.take(payment, f"{spec(pipeline).capability}_{model_id}", advertised)
 
     def _only_model(self, pipeline: str) -> str:
         """An omitted model_id means the pipeline's only model; with several, the caller must choose."""

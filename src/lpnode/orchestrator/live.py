@@ -18,6 +18,13 @@ channels are deleted and the lease released, when the input channel is deleted (
 has had no segment for ``input_timeout`` seconds, when the runner reports ``IDLE`` again (its input ended)
 or ``ERROR``, or when the runner is lost (it exited, and the pool restarts warm ones; an external runner that
 misses 3 health checks in a row).
+
+On chain the stream is paid (live-video.md §4.6): the payment sent with the start is processed for manifest
+``mid`` (400 with go-livepeer's message; a priced stream needs a balance of one ticket's EV, 400
+``Insufficient balance``); ``POST /payment`` (headers ``Livepeer-Payment`` and ``Livepeer-Segment`` naming
+``mid``) credits it and answers a protobuf ``PaymentResult{info}`` with fresh ticket params; every
+``-livePaymentInterval`` the stream is debited 27,648,000 units per second at its price, and a balance
+that falls below zero ends the stream (its channels are closed): a stream is never served unpaid.
 """
 
 from __future__ import annotations
@@ -28,25 +35,33 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lpnode.errors import BadRequestError, JobError, PipelineFailedError, go_text_response
+from lpnode.errors import BadRequestError, JobError, NotFoundError, PipelineFailedError, go_text_response
 from lpnode.logs import log_event
-from lpnode.orchestrator.credentials import check_credentials
+from lpnode.orchestrator.credentials import Credentials, check_credentials
 from lpnode.orchestrator.pool import LeasedRunner, RunnerPool
 from lpnode.orchestrator.pool.health import probe
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.job_hop import error_message
-from lpnode.protocol.lp_rpc_pb2 import Capabilities
+from lpnode.protocol.lp_rpc_pb2 import Capabilities, OrchestratorInfo, PaymentResult, SegData
 from lpnode.trickle import TrickleServer
+
+if TYPE_CHECKING:
+    from lpnode.orchestrator.info import PriceBook
+    from lpnode.orchestrator.payments import OrchestratorPayments, PaidJob
+
+PaidInfo = Callable[[bytes, SegData], Awaitable[OrchestratorInfo]]
+"""Fresh ``OrchestratorInfo`` (ticket params) for a paying sender, keeping its segment's auth token."""
 
 log = logging.getLogger("lpnode.orchestrator.live")
 PIPELINE = "live-video-to-video"
@@ -54,6 +69,9 @@ VIDEO_MIME = "video/MP2T"
 JSON_MIME = "application/json"
 MAX_BODY_BYTES = 1024 * 1024
 CHANNEL_SUFFIXES = {"": VIDEO_MIME, "-out": VIDEO_MIME, "-control": JSON_MIME, "-events": JSON_MIME}
+UNITS_PER_SECOND = 1280 * 720 * 30
+"""go-livepeer bills a live stream as 720p at 30 fps, whatever it really is."""
+NO_BALANCE = "insufficient balance"
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,9 @@ class LiveStream:
     started: float = field(default_factory=time.time)
     ended_by: str = ""
     task: asyncio.Task[None] | None = None
+    paid: PaidJob | None = None
+    accounted: float = field(default_factory=time.monotonic)
+    """When the stream was last debited (monotonic)."""
 
     def view(self) -> dict[str, Any]:
         return {
@@ -120,6 +141,10 @@ class LiveRoute:
         self.service_url = service_url.rstrip("/")
         self.timings = timings or LiveTimings()
         self.streams: dict[str, LiveStream] = {}
+        self.payments: OrchestratorPayments | None = None
+        self.prices: PriceBook | None = None
+        self.payment_interval = 5.0
+        self.paid_info: PaidInfo | None = None
         self._starts = Counter(
             "lpnode_orchestrator_live_starts",
             "Live stream starts by model and HTTP status.",
@@ -130,16 +155,22 @@ class LiveRoute:
             "lpnode_orchestrator_live_streams", "Live streams running now.", ["model_id"], registry=registry
         )
 
+    def use_payments(
+        self, payments: OrchestratorPayments, prices: PriceBook, interval: float, paid_info: PaidInfo
+    ) -> None:
+        """On chain: charge every stream from now on, every ``interval`` seconds."""
+        self.payments, self.prices, self.payment_interval, self.paid_info = payments, prices, interval, paid_info
+
     def channel_url(self, name: str) -> str:
         return f"{self.service_url}/ai/trickle/{name}"
 
     async def handle(self, request: Request) -> Response:
         model_id = ""
         try:
-            check_credentials(request.headers, self.tokens, self.capabilities)
+            credentials = check_credentials(request.headers, self.tokens, self.capabilities, self.payments)
             body = await _read_body(request)
             model_id = str(body.get("model_id") or "") or self._only_model()
-            response = await self._start(request, body, model_id)
+            response = await self._start(request, body, model_id, credentials)
         except JobError as exc:
             response = go_text_response(exc)
         except Exception as exc:  # a bug: log it whole, answer a plain 500 without a traceback
@@ -156,12 +187,13 @@ class LiveRoute:
             raise BadRequestError(f"{PIPELINE} is not served here")
         raise BadRequestError(f"model_id is required; {PIPELINE} models served here: {', '.join(models)}")
 
-    async def _start(self, request: Request, body: dict[str, Any], model_id: str) -> Response:
+    async def _start(self, request: Request, body: dict[str, Any], model_id: str, credentials: Credentials) -> Response:
         stack = AsyncExitStack()
         mid = secrets.token_hex(4)
         try:
             deadline = time.monotonic() + self.timings.runner_start
             runner = await stack.enter_async_context(self.pool.lease(PIPELINE, model_id, deadline))
+            paid = await self._take_payment(credentials, model_id, mid) if self.payments is not None else None
             for suffix, mime in CHANNEL_SUFFIXES.items():
                 self.trickle.create_channel(mid + suffix, mime)
             stream = LiveStream(
@@ -170,6 +202,7 @@ class LiveRoute:
                 stream_id=str(body.get("stream_id") or request.headers.get("streamid", "")),
                 request_id=str(body.get("gateway_request_id") or request.headers.get("requestid", "")),
                 runner=runner,
+                paid=paid,
             )
             await self._call_runner(stream, body.get("params") or {})
         except BaseException:
@@ -192,6 +225,40 @@ class LiveRoute:
                 "manifest_id": mid,
             }
         )
+
+    async def _take_payment(self, credentials: Credentials, model_id: str, mid: str) -> PaidJob:
+        assert self.payments is not None
+        payment = credentials.payment
+        sender = "0x" + bytes(payment.sender).hex() if payment.sender else ""
+        advertised = self.prices.price(PIPELINE, model_id, sender) if self.prices is not None else None
+        return await self.payments.take(payment, mid, advertised)
+
+    def _account(self, stream: LiveStream) -> bool:
+        """Debit the stream for the time since it was last debited, once a payment interval has passed;
+        False when its balance is spent (the stream must end)."""
+        if stream.paid is None or self.payments is None:
+            return True
+        now = time.monotonic()
+        elapsed = now - stream.accounted
+        if elapsed < self.payment_interval:
+            return True
+        stream.accounted = now
+        seconds = Fraction(elapsed).limit_denominator(1000)
+        balance = self.payments.settle(stream.paid, UNITS_PER_SECOND * seconds)
+        return balance >= 0
+
+    async def payment(self, request: Request) -> Response:
+        """``POST /payment``: credit a running stream; answer ``PaymentResult{info}`` (protobuf)."""
+        try:
+            if self.payments is None or self.paid_info is None:
+                raise NotFoundError("payments are off: this orchestrator is not on chain")
+            credentials = check_credentials(request.headers, self.tokens, self.capabilities, self.payments)
+            mid = bytes(credentials.segment.manifestId).decode(errors="replace")
+            info = await self.paid_info(bytes(credentials.payment.sender), credentials.segment)
+            await self.payments.process(credentials.payment, mid)
+        except JobError as exc:
+            return go_text_response(exc)
+        return Response(PaymentResult(info=info).SerializeToString(), media_type="application/octet-stream")
 
     async def _call_runner(self, stream: LiveStream, params: Any) -> None:
         mid = stream.manifest_id
@@ -241,7 +308,7 @@ class LiveRoute:
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._until_idle(stream)
                     self._delete_channels(stream.manifest_id)
-                elif reason == "runner error" or reason.startswith("no input"):
+                elif reason in ("runner error", NO_BALANCE) or reason.startswith("no input"):
                     self._delete_channels(stream.manifest_id)
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._until_idle(stream)
@@ -271,6 +338,8 @@ class LiveRoute:
                     return "input channel deleted"
                 if channel.idle_for() > t.input_timeout:
                     return f"no input for {t.input_timeout:g}s"
+                if not self._account(stream):
+                    return NO_BALANCE
                 health = await probe(self.session(), stream.runner.url, stream.runner.headers, t.poll * 5)
                 if health.status == "ERROR":
                     return "runner error"

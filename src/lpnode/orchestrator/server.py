@@ -11,6 +11,12 @@ operator should see: :func:`~lpnode.orchestrator.dashboard_source.public_status`
 (remote AI workers' results), ``POST /live-video-to-video`` (:mod:`lpnode.orchestrator.live`) and its trickle
 channels under ``/ai/trickle/``. gRPC: ``net.Orchestrator/GetOrchestrator``, ``net.AIWorker/RegisterAIWorker``.
 
+On chain (``settings.chain``) start-up first opens the chain and the wallet (:mod:`lpnode.orchestrator.payments`;
+a wrong chain, keystore or password stops it with one ``lpnode: error:`` line, before any runner starts), and
+every paid route checks and debits payments; ``POST /payment`` credits live streams. ``GetOrchestrator`` then
+refuses a request whose ``sig`` is not the gateway's (``Invalid orchestrator request``) and answers ``address``,
+``price_info`` and ``ticket_params``. Off-chain none of this is loaded.
+
 Admin API (``--cli-addr``, plain HTTP, loopback by default, behind :mod:`lpnode.protocol.admin_access`):
 ``GET /status`` (the whole node view: runner PIDs, log paths and URLs included), ``GET /dashboard`` (the node
 page over it), ``GET /healthz``, ``GET /metrics``.
@@ -23,7 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,13 +40,13 @@ from starlette.routing import Mount, Route
 
 from lpnode import __version__
 from lpnode.dashboard.node_pages import node_routes
-from lpnode.errors import ConfigError
+from lpnode.errors import ConfigError, ForbiddenError, JobError
 from lpnode.logs import log_event
 from lpnode.orchestrator.ai_results import ResultsRoute
 from lpnode.orchestrator.byoc_pipelines import register_custom_pipelines
 from lpnode.orchestrator.byoc_routes import ByocOrchestrator
 from lpnode.orchestrator.dashboard_source import annotate_models, public_status
-from lpnode.orchestrator.info import PriceBook, offers, orchestrator_info
+from lpnode.orchestrator.info import PriceBook, add_payment_terms, offers, orchestrator_info
 from lpnode.orchestrator.job_relay import JobRelay
 from lpnode.orchestrator.live import LiveRoute
 from lpnode.orchestrator.metrics import OrchestratorMetrics
@@ -52,8 +58,8 @@ from lpnode.protocol.admin_access import AdminAccess, AdminGuard
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import build_capabilities
 from lpnode.protocol.certs import ensure_certificate
-from lpnode.protocol.grpc_unary import PeerInfo
-from lpnode.protocol.lp_rpc_pb2 import Capabilities, OrchestratorInfo, OrchestratorRequest
+from lpnode.protocol.grpc_unary import GrpcError, PeerInfo, StatusCode
+from lpnode.protocol.lp_rpc_pb2 import Capabilities, OrchestratorInfo, OrchestratorRequest, SegData
 from lpnode.protocol.orchestrator_service import orchestrator_methods
 from lpnode.protocol.same_port import ServerSettings, new_event_loop, serve_same_port
 from lpnode.results import ResultStore, stream_route
@@ -61,6 +67,9 @@ from lpnode.runner.hardware import gpu_info
 from lpnode.serving import QuietServer, bind_socket, port_is_free, run_until_stopped
 from lpnode.trickle import TrickleServer, TrickleSettings
 from lpnode.uvicorn_config import uvicorn_config
+
+if TYPE_CHECKING:
+    from lpnode.orchestrator.payments import OrchestratorPayments
 
 log = logging.getLogger("lpnode.orchestrator")
 SWEEP_INTERVAL = 60.0
@@ -72,6 +81,8 @@ class Orchestrator:
 
     def __init__(self, settings: OrchestratorSettings) -> None:
         self.settings = settings
+        self.payments: OrchestratorPayments | None = None
+        """On chain, once :meth:`run` has opened the chain; ``None`` off-chain."""
         self.tokens = AuthTokens(validity_seconds=settings.auth_token_ttl)
         self.prices = PriceBook(settings.ai_models)
         self.store = ResultStore(settings.data_dir / "results", ttl_seconds=settings.result_ttl)
@@ -145,6 +156,16 @@ class Orchestrator:
 
     async def get_orchestrator(self, request: OrchestratorRequest, peer: PeerInfo) -> OrchestratorInfo:
         self.metrics.get_orchestrator.inc()
+        try:
+            return await self._info(request)
+        except ForbiddenError as exc:  # go-livepeer's words, as a plain (UNKNOWN) gRPC error
+            raise GrpcError(StatusCode.UNKNOWN, f"Invalid orchestrator request ({exc.message})") from None
+        except JobError as exc:  # no ticket params for this sender (e.g. insufficient sender reserve)
+            raise GrpcError(StatusCode.UNKNOWN, exc.message) from None
+
+    async def _info(self, request: OrchestratorRequest, sender: bytes | None = None) -> OrchestratorInfo:
+        """``OrchestratorInfo`` for ``request``; on chain with its payment terms for ``sender`` (by default the
+        request's address, proven by its ``sig``)."""
         info = orchestrator_info(
             request,
             service_url=self.settings.service_url,
@@ -155,6 +176,32 @@ class Orchestrator:
         )
         self.remote.fix_hardware(info)
         info.capabilities_prices.extend(self.byoc.capabilities_prices())
+        if self.payments is not None:
+            await add_payment_terms(info, request, self.payments, self.prices, sender)
+        return info
+
+    async def _open_payments(self) -> None:
+        """On chain: open the chain, the wallet and the ticket queue, and hand them to every paid route."""
+        s = self.settings
+        if s.chain is None:
+            return
+        from lpnode.orchestrator.payments import open_payments
+
+        payments = await open_payments(s.chain, s.data_dir)
+        self.payments = payments
+        self.prices = PriceBook(s.ai_models, payments.wei_per)
+        self.relay.payments, self.relay.prices = payments, self.prices
+        self.live.use_payments(payments, self.prices, s.chain.live_payment_interval, self.paid_info)
+        self.byoc.payments = payments
+        self.metrics.registry.register(payments.collector())
+        payments.start()
+
+    async def paid_info(self, sender: bytes, segment: SegData) -> OrchestratorInfo:
+        """Fresh payment terms for a paying gateway (``POST /payment``): for the capabilities its segment names,
+        keeping its session's auth token (new tokens come only from ``GetOrchestrator``)."""
+        request = OrchestratorRequest(address=sender, capabilities=segment.capabilities)
+        info = await self._info(request, sender)
+        info.auth_token.CopyFrom(segment.auth_token)
         return info
 
     def http_app(self) -> Starlette:
@@ -166,6 +213,7 @@ class Orchestrator:
             Route("/status", self._status),
             Route("/aiResults", self.results.handle, methods=["POST"]),
             Route("/live-video-to-video", self.live.handle, methods=["POST"]),
+            *([Route("/payment", self.live.payment, methods=["POST"])] if self.payments is not None else []),
             *self.byoc.routes(),
             *node_routes(),
         ]
@@ -201,6 +249,7 @@ class Orchestrator:
             "byoc": self.byoc.status(),
             "workers": self.remote.status(),
             "live": self.live.status(),
+            **({"payments": self.payments.status()} if self.payments is not None else {}),
         }
 
     async def _status(self, request: Request) -> Response:
@@ -238,8 +287,14 @@ class Orchestrator:
                 f"cannot listen on {s.listen_host}:{s.listen_port}: the port is in use; "
                 "choose another --service-addr/--http-addr or stop the process using it"
             )
-        admin_socket = self._admin_socket()
-        tls = ensure_certificate(s.data_dir / "tls", _certificate_host(s.service_url)) if s.tls else None
+        await self._open_payments()  # a wrong chain, keystore or password stops here, before any runner starts
+        try:
+            admin_socket = self._admin_socket()
+            tls = ensure_certificate(s.data_dir / "tls", _certificate_host(s.service_url)) if s.tls else None
+        except BaseException:
+            if self.payments is not None:
+                await self.payments.close()
+            raise
         # Idle connections to runners are dropped before a runner's server drops them (uvicorn: 5 s), so a
         # job never goes out on a connection the runner is closing.
         self._session = aiohttp.ClientSession(
@@ -293,6 +348,8 @@ class Orchestrator:
             await self.byoc.close()
             await self.pool.close()
             await self._session.close()
+            if self.payments is not None:
+                await self.payments.close()
 
     async def _close_channels_when(self, stop: asyncio.Event) -> None:
         """On stop, end the trickle channels first, so their long-polling readers do not hold shutdown."""

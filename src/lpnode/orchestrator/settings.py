@@ -6,7 +6,8 @@ Resolution follows go-livepeer: ``-serviceAddr`` is the public address put in ``
 else on all interfaces. The admin API (``-cliAddr``, default ``127.0.0.1:7935`` as in go-livepeer) is a second,
 plain-HTTP port with the full node view; ``--admin-token`` (or ``LPNODE_ADMIN_TOKEN``) guards it.
 ``-orchSecret`` is a secret or the path of a file holding it. ``-nvidia`` picks
-GPUs (``all`` or ``0,1``); without GPUs runners use emulated CPU slots.
+GPUs (``all`` or ``0,1``); without GPUs runners use emulated CPU slots. On chain, ``chain`` holds the checked
+chain flags (:class:`lpnode.payments.settings.ChainSettings`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lpnode.errors import ConfigError
 from lpnode.orchestrator.ai_models import AIModelConfig
 from lpnode.orchestrator.pool import PoolTimings
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
+
+if TYPE_CHECKING:
+    from lpnode.payments.settings import ChainSettings
 
 DEFAULT_SERVICE_PORT = 8935
 DEFAULT_CLI_ADDR = "127.0.0.1:7935"
@@ -57,6 +62,8 @@ class OrchestratorSettings:
     """The operator named ``--cli-addr``: a busy port stops the start (the default one only warns)."""
     admin_token: str = ""
     """Required on every admin request when set."""
+    chain: ChainSettings | None = None
+    """The chain this node is paid on; ``None`` off-chain (the default: nothing is charged)."""
 
     @property
     def tls(self) -> bool:

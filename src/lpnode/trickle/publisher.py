@@ -15,8 +15,8 @@ Behaviour, as go-livepeer's and ai-runner's publishers:
 - 404 raises :class:`ChannelNotFoundError`; ``Lp-Trickle-Closed`` raises :class:`ChannelClosedError` (both
   final); 413 raises :class:`SegmentTooLargeError`; other refusals :class:`TrickleHTTPError`.
 - An exception inside ``async with pub.segment()`` abandons the segment: its request is cancelled and
-  ``DELETE {url}/{seq}`` wakes its readers. :meth:`close` cancels the preconnect and sends ``DELETE {url}``
-  (unless ``delete_on_close=False``).
+  ``DELETE {url}/{seq}`` wakes its readers. :meth:`close` cancels every unfinished request (the preconnect, a segment
+  still open) and sends ``DELETE {url}`` (unless ``delete_on_close=False``).
 - A preconnect older than ``preconnect_max_age`` seconds is replaced before use, so an idle connection a server
   has dropped never eats a segment's first bytes.
 """
@@ -53,6 +53,8 @@ QUEUE_CHUNKS = 8
 MAX_RETRIES = 3
 RETRY_DELAY = 0.25
 PRECONNECT_MAX_AGE = 20.0
+CLOSE_CONNECT_WAIT = 2.0
+"""On close, how long a request still connecting may take to get its connection before it is cancelled anyway."""
 
 _Queue = asyncio.Queue[bytes | None]
 
@@ -79,9 +81,14 @@ class _Post:
         self.ended = False
         """The request body took the end marker."""
         self.opened = time.monotonic()
+        self.connected = asyncio.Event()
+        """The request has its connection (its body is being read)."""
         self.task: asyncio.Task[_Answer] = asyncio.ensure_future(self._run())
+        publisher._requests.add(self)
+        self.task.add_done_callback(lambda _: publisher._requests.discard(self))
 
     async def _body(self) -> AsyncIterator[bytes]:
+        self.connected.set()
         while True:
             item = await self.queue.get()
             if item is None:
@@ -115,6 +122,14 @@ class _Post:
         self.task.cancel()
         with contextlib.suppress(BaseException):
             await self.task
+
+    async def connected_or_done(self) -> None:
+        """Wait until the request has its connection or has ended."""
+        connected = asyncio.ensure_future(self.connected.wait())
+        try:
+            await asyncio.wait({connected, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
 
 
 class SegmentWriter:
@@ -255,6 +270,9 @@ class TricklePublisher:
         self._reset_next = False
         self._failures = 0
         self._terminal: TrickleError | None = None
+        self._requests: set[_Post] = set()
+        """Every segment request started and not finished yet (the preconnect, a segment being written, a stale
+        preconnect being cancelled): :meth:`close` ends them all before it closes the session."""
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -335,10 +353,20 @@ class TricklePublisher:
                 pass
 
     async def close(self) -> None:
-        """Cancel the preconnect, ``DELETE {url}`` (when ``delete_on_close``) and close the session."""
+        """Cancel every unfinished request (the preconnect, a segment still open), ``DELETE {url}`` (when
+        ``delete_on_close``) and close the session."""
+        posts = set(self._requests)
         if self._next is not None:
-            await self._next.cancel()
-            self._next = None
+            posts.add(self._next)  # ended or not: its outcome is collected below
+        self._next = None
+        # A request cancelled while its connection is being made leaves asyncio a half-made transport (a TLS
+        # one mid-handshake or already shutting down) that nothing closes once the loop stops: let such
+        # connects finish (bounded), then cancel. A connected request's connection is the session's to end.
+        connecting = [p.connected_or_done() for p in posts if not p.connected.is_set()]
+        if connecting:
+            await asyncio.wait([asyncio.ensure_future(c) for c in connecting], timeout=CLOSE_CONNECT_WAIT)
+        for post in posts:
+            await post.cancel()
         if self.delete_on_close and not isinstance(self._terminal, ChannelNotFoundError):
             await self._delete(self.url)  # also when nothing was published: the channel still ends
         if self._own_session and self._session is not None:

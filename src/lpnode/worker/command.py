@@ -13,8 +13,8 @@ from pathlib import Path
 from lpnode.errors import ConfigError
 from lpnode.logs import command_log_level
 from lpnode.orchestrator.ai_models import load_ai_models
-from lpnode.orchestrator.command import OFFCHAIN
 from lpnode.orchestrator.settings import parse_gpus
+from lpnode.payments.settings import OFFCHAIN
 from lpnode.protocol.orch_secret import read_secret
 from lpnode.runner.pipelines import pipeline_names
 from lpnode.runner.store import DEFAULT_MODELS_DIR

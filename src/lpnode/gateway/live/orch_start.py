@@ -4,7 +4,9 @@ gateway does, trying the next orchestrator when one refuses or fails.
 Offers come from the gateway's directory (capability 35, ``live-video-to-video``, constraint = the live
 pipeline name) after price caps, ordered by the gateway's selector with orchestrators at their advertised
 capacity last. Each start carries ``Livepeer-Segment`` (the session's auth token), an empty
-``Livepeer-Payment`` (off-chain) and the body ``{"model_id", "params", "gateway_request_id", "stream_id"}``.
+``Livepeer-Payment`` off-chain (on chain: tickets for the first 60 seconds at the live model's price, from the
+orchestrator's session for that model) and the body ``{"model_id", "params", "gateway_request_id",
+"stream_id"}``.
 The answer's trickle URLs may be relative; they are made absolute on the orchestrator's address.
 
 Tries follow the batch forwarder's (:mod:`lpnode.gateway.tries`): 402/403 fetch the orchestrator's info again
@@ -18,8 +20,9 @@ import asyncio
 import json
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -37,6 +40,10 @@ from lpnode.protocol.job_hop import (
     WORKER_AUTHORIZATION,
     encode_segment,
 )
+from lpnode.protocol.lp_rpc_pb2 import AuthToken, OrchestratorInfo
+
+if TYPE_CHECKING:
+    from lpnode.gateway.payments import GatewayPayments, Staged
 
 PIPELINE = "live-video-to-video"
 ANSWER_LIMIT = 1024 * 1024
@@ -53,6 +60,10 @@ class LiveUrls:
     control_url: str
     events_url: str
     manifest_id: str
+    transcoder: str = ""
+    """Where the orchestrator takes jobs and live payments (``POST {transcoder}/payment``)."""
+    info: OrchestratorInfo | None = None
+    """On chain: the session info the stream was started and is paid with."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ class OrchestratorStarter:
     attempts: int = 6
 
     transport: OrchestratorTransport | None = None  # default: over ``session``
+    payments: GatewayPayments | None = None  # None: off-chain
 
     async def start(self, job: StartRequest, avoid: Collection[str] = ()) -> tuple[Offer, LiveUrls]:
         """The first orchestrator (not in ``avoid`` unless nothing else is left) that starts ``job``.
@@ -106,15 +118,60 @@ class OrchestratorStarter:
         return None
 
     async def _attempt(self, offer: Offer, job: StartRequest) -> tuple[Offer, LiveUrls]:
+        info: OrchestratorInfo | None = None
+        staged: Staged | None = None
         try:
-            token = await self.directory.token(offer.url)
+            if self.payments is None:
+                token = await self.directory.token(offer.url)
+            else:
+                if offer.price is None or offer.price > 0:
+                    await self.payments.require_funds()  # no ticket params are made for an empty deposit
+                info = await self.directory.session_info(offer.url, PIPELINE, job.model_id)
+                token = info.auth_token
         except OrchestratorUnreachable as exc:
             self.directory.suspend(offer.url, str(exc))
             raise Retry(str(exc)) from None
+        if info is not None:
+            staged = await self._pay(offer, job, info)
+        try:
+            offer, urls = await self._send(offer, job, token, staged)
+        except BaseException:
+            if staged is not None and self.payments is not None:
+                self.payments.restore(staged)
+            raise
+        if staged is not None and self.payments is not None:
+            self.payments.settle(staged)
+        return offer, replace(urls, info=info)
+
+    async def _pay(self, offer: Offer, job: StartRequest, info: OrchestratorInfo) -> Staged:
+        """The start's payment: :data:`LIVE_INITIAL_SECONDS` of live units at the session's price."""
+        from lpnode.gateway.payments import LIVE_INITIAL_SECONDS, LIVE_UNITS_PER_SECOND, SessionRefused, manifest_for
+
+        assert self.payments is not None
+        session = self.payments.session(offer.url, manifest_for(PIPELINE, job.model_id), info)
+        cap = self.caps.cap(PIPELINE, job.model_id)
+        if cap is not None and session.price > cap:
+            raise Retry(f"its price of {session.price} wei per unit is above the cap of {cap}")
+        fee = Fraction(LIVE_INITIAL_SECONDS * LIVE_UNITS_PER_SECOND) * session.price
+        try:
+            return await self.payments.pay(session, fee)
+        except SessionRefused as exc:
+            if exc.refresh:
+                self.directory.forget_session(offer.url)
+                raise Retry(f"cannot pay it: {exc}", again=True) from None
+            self.directory.suspend_offer(offer.url, PIPELINE, job.model_id, f"cannot pay it: {exc}")
+            raise Retry(f"cannot pay it: {exc}") from None
+
+    async def _send(
+        self, offer: Offer, job: StartRequest, token: AuthToken, staged: Staged | None
+    ) -> tuple[Offer, LiveUrls]:
+        payments = self.payments
         headers = {
             "Content-Type": "application/json",
-            SEGMENT_HEADER: encode_segment(token, PIPELINE, job.model_id),
-            PAYMENT_HEADER: "",
+            SEGMENT_HEADER: payments.segment(token, PIPELINE, job.model_id)
+            if payments is not None
+            else encode_segment(token, PIPELINE, job.model_id),
+            PAYMENT_HEADER: staged.header if staged is not None else "",
             "Authorization": WORKER_AUTHORIZATION,
         }
         body = {
@@ -167,4 +224,12 @@ def _parse_urls(offer: Offer, raw: bytes) -> LiveUrls | None:
         if not isinstance(value, str) or not value:
             return None
         found[key] = urljoin(base, value)
-    return LiveUrls(orchestrator=offer.url, manifest_id=str(data.get("manifest_id") or ""), **found)
+    return LiveUrls(
+        orchestrator=offer.url,
+        manifest_id=str(data.get("manifest_id") or ""),
+        transcoder=offer.transcoder,
+        publish_url=found["publish_url"],
+        subscribe_url=found["subscribe_url"],
+        control_url=found["control_url"],
+        events_url=found["events_url"],
+    )

@@ -15,6 +15,8 @@ input is still arriving, the session moves to another orchestrator (a *swap*), a
 in ``swap_window`` seconds; the last params update is sent again after a swap. Output readers never notice
 a swap except as a gap. The session ends when stopped, when no input arrived for ``input_timeout``
 seconds, or when no orchestrator is left; its status stays readable for ``keep_ended`` seconds.
+
+On chain, each orchestrator the stream runs on is paid while it serves (:mod:`lpnode.gateway.live.payment_loop`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -35,12 +37,16 @@ from lpnode.errors import BadRequestError, UnavailableError
 from lpnode.gateway.directory import Directory, Offer
 from lpnode.gateway.live.media_loops import Attempt
 from lpnode.gateway.live.orch_start import OrchestratorStarter, StartRequest
+from lpnode.gateway.live.payment_loop import LivePayer
 from lpnode.gateway.live.policy import LiveSettings, SwapBudget
 from lpnode.gateway.live.ring import OutputRing, OutputSegment
 from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.settings import PriceCaps
 from lpnode.logs import log_event
 from lpnode.trickle import TrickleError, TrickleServer
+
+if TYPE_CHECKING:
+    from lpnode.gateway.payments import GatewayPayments
 
 log = logging.getLogger("lpnode.gateway.live")
 RECENT_ERRORS = 10
@@ -64,6 +70,7 @@ class LiveSession:
         self.ring = OutputRing(self.settings.ring_segments, self.settings.ring_bytes)
         self.attempt: Attempt | None = None
         self.offer: Offer | None = None
+        self.payer: LivePayer | None = None  # on chain: pays the current orchestrator
         self.swaps = SwapBudget(self.settings.max_swaps, self.settings.swap_window)
         self.swap_count = 0
         self.last_status: dict[str, Any] | None = None
@@ -216,6 +223,12 @@ class LiveSession:
         attempt = Attempt(urls, self, self.settings)
         attempt.start()
         self.offer, self.attempt = offer, attempt
+        owner = self.owner
+        if owner.payments is not None and owner.directory is not None and owner.http is not None and urls.info:
+            self.payer = LivePayer(
+                owner.payments, owner.directory, owner.http, urls, self.model_id, owner.payment_interval
+            )
+            self.payer.start()
         self.owner.stats.started(offer)
         self.state = RUNNING
         log_event(
@@ -225,6 +238,9 @@ class LiveSession:
 
     async def _release_attempt(self, drain: float = 0.0) -> None:
         attempt, offer = self.attempt, self.offer
+        payer, self.payer = self.payer, None
+        if payer is not None:
+            await payer.close()
         if attempt is not None:
             await attempt.close(drain)
         if offer is not None:
@@ -321,6 +337,9 @@ class LiveSessions:
         self.stats = Stats()
         self.public_url = ""
         self.directory: Directory | None = None
+        self.payments: GatewayPayments | None = None  # on chain only
+        self.payment_interval = 5.0
+        self.http: aiohttp.ClientSession | None = None
         self._starter: OrchestratorStarter | None = None
         self._sessions: dict[str, LiveSession] = {}
         self._ended: dict[str, LiveSession] = {}
@@ -335,14 +354,20 @@ class LiveSessions:
         caps: PriceCaps,
         session: aiohttp.ClientSession,
         public_url: str,
+        *,
+        payments: GatewayPayments | None = None,
+        payment_interval: float = 5.0,
     ) -> None:
-        """Use the running gateway's orchestrators (called once it has them)."""
+        """Use the running gateway's orchestrators (called once it has them); on chain, pay them with
+        ``payments`` every ``payment_interval`` seconds."""
         self.directory = directory
+        self.payments, self.payment_interval, self.http = payments, payment_interval, session
         self.stats = stats
         self.public_url = public_url.rstrip("/")
         self._starter = OrchestratorStarter(
-            directory, selector, stats, caps, session, self.settings.start_timeout, self.settings.start_attempts
-        )
+            directory, selector, stats, caps, session, self.settings.start_timeout, self.settings.start_attempts,
+            payments=payments,
+        )  # fmt: skip
 
     def starter(self) -> OrchestratorStarter:
         if self._starter is None:

@@ -1,0 +1,141 @@
+"""Paying for a running live stream (on chain): ``POST {orchestrator}/payment`` every ``-livePaymentInterval``.
+
+Each payment covers the seconds elapsed since the last one at go-livepeer's live rate
+(:data:`~lpnode.gateway.payments.LIVE_UNITS_PER_SECOND` units a second) and the session's price, with
+``Livepeer-Payment`` and a signed ``Livepeer-Segment`` whose manifest is the stream's ``manifest_id`` (the
+balance the orchestrator keeps for it). The answer (a protobuf ``PaymentResult``) may carry fresh ticket
+params, which the next payment uses; expired ones are fetched again through the directory.
+
+As in go-livepeer, a failed payment is logged and the stream goes on: the orchestrator stops the stream when
+its balance runs out, which the media loops see as closed channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import aiohttp
+from google.protobuf.message import DecodeError
+
+from lpnode.gateway.directory import Directory
+from lpnode.gateway.live.orch_start import PIPELINE, LiveUrls
+from lpnode.gateway.tries import payment_refusal
+from lpnode.logs import log_event
+from lpnode.protocol.job_hop import ERROR_BODY_LIMIT, PAYMENT_HEADER, SEGMENT_HEADER, error_message
+from lpnode.protocol.lp_rpc_pb2 import OrchestratorInfo, PaymentResult
+
+if TYPE_CHECKING:
+    from lpnode.gateway.payments import GatewayPayments
+
+log = logging.getLogger("lpnode.gateway.live.payments")
+LIVE_UNITS = 1280 * 720 * 30
+"""Units a second of live video: go-livepeer's 720p at 30 fps (``payments.LIVE_UNITS_PER_SECOND``)."""
+PAYMENT_TIMEOUT = 10.0
+
+
+class LivePayer:
+    """Pays one stream's orchestrator while the stream runs; :meth:`start` once, :meth:`close` at its end."""
+
+    def __init__(
+        self,
+        payments: GatewayPayments,
+        directory: Directory,
+        session: aiohttp.ClientSession,
+        urls: LiveUrls,
+        model_id: str,
+        interval: float,
+    ) -> None:
+        assert urls.info is not None, "a paid stream was started with session info"
+        self.payments = payments
+        self.directory = directory
+        self.http = session
+        self.urls = urls
+        self.model_id = model_id
+        self.interval = interval
+        self.info: OrchestratorInfo = urls.info
+        self.paid_seconds = 0.0
+        self.failures = 0
+        self._last = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._last = time.monotonic()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            now = time.monotonic()
+            seconds, self._last = now - self._last, now
+            try:
+                await self.pay(seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # logged, never fatal: the orchestrator ends the stream if it goes unpaid
+                self.failures += 1
+                log_event(
+                    log, "live payment failed", logging.WARNING, orchestrator=self.urls.orchestrator,
+                    manifest_id=self.urls.manifest_id, problem=str(exc) or type(exc).__name__,
+                )  # fmt: skip
+
+    async def pay(self, seconds: float) -> None:
+        """Pay for ``seconds`` of the stream; raises with the reason when the orchestrator refuses."""
+        if self.payments.params_expired(self.info):
+            self.info = await self.directory.session_info(self.urls.orchestrator, PIPELINE, self.model_id)
+        session = self.payments.session(self.urls.orchestrator, self.urls.manifest_id, self.info)
+        units = Fraction(round(seconds * 1000), 1000) * LIVE_UNITS
+        staged = await self.payments.pay(session, units * session.price)
+        headers = {
+            PAYMENT_HEADER: staged.header,
+            SEGMENT_HEADER: self.payments.segment(
+                self.info.auth_token, PIPELINE, self.model_id, manifest_id=self.urls.manifest_id
+            ),
+        }
+        try:
+            async with self.http.post(
+                f"{self.urls.transcoder}/payment",
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=PAYMENT_TIMEOUT),
+                ssl=False,
+            ) as answer:
+                body = await answer.content.read(ERROR_BODY_LIMIT)
+                status = answer.status
+        except BaseException:
+            self.payments.restore(staged)
+            raise
+        if status != 200:
+            self.payments.restore(staged)
+            if payment_refusal(status, body) == "expired":
+                self.directory.forget_session(self.urls.orchestrator)
+                self.info = await self.directory.session_info(self.urls.orchestrator, PIPELINE, self.model_id)
+            raise RuntimeError(f"{self.urls.transcoder}/payment answered {status}: {error_message(body)}")
+        self.payments.settle(staged)
+        self.paid_seconds += seconds
+        self._fresh_params(body)
+
+    def _fresh_params(self, body: bytes) -> None:
+        """Take the ticket params a ``PaymentResult`` carries, when it carries them."""
+        result = PaymentResult()
+        try:
+            result.ParseFromString(body)
+        except DecodeError:  # an answer without a PaymentResult keeps the params we have
+            return
+        if result.info.HasField("ticket_params") and result.info.ticket_params.recipient_rand_hash:
+            fresh = OrchestratorInfo()
+            fresh.CopyFrom(self.info)
+            fresh.ticket_params.CopyFrom(result.info.ticket_params)
+            if result.info.HasField("price_info"):
+                fresh.price_info.CopyFrom(result.info.price_info)
+            if result.info.auth_token.token:
+                fresh.auth_token.CopyFrom(result.info.auth_token)
+            self.info = fresh

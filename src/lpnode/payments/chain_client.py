@@ -1,0 +1,449 @@
+"""The chain client: Livepeer's contracts through web3, with keys that never leave this process.
+
+Contracts are found as go-livepeer finds them, through the Controller (``getContract(keccak256(name))``);
+only the Controller's address is configured. Transactions are signed locally with eth-account and sent raw;
+each send waits for its receipt, polling quickly at first (web3's default poll adds ~100 ms per transaction).
+Every web3 call runs in a worker thread, so the event loop never waits on the chain.
+
+    ChainError            the chain cannot be reached, or answered something unusable
+    ├── ChainRevert       a call or a transaction reverted; ``str()`` is the contract's reason in words
+    └── GasPriceTooHigh   the gas price is above ``max_gas_price``; nothing was sent
+
+Addresses given to and returned by the methods are 20 raw bytes; amounts are wei (``int``); transaction hashes
+are 0x-prefixed hex strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from eth_abi.abi import decode as abi_decode
+from eth_account import Account
+from eth_typing import ChecksumAddress
+from web3 import HTTPProvider, Web3
+from web3.exceptions import (
+    ContractLogicError,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
+
+from lpnode.errors import LpnodeError
+from lpnode.payments import abi
+from lpnode.payments.chain_view import SenderInfo
+from lpnode.payments.signatures import keccak
+
+if TYPE_CHECKING:
+    from lpnode.payments.keystore import Wallet
+    from lpnode.payments.ticket import Ticket
+
+T = TypeVar("T")
+
+_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+# How backends word a revert around the reason (hardhat, ganache, then anvil and eth-tester): the most
+# specific first, since hardhat's message also starts with anvil's words.
+_REASON_PREFIXES = (
+    "reverted with reason string ",
+    "VM Exception while processing transaction: revert ",
+    "execution reverted: ",
+)
+# Gas limit = estimate × 6/5: on Arbitrum the estimate moves with L1 prices between estimating and mining.
+_GAS_MARGIN = (6, 5)
+_RECEIPT_POLL_FIRST = 0.005
+_RECEIPT_POLL_MAX = 0.25
+
+
+class ChainError(LpnodeError):
+    """The chain could not be reached or answered something unusable. ``str()`` names what failed."""
+
+
+class ChainRevert(ChainError):
+    """A contract call or transaction reverted. ``str()`` is the reason (e.g. ``sender is unlocked``)."""
+
+    def __init__(self, reason: str, tx_hash: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tx_hash = tx_hash
+
+
+class GasPriceTooHigh(ChainError):
+    """The gas price is above the configured maximum; the transaction was not sent."""
+
+    def __init__(self, gas_price: int, max_gas_price: int) -> None:
+        super().__init__(f"the gas price {gas_price} wei is above -maxGasPrice {max_gas_price} wei")
+        self.gas_price = gas_price
+        self.max_gas_price = max_gas_price
+
+
+def revert_reason(exc: BaseException) -> str | None:
+    """The reason a revert carries, decoded from ``Error(string)`` data where present, otherwise read from the
+    message; None when ``exc`` is not a revert."""
+    data: object = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        data = data.get("data")
+    if data is None and isinstance(exc, Web3RPCError) and isinstance(exc.rpc_response, dict):
+        error = exc.rpc_response.get("error")
+        data = error.get("data") if isinstance(error, dict) else None
+    reason = _decode_revert_data(data)
+    if reason is not None:
+        return reason
+    message = str(getattr(exc, "message", None) or (exc.args[0] if exc.args else ""))
+    for prefix in _REASON_PREFIXES:
+        at = message.find(prefix)
+        if at >= 0:
+            return message[at + len(prefix) :].strip().strip("'\"")
+    if isinstance(exc, ContractLogicError):
+        return message.removeprefix("execution reverted").strip(": ") or "execution reverted"
+    if "revert" in message.lower():
+        return message
+    return None
+
+
+def _decode_revert_data(data: object) -> str | None:
+    if isinstance(data, str):
+        try:
+            raw = bytes.fromhex(data.removeprefix("0x"))
+        except ValueError:
+            return None
+    elif isinstance(data, bytes | bytearray):
+        raw = bytes(data)
+    else:
+        return None
+    try:
+        if raw[:4] == _ERROR_SELECTOR:
+            return str(abi_decode(["string"], raw[4:])[0])
+        if raw[:4] == _PANIC_SELECTOR:
+            return f"panic 0x{abi_decode(['uint256'], raw[4:])[0]:02x}"
+    except Exception:  # malformed revert data: fall back to the message
+        return None
+    return None
+
+
+def _safe_url(url: str) -> str:
+    """The scheme, host and port of an RPC URL: paths and queries often hold API keys."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
+
+
+class ChainClient:
+    """Livepeer's contracts on one chain, through the Controller at ``controller`` (an address string).
+
+    ``wallet`` signs transactions; without it only reads work. ``max_gas_price`` (wei, 0: no cap) is checked
+    before every send: above it, :class:`GasPriceTooHigh` and nothing is sent. Sends from one client are
+    serialised, so their nonces never collide.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        controller: str,
+        wallet: Wallet | None,
+        *,
+        max_gas_price: int = 0,
+        timeout: float = 20.0,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        self._url = _safe_url(url)
+        self._session = requests.Session()
+        provider = HTTPProvider(
+            url,
+            request_kwargs={"timeout": timeout},
+            session=self._session,
+            exception_retry_configuration=ExceptionRetryConfiguration(
+                errors=(requests.ConnectionError, requests.Timeout), retries=2, backoff_factor=0.1
+            ),
+        )
+        self._w3 = Web3(provider)
+        try:
+            self._controller = Web3.to_checksum_address(controller)
+        except ValueError:
+            raise ChainError(f"the Controller address {controller!r} is not an Ethereum address") from None
+        self._wallet = wallet
+        self._account = Account.from_key(wallet.key) if wallet is not None else None
+        self.max_gas_price = max_gas_price
+        self._receipt_timeout = receipt_timeout
+        self._contracts: dict[str, Any] = {}
+        self._contracts_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._chain_id: int | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> bytes | None:
+        """The wallet's address, or None without a wallet."""
+        return self._wallet.address if self._wallet is not None else None
+
+    @property
+    def controller(self) -> str:
+        return self._controller
+
+    def close(self) -> None:
+        """Release the HTTP connections (idempotent)."""
+        self._session.close()
+
+    async def _run(self, fn: Callable[[], T], what: str) -> T:
+        return await asyncio.to_thread(self._guarded, fn, what)
+
+    def _guarded(self, fn: Callable[[], T], what: str) -> T:
+        try:
+            return fn()
+        except ChainError:
+            raise
+        except (ContractLogicError, Web3RPCError) as exc:
+            reason = revert_reason(exc)
+            if reason is not None:
+                raise ChainRevert(reason) from None
+            raise ChainError(f"{what}: the chain at {self._url} answered: {_short(exc)}") from None
+        except (requests.RequestException, OSError) as exc:
+            raise ChainError(f"{what}: cannot reach the chain at {self._url} ({type(exc).__name__})") from None
+        except (Web3Exception, ValueError) as exc:
+            raise ChainError(f"{what}: {_short(exc)}") from None
+
+    def _contract(self, name: str) -> Any:
+        """The named Livepeer contract, resolved through the Controller once."""
+        with self._contracts_lock:
+            found = self._contracts.get(name)
+        if found is not None:
+            return found
+        controller = self._w3.eth.contract(address=self._controller, abi=abi.CONTROLLER)
+        address = controller.functions.getContract(keccak(name.encode())).call()
+        if int(address, 16) == 0:
+            raise ChainError(f"the Controller at {self._controller} has no {name} registered")
+        abis = {
+            "TicketBroker": abi.TICKET_BROKER,
+            "RoundsManager": abi.ROUNDS_MANAGER,
+            "BondingManager": abi.BONDING_MANAGER,
+        }
+        contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abis[name])
+        with self._contracts_lock:
+            self._contracts[name] = contract
+        return contract
+
+    def _read(self, name: str, function: str, *args: Any) -> Any:
+        return getattr(self._contract(name).functions, function)(*args).call()
+
+    async def _call(self, name: str, function: str, *args: Any) -> Any:
+        return await self._run(lambda: self._read(name, function, *args), f"{name}.{function}")
+
+    async def call(self, address: str, contract_abi: abi.ABI, function: str, *args: Any) -> Any:
+        """Call a view ``function`` of any contract (e.g. a price feed) at ``address``."""
+
+        def run() -> Any:
+            contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=contract_abi)
+            return getattr(contract.functions, function)(*args).call()
+
+        return await self._run(run, function)
+
+    async def check_controller(self) -> None:
+        """Check a Controller is deployed at the configured address and has a TicketBroker."""
+
+        def run() -> None:
+            if not self._w3.eth.get_code(self._controller):
+                raise ChainError(f"no contract at the Controller address {self._controller} on this chain")
+            self._contract("TicketBroker")
+
+        await self._run(run, "Controller.getContract")
+
+    async def contract_address(self, name: str) -> str:
+        """The address the Controller gives for ``name`` (EIP-55)."""
+        return str(await self._run(lambda: self._contract(name).address, f"Controller.getContract({name})"))
+
+    # -- blocks and gas ---------------------------------------------------------------------------------------
+
+    async def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(await self._run(lambda: self._w3.eth.chain_id, "eth_chainId"))
+        return self._chain_id
+
+    async def block_number(self) -> int:
+        return int(await self._run(lambda: self._w3.eth.block_number, "eth_blockNumber"))
+
+    async def l1_block_number(self) -> int:
+        """Arbitrum's ``l1BlockNumber`` of the latest block where the chain has it, else the block number."""
+
+        def run() -> int:
+            block = self._w3.eth.get_block("latest")
+            l1 = block.get("l1BlockNumber")
+            if l1 is None:
+                return int(block["number"])
+            # web3 leaves keys it does not know as the node sent them: a hex string.
+            return int(l1, 16) if isinstance(l1, str) else int(str(l1))
+
+        return await self._run(run, "eth_getBlockByNumber")
+
+    async def gas_price(self) -> int:
+        return int(await self._run(lambda: self._w3.eth.gas_price, "eth_gasPrice"))
+
+    async def eth_balance(self, address: bytes) -> int:
+        return int(
+            await self._run(lambda: self._w3.eth.get_balance(Web3.to_checksum_address(address)), "eth_getBalance")
+        )
+
+    async def paused(self) -> bool:
+        def run() -> bool:
+            controller = self._w3.eth.contract(address=self._controller, abi=abi.CONTROLLER)
+            return bool(controller.functions.paused().call())
+
+        return await self._run(run, "Controller.paused")
+
+    # -- rounds -----------------------------------------------------------------------------------------------
+
+    async def current_round(self) -> int:
+        return int(await self._call("RoundsManager", "currentRound"))
+
+    async def last_initialized_round(self) -> int:
+        return int(await self._call("RoundsManager", "lastInitializedRound"))
+
+    async def current_round_initialized(self) -> bool:
+        return bool(await self._call("RoundsManager", "currentRoundInitialized"))
+
+    async def block_hash_for_round(self, round_number: int) -> bytes:
+        return bytes(await self._call("RoundsManager", "blockHashForRound", round_number))
+
+    async def round_length(self) -> int:
+        return int(await self._call("RoundsManager", "roundLength"))
+
+    async def initialize_round(self) -> str:
+        return await self._send("RoundsManager", "initializeRound")
+
+    # -- the ticket broker ------------------------------------------------------------------------------------
+
+    async def sender_info(self, address: bytes) -> SenderInfo:
+        (deposit, withdraw_round), (reserve, claimed) = await self._call(
+            "TicketBroker", "getSenderInfo", Web3.to_checksum_address(address)
+        )
+        return SenderInfo(int(deposit), int(withdraw_round), int(reserve), int(claimed))
+
+    async def claimed_reserve(self, sender: bytes, recipient: bytes) -> int:
+        return int(
+            await self._call(
+                "TicketBroker", "claimedReserve", Web3.to_checksum_address(sender), Web3.to_checksum_address(recipient)
+            )
+        )
+
+    async def unlock_period(self) -> int:
+        return int(await self._call("TicketBroker", "unlockPeriod"))
+
+    async def ticket_validity_period(self) -> int:
+        return int(await self._call("TicketBroker", "ticketValidityPeriod"))
+
+    async def is_used(self, ticket_hash: bytes) -> bool:
+        return bool(await self._call("TicketBroker", "usedTickets", ticket_hash))
+
+    async def fund_deposit_and_reserve(self, deposit: int, reserve: int) -> str:
+        return await self._send("TicketBroker", "fundDepositAndReserve", deposit, reserve, value=deposit + reserve)
+
+    async def fund_deposit(self, amount: int) -> str:
+        return await self._send("TicketBroker", "fundDeposit", value=amount)
+
+    async def fund_reserve(self, amount: int) -> str:
+        return await self._send("TicketBroker", "fundReserve", value=amount)
+
+    async def unlock(self) -> str:
+        return await self._send("TicketBroker", "unlock")
+
+    async def cancel_unlock(self) -> str:
+        return await self._send("TicketBroker", "cancelUnlock")
+
+    async def withdraw(self) -> str:
+        return await self._send("TicketBroker", "withdraw")
+
+    async def redeem_winning_ticket(self, ticket: Ticket, sig: bytes, rand: int) -> str:
+        """Redeem one winning ticket; returns the transaction hash. Reverts (``ticket is used``, ``ticket is
+        expired``, ...) raise :class:`ChainRevert` with the contract's reason."""
+        return await self._send("TicketBroker", "redeemWinningTicket", ticket.contract_args(), sig, rand)
+
+    # -- the bonding manager ----------------------------------------------------------------------------------
+
+    async def is_active_transcoder(self, address: bytes) -> bool:
+        return bool(await self._call("BondingManager", "isActiveTranscoder", Web3.to_checksum_address(address)))
+
+    async def transcoder_pool_size(self) -> int:
+        return int(await self._call("BondingManager", "getTranscoderPoolSize"))
+
+    async def pending_fees(self, address: bytes) -> int:
+        """Fees ``address`` can withdraw, up to the current round."""
+        current = await self.current_round()
+        return int(await self._call("BondingManager", "pendingFees", Web3.to_checksum_address(address), current))
+
+    async def withdraw_fees(self, amount: int) -> str:
+        """Withdraw ``amount`` wei of earned fees to the wallet's own address."""
+        return await self._send("BondingManager", "withdrawFees", self._own_checksum(), amount)
+
+    # -- sending ----------------------------------------------------------------------------------------------
+
+    def _own_checksum(self) -> ChecksumAddress:
+        if self._wallet is None:
+            raise ChainError("this needs a wallet: give -ethKeystorePath (and -ethPassword)")
+        return Web3.to_checksum_address(self._wallet.address)
+
+    async def _send(self, name: str, function: str, *args: Any, value: int = 0) -> str:
+        return await self._run(lambda: self._send_sync(name, function, args, value), f"{name}.{function}")
+
+    def _send_sync(self, name: str, function: str, args: tuple[Any, ...], value: int) -> str:
+        sender = self._own_checksum()
+        assert self._account is not None
+        call = getattr(self._contract(name).functions, function)(*args)
+        with self._send_lock:
+            gas_price = int(self._w3.eth.gas_price)
+            if self.max_gas_price and gas_price > self.max_gas_price:
+                raise GasPriceTooHigh(gas_price, self.max_gas_price)
+            # Estimating runs the call: a revert surfaces here, before anything is signed or sent.
+            gas = int(call.estimate_gas({"from": sender, "value": value}))
+            tx = call.build_transaction(
+                {
+                    "from": sender,
+                    "value": value,
+                    "gas": gas * _GAS_MARGIN[0] // _GAS_MARGIN[1],
+                    "gasPrice": gas_price,
+                    "nonce": self._w3.eth.get_transaction_count(sender, "pending"),
+                    "chainId": self._chain_id if self._chain_id is not None else int(self._w3.eth.chain_id),
+                }
+            )
+            signed = self._account.sign_transaction(tx)
+            tx_hash = self._w3.eth.send_raw_transaction(signed.raw_transaction)
+        hex_hash = "0x" + bytes(tx_hash).hex()
+        receipt = self._wait_for_receipt(tx_hash)
+        if int(receipt["status"]) != 1:
+            raise ChainRevert(self._replay_reason(tx, int(receipt["blockNumber"])), hex_hash)
+        return hex_hash
+
+    def _wait_for_receipt(self, tx_hash: Any) -> Any:
+        deadline = time.monotonic() + self._receipt_timeout
+        delay = _RECEIPT_POLL_FIRST
+        while True:
+            try:
+                return self._w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                pass
+            if time.monotonic() > deadline:
+                raise ChainError(
+                    f"transaction 0x{bytes(tx_hash).hex()} was not mined within {self._receipt_timeout:.0f} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, _RECEIPT_POLL_MAX)
+
+    def _replay_reason(self, tx: dict[str, Any], block: int) -> str:
+        """Why a mined transaction failed: the same call replayed on the state it met."""
+        call = {key: tx[key] for key in ("from", "to", "data", "value", "gas") if key in tx}
+        try:
+            self._w3.eth.call(call, block_identifier=max(block - 1, 0))  # type: ignore[arg-type]
+        except (ContractLogicError, Web3RPCError) as exc:
+            return revert_reason(exc) or "transaction reverted"
+        except Exception:  # the replay is only for the message; the revert itself is certain
+            return "transaction reverted"
+        return "transaction reverted (out of gas, or the state changed before it was mined)"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,87 @@
+"""``lpnode devchain``: a local chain with Livepeer's contracts, for development.
+
+    lpnode devchain                    anvil on a free port; prints the URL, the Controller and the dev accounts
+    lpnode devchain --port 8545 --block-time 1
+
+It keeps initialising rounds until Ctrl-C or SIGTERM, then stops anvil. Point nodes at it with
+``-network devchain -ethUrl URL -ethController ADDRESS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from typing import TYPE_CHECKING
+
+from lpnode.errors import ConfigError
+from lpnode.serving import run_until_stopped
+
+if TYPE_CHECKING:
+    from lpnode.payments.devchain import DevChain
+
+DEFAULT_ROUND_LENGTH = 20  # lpnode.payments.devchain's; not imported here, it loads web3 (slow for every command)
+
+
+def add_devchain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "devchain",
+        help="a local chain (anvil) with Livepeer's contracts deployed, for development",
+        description="Start anvil on 127.0.0.1 with the project's Livepeer contracts deployed, print how to reach "
+        "it, and initialise each new round until stopped (Ctrl-C).",
+    )
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.add_argument(
+        "--block-time",
+        type=float,
+        default=None,
+        help="also mine a block every this many seconds (default: only when a transaction arrives)",
+    )
+    p.add_argument(
+        "--round-length",
+        type=int,
+        default=DEFAULT_ROUND_LENGTH,
+        help=f"blocks per round (default {DEFAULT_ROUND_LENGTH})",
+    )
+
+
+def describe(chain: DevChain) -> str:
+    """What a user needs to use the chain: its URL, chain id, Controller, contracts and funded accounts."""
+    lines = [
+        f"dev chain at {chain.url} (chain id {chain.chain_id}, rounds of {chain.round_length} blocks)",
+        f"  -network devchain -ethUrl {chain.url} -ethController {chain.controller}",
+        "contracts:",
+        *(f"  {name:<16} {address}" for name, address in chain.addresses.items()),
+        "accounts (anvil's public development keys; the first owns the Controller):",
+        *(f"  {a.checksum_address}  {a.key_hex}" for a in chain.accounts),
+    ]
+    return "\n".join(lines)
+
+
+def run_devchain(args: argparse.Namespace) -> int:
+    if args.port < 0 or args.port > 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.round_length < 1:
+        raise ConfigError(f"--round-length must be at least 1, got {args.round_length}")
+    if args.block_time is not None and args.block_time <= 0:
+        raise ConfigError(f"--block-time must be positive, got {args.block_time:g}")
+
+    async def main(stop: asyncio.Event) -> None:
+        from lpnode.payments.devchain import start_devchain
+
+        chain = await start_devchain(args.port, block_time=args.block_time, round_length=args.round_length)
+        try:
+            print(describe(chain), flush=True)
+            keeper = asyncio.create_task(chain.keep_rounds())
+            await stop.wait()
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        finally:
+            await chain.close()
+        print("dev chain stopped", file=sys.stderr)
+
+    # The default asyncio loop: anvil is started with a pre-exec hook (it dies with this process).
+    run_until_stopped(main, loop_factory=asyncio.new_event_loop)
+    return 0

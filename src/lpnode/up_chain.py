@@ -1,0 +1,176 @@
+"""``lpnode up --network devchain``: the whole stack paying with real tickets on a local chain.
+
+A thread of its own keeps a dev chain for as long as ``up`` runs (:func:`lpnode.payments.devchain.start_devchain`:
+anvil on 127.0.0.1 with the project's Livepeer contracts, blocks every second, each new round initialised).
+The orchestrator and the gateway each get a keystore wallet in the data dir (made on first use, kept across
+runs, unlocked with a password file beside them) and reach the chain the way they would reach Arbitrum One:
+through ``-network``, ``-ethUrl``, ``-ethController``, ``-ethKeystorePath`` and ``-ethPassword``. Before they
+start, the chain gives both wallets ETH for gas, registers the orchestrator as an active one, and funds the
+gateway's deposit and reserve on the TicketBroker.
+
+The chain lives as long as ``up``: each run starts a fresh one, so the orchestrator's queue of winning tickets
+from an earlier run (which belong to a chain that is gone) is set aside at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from lpnode.errors import ConfigError
+from lpnode.logs import log_event
+from lpnode.payments.devchain import DevChain, start_devchain
+from lpnode.payments.keystore import Wallet, create_wallet, load_wallet
+
+log = logging.getLogger("lpnode.up")
+DEVCHAIN = "devchain"
+GAS_MONEY = 100 * 10**18
+DEPOSIT = 10**18
+RESERVE = 10**18
+TICKET_EV = 10**14
+"""Each ticket's expected value, in wei (0.0001 ETH): a tiny job is paid with one ticket now and then."""
+MAX_FACE_VALUE = 10**15
+"""Face values capped at 10 tickets' worth (still above what a redemption costs in gas at 1 gwei), so about one
+ticket in ten wins and is redeemed on chain."""
+START_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class StackChain:
+    """Where the chain is and which wallets the roles use."""
+
+    url: str
+    controller: str
+    chain_id: int
+    orchestrator: str
+    gateway: str
+    orchestrator_keystore: Path
+    gateway_keystore: Path
+    password_file: Path
+
+    def connection_flags(self, keystore: Path) -> list[str]:
+        return [
+            "--network", DEVCHAIN, "--eth-url", self.url, "--eth-controller", self.controller,
+            "--eth-keystore-path", str(keystore), "--eth-password", str(self.password_file),
+        ]  # fmt: skip
+
+    def orchestrator_flags(self) -> list[str]:
+        return [
+            *self.connection_flags(self.orchestrator_keystore),
+            "--ticket-ev", str(TICKET_EV), "--max-face-value", str(MAX_FACE_VALUE),
+        ]  # fmt: skip
+
+    def gateway_flags(self) -> list[str]:
+        return [
+            *self.connection_flags(self.gateway_keystore),
+            "--max-ticket-ev", str(TICKET_EV * 10), "--max-total-ev", str(TICKET_EV * 1000),
+        ]  # fmt: skip
+
+
+class ChainKeeper:
+    """Runs the dev chain in a thread of its own for the life of ``up``: :meth:`start` (blocks until the chain,
+    the wallets and the deposit are ready) and :meth:`stop`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.chain: StackChain | None = None
+        self._ready = threading.Event()
+        self._problem: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="lpnode-devchain", daemon=True)
+
+    def start(self) -> StackChain:
+        self._thread.start()
+        if not self._ready.wait(START_SECONDS):
+            raise ConfigError(f"the dev chain was not ready within {START_SECONDS:g}s")
+        if self._problem is not None:
+            if isinstance(self._problem, ConfigError):
+                raise self._problem
+            raise ConfigError(f"the dev chain could not start: {self._problem}")
+        assert self.chain is not None
+        return self.chain
+
+    def stop(self) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        # anvil dies with the thread that started it: this one lives as long as `up` does.
+        try:
+            asyncio.run(self._keep())
+        except BaseException as exc:  # reported to start(); nothing else waits on this thread
+            self._problem = exc
+            self._ready.set()
+
+    async def _keep(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        chain = await start_devchain(block_time=1)
+        try:
+            self.chain = await self._prepare(chain)
+            self._ready.set()
+            rounds = asyncio.ensure_future(chain.keep_rounds())
+            try:
+                await self._stop.wait()
+            finally:
+                rounds.cancel()
+                await asyncio.gather(rounds, return_exceptions=True)
+        finally:
+            await chain.close()
+
+    async def _prepare(self, chain: DevChain) -> StackChain:
+        password_file = _password_file(self.data_dir / "devchain-password")
+        password = password_file.read_text().strip()
+        orch_keystore = self.data_dir / "orchestrator" / "keystore"
+        gateway_keystore = self.data_dir / "gateway" / "keystore"
+        orch, gateway = await asyncio.gather(
+            asyncio.to_thread(_wallet, orch_keystore, password), asyncio.to_thread(_wallet, gateway_keystore, password)
+        )
+        for wallet in (orch, gateway):
+            await chain.rpc("anvil_setBalance", [wallet.checksum_address, hex(GAS_MONEY)])
+        await chain.activate(orch.address)
+        await chain.fund_sender(gateway, DEPOSIT, RESERVE)
+        _set_aside_old_tickets(self.data_dir / "orchestrator")
+        log_event(
+            log, "dev chain ready", url=chain.url, controller=chain.controller, orchestrator=orch.checksum_address,
+            gateway=gateway.checksum_address, deposit_eth=str(Fraction(DEPOSIT, 10**18)),
+        )  # fmt: skip
+        return StackChain(
+            url=chain.url, controller=chain.controller, chain_id=chain.chain_id,
+            orchestrator=orch.checksum_address, gateway=gateway.checksum_address,
+            orchestrator_keystore=orch_keystore, gateway_keystore=gateway_keystore, password_file=password_file,
+        )  # fmt: skip
+
+
+def _password_file(path: Path) -> Path:
+    """The dev wallets' password, made (random, owner-only) on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+    return path
+
+
+def _wallet(keystore: Path, password: str) -> Wallet:
+    """The wallet kept in ``keystore``, made there on first use."""
+    if keystore.is_dir() and any(keystore.iterdir()):
+        return load_wallet(keystore, "", password)
+    keystore.mkdir(parents=True, exist_ok=True)
+    wallet, _ = create_wallet(keystore, password)
+    return wallet
+
+
+def _set_aside_old_tickets(orch_dir: Path) -> None:
+    """Winning tickets of an earlier run's chain cannot be redeemed on this one: keep them, out of the queue."""
+    for name in ("tickets.sqlite", "tickets.sqlite-wal", "tickets.sqlite-shm"):
+        path = orch_dir / name
+        if path.exists():
+            path.replace(path.with_name(name + ".earlier-chain"))
