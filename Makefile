@@ -5,6 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 # anvil for the dev chain, installed into .tools/ (src/lpnode/payments/devchain.py finds it there).
 ANVIL_VERSION := 1.7.1
+ANVIL_STAMP := .tools/.anvil-$(ANVIL_VERSION)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lpnode-installed
 UP_ARGS ?=
@@ -15,17 +16,21 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@# anvil (npm @foundry-rs/anvil, pinned): the local chain of `lpnode devchain` and `lpnode up --network devchain`
-	@if command -v npm >/dev/null 2>&1; then \
-		mkdir -p .tools && echo '*' > .tools/.gitignore && \
-		npm install --silent --no-audit --no-fund --prefix .tools @foundry-rs/anvil@$(ANVIL_VERSION); \
-	else echo "npm not found: skipping anvil, which only the dev chain needs (install Node.js, then make again)" >&2; fi
 	touch $(STAMP)
 
-up: $(STAMP)  ## run gateway, orchestrator and runners here, offline, with tiny models (UP_ARGS="--http-addr 127.0.0.1:9935")
+# anvil (npm @foundry-rs/anvil, pinned): the local chain of `lpnode devchain`, `lpnode up --network devchain` and
+# the payment tests. Without npm, `make up` goes on (off-chain needs no chain) and says how to get it.
+$(ANVIL_STAMP):
+	@if command -v npm >/dev/null 2>&1; then \
+		mkdir -p .tools && echo '*' > .tools/.gitignore && \
+		npm install --silent --no-audit --no-fund --prefix .tools @foundry-rs/anvil@$(ANVIL_VERSION) && \
+		touch $(ANVIL_STAMP); \
+	else echo "npm not found: skipping anvil, which only the dev chain needs (install Node.js, then make again)" >&2; fi
+
+up: $(STAMP) $(ANVIL_STAMP)  ## run gateway, orchestrator and runners here, offline, with tiny models (UP_ARGS="--http-addr 127.0.0.1:9935")
 	$(BIN)/lpnode up $(UP_ARGS)
 
-test: $(STAMP)  ## run the test suite (real processes on loopback; installs Chromium for the dashboard tests)
+test: $(STAMP) $(ANVIL_STAMP)  ## run the test suite (real processes on loopback; installs Chromium for the dashboard tests)
 	scripts/install-test-deps
 	$(BIN)/python -m pytest
 

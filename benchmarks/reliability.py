@@ -18,6 +18,8 @@ Usage::
 
     .venv/bin/python benchmarks/reliability.py                 # ~15 min on 2 cores; prints the tables
     .venv/bin/python benchmarks/reliability.py --write-docs    # ... and refreshes its section of docs/reliability.md
+    .venv/bin/python benchmarks/reliability.py --soak 0 --write-docs   # the fault matrix only (the soak's figures
+                                                                       # in the docs are kept)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "reliability")]
 
 import faults  # noqa: E402  (tests/reliability: the faults the tests assert on)
 import requests  # noqa: E402
+from live_nodes import LiveNetwork, write_clip  # noqa: E402
 from nodes import BODY, Answer, Pair, Up, Workers, call, start_shared_runner, wait_until  # noqa: E402
 
 from procs import RunnerProcess, wait_gone  # noqa: E402
@@ -57,6 +60,7 @@ SOAK_TIMEOUT = 20.0
 RSS_BOUND_MIB = 64.0
 FDS_BOUND = 16
 SETTLE_SECONDS = 20.0
+KEPT_NOTE = "(From the last full run"
 
 
 # -- the fault matrix -------------------------------------------------------------------------------------------
@@ -98,6 +102,17 @@ def fault_matrix(
                 network.respawn(0)
     finally:
         network.stop()
+    deadline.check("fault matrix")
+    live = LiveNetwork(work / "live")
+    clip = work / "live" / "clip.mp4"
+    frames = write_clip(clip, 16.0)
+    try:
+        for round_ in range(repeat):
+            deadline.check("fault matrix")
+            keep(faults.kill_live_runner_mid_stream(live, clip, frames, work / "live" / f"round{round_}"))
+    finally:
+        left = live.stop()
+    results["live runner SIGKILLed mid-stream"][-1].orphans += left
     for round_ in range(repeat):
         deadline.check("fault matrix")
         up = Up(runner, work / f"up{round_}")
@@ -305,6 +320,21 @@ def soak_table(result: SoakResult, concurrency: int) -> list[str]:
 # -- docs and main ------------------------------------------------------------------------------------------------
 
 
+def kept_soak() -> list[str]:
+    """The soak's figures already in the docs (from ``### Soak`` to the end of the section), or none."""
+    text = DOCS.read_text()
+    if START not in text or END not in text:
+        return []
+    section = text.partition(START)[2].partition(END)[0]
+    at = section.find("### Soak")
+    if at < 0:
+        return []
+    lines = section[at:].rstrip("\n").split("\n")
+    if len(lines) > 2 and lines[2].startswith(KEPT_NOTE):  # kept once already: drop the note and its blank line
+        del lines[1:3]
+    return lines
+
+
 def write_section(section: str) -> None:
     text = DOCS.read_text()
     if START in text and END in text:
@@ -362,6 +392,9 @@ def main() -> None:
     if result is not None:
         share = f"{args.disconnects:.0%} client disconnects, {args.faults:.0%} injected faults"
         lines += ["", f"### Soak: {args.soak} mixed requests, {share}", "", *soak_table(result, args.concurrency)]
+    elif args.write_docs and (soak_lines := kept_soak()):
+        lines += ["", *soak_lines[:1], "", f"{KEPT_NOTE}, `benchmarks/reliability.py --write-docs`.)"]
+        lines += soak_lines[1:]
     lines.append(END)
     section = "\n".join(lines)
     print(section)

@@ -169,6 +169,7 @@ def kill_live_runner_mid_stream(network: LiveNetwork, clip: Path, frames: int, w
     the hit one must start its runner again and free the stream's slot, and the runner's pipeline process must
     go with it. Then two streams at once must be served, one by each orchestrator (the restarted runner takes
     one). The answers: the stream that was hit, then the two new ones."""
+    work.mkdir(parents=True, exist_ok=True)
     name = f"hit-{time.monotonic_ns()}"
     hit = LiveClient(network, clip, frames, name, work / f"{name}.ts")
     if wait_until(lambda: hit.output_segments() >= 2 and bool(hit.orchestrators), BUSY_TIMEOUT) is None:
