@@ -15,7 +15,7 @@ from lpnode.errors import BadRequestError, ConfigError
 from lpnode.gateway.command import parse_capability_prices, settings_from_args
 from lpnode.gateway.directory import Offer, normalize_address
 from lpnode.gateway.selection import GoLivepeerSelector, LatencySelector, Stats
-from lpnode.gateway.settings import PriceCaps, parse_price
+from lpnode.gateway.settings import OVERALL, PriceCaps, parse_price, parse_price_currency
 from lpnode.orchestrator.credentials import check_credentials
 from lpnode.pipelines import PIPELINES
 from lpnode.protocol.auth_token import AuthTokens
@@ -79,8 +79,8 @@ def test_max_price_flags_read_go_livepeers_json() -> None:
     caps = parse_capability_prices(text, fallback=Fraction(7))
     assert caps == {("text-to-image", "m"): 100, ("llm", "default"): 7, ("upscale", "default"): 10**18}
     assert parse_price("1000wei") == 1000 and parse_price("0.5eth") == 5 * 10**17
-    with pytest.raises(ConfigError, match="on-chain price feed"):
-        parse_capability_prices('{"capabilities_prices": [{"pipeline": "llm", "currency": "USD"}]}', None)
+    with pytest.raises(ConfigError, match="not wei, eth or USD"):
+        parse_capability_prices('{"capabilities_prices": [{"pipeline": "llm", "currency": "EUR"}]}', None)
     with pytest.raises(ConfigError, match="pipeline must be one of"):
         parse_capability_prices('{"capabilities_prices": [{"pipeline": "nope"}]}', None)
 
@@ -116,3 +116,26 @@ def test_the_segment_header_passes_the_orchestrators_own_check() -> None:
     with pytest.raises(Exception, match="'other-model' is not offered here"):
         check_credentials({"livepeer-segment": other}, tokens, lambda: offered)
     assert base64.b64decode(header)
+
+
+def test_price_caps_in_usd_follow_the_eth_price_and_need_a_chain() -> None:
+    usd: set[tuple[str, str]] = set()
+    entry = '{"pipeline": "llm", "price_per_unit": 2, "pixels_per_unit": 1000, "currency": "USD"}'
+    text = '{"capabilities_prices": [' + entry + "]}"
+    per_model = parse_capability_prices(text, None, usd)
+    assert per_model == {("llm", "default"): Fraction(2, 1000)} and usd == {("llm", "default")}
+    assert parse_price_currency("0.02USD") == (Fraction(2, 100), True)
+    assert parse_price_currency("5eth") == (5 * 10**18, False)
+    with pytest.raises(ConfigError, match="USD"):
+        parse_price("0.02USD")
+    # 2,000 USD per ETH: 1 USD is 5e14 wei; the cap is converted at each use, as the feed moves.
+    rate = [Fraction(10**18, 2000)]
+    caps = PriceCaps(Fraction(1, 100), per_model, frozenset(usd | {OVERALL}), wei_per_usd=lambda: rate[0])
+    assert caps.cap("llm", "any") == Fraction(2, 1000) * 10**18 / 2000
+    assert caps.cap("text-to-image", "m") == Fraction(10**16, 2000)
+    rate[0] = Fraction(10**18, 4000)
+    assert caps.cap("text-to-image", "m") == Fraction(10**16, 4000)
+    assert PriceCaps(Fraction(1), usd=frozenset({OVERALL})).cap("llm", "m") is None  # no rate yet: no cap
+    args = build_parser().parse_args(["gateway", "-orchAddr", "o1:8935", "-maxPricePerUnit", "0.01USD"])
+    with pytest.raises(ConfigError, match="USD need an on-chain price feed"):
+        settings_from_args(args)

@@ -78,17 +78,21 @@ class AdminRoutes:
         try:
             pipeline_for_capability(capability_for_pipeline(values["pipeline"]))
             currency = values["currency"].lower()
-            if currency not in ("wei", "eth"):
-                raise ConfigError(f"currency {values['currency']!r} needs an on-chain price feed; use wei or eth")
+            caps = self.forwarder.caps
+            if currency == "usd" and caps.wei_per_usd is None:
+                raise ConfigError("currency USD needs the on-chain ETH/USD price feed (-priceFeedAddr); use wei or eth")
+            if currency not in ("wei", "eth", "usd"):
+                raise ConfigError(f"currency {values['currency']!r} is not wei, eth or USD")
             price = Fraction(values["maxPricePerUnit"]) * (10**18 if currency == "eth" else 1)
             price /= Fraction(values["pixelsPerUnit"])
         except (ConfigError, ValueError, ZeroDivisionError) as exc:
             return PlainTextResponse(f"{exc}\n", status_code=400)
-        caps = self.forwarder.caps
-        per_model = {**caps.per_model, (values["pipeline"], values["modelID"]): price}
-        self.forwarder.caps = dataclasses.replace(caps, per_model=per_model)
+        key = (values["pipeline"], values["modelID"])
+        usd = caps.usd | {key} if currency == "usd" else caps.usd - {key}
+        self.forwarder.caps = dataclasses.replace(caps, per_model={**caps.per_model, key: price}, usd=usd)
+        unit = "USD" if currency == "usd" else "wei"
         return PlainTextResponse(
-            f"max price for {values['pipeline']} {values['modelID']} set to {price} wei per unit\n"
+            f"max price for {values['pipeline']} {values['modelID']} set to {price} {unit} per unit\n"
         )
 
     async def usage_summary(self, request: Request) -> Response:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lpnode.errors import ConfigError
-from lpnode.gateway.settings import SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price
+from lpnode.gateway.settings import OVERALL, SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price_currency
 from lpnode.logs import command_log_level
 from lpnode.payments.settings import add_chain_flags, chain_settings
 from lpnode.pipelines import BATCH_PIPELINES
@@ -72,7 +72,13 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     cli_host, cli_port = _address(args.cli_addr, "--cli-addr")
     if (http_host, http_port) == (cli_host, cli_port):
         raise ConfigError("--http-addr and --cli-addr must differ")
-    overall = parse_price(args.max_price) if args.max_price else None
+    overall, overall_usd = parse_price_currency(args.max_price) if args.max_price else (None, False)
+    usd = {OVERALL} if overall_usd else set()
+    per_model = parse_capability_prices(args.max_caps, overall, usd) if args.max_caps else {}
+    if usd and not chain.on_chain:
+        raise ConfigError(
+            "price caps in USD need an on-chain price feed (-network with -priceFeedAddr); use wei or eth"
+        )
     return GatewaySettings(
         orchestrators=orchestrators,
         http_host=http_host,
@@ -82,9 +88,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         webhook_url=args.webhook,
         public_url=args.public_url,
         data_dir=args.data_dir.expanduser(),
-        caps=PriceCaps(overall, parse_capability_prices(args.max_caps, overall))
-        if args.max_caps
-        else PriceCaps(overall),
+        caps=PriceCaps(overall, per_model, frozenset(usd)),
         selector=args.selection,
         default_models=_default_models(args.default_models),
         timeout=args.timeout,
@@ -96,14 +100,18 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     )
 
 
-def parse_capability_prices(text: str, fallback: Fraction | None) -> dict[tuple[str, str], Fraction]:
+def parse_capability_prices(
+    text: str, fallback: Fraction | None, usd: set[tuple[str, str]] | None = None
+) -> dict[tuple[str, str], Fraction]:
     """``-maxPricePerCapability``: go-livepeer's JSON (or a file holding it)::
 
         {"capabilities_prices": [{"pipeline": "text-to-image", "model_id": "stabilityai/sd-turbo",
           "price_per_unit": 1000, "pixels_per_unit": 1, "currency": "wei"}]}
 
     ``model_id`` omitted means every model of the pipeline; a missing or non-positive price falls back to
-    ``--max-price-per-unit`` or leaves the entry out. Unlike go-livepeer, bad input stops startup."""
+    ``--max-price-per-unit`` or leaves the entry out. Entries in ``USD`` are added to ``usd`` (their amounts stay
+    in USD, converted on chain with the price feed). Unlike go-livepeer, bad input stops startup."""
+    usd = usd if usd is not None else set()
     path = Path(text).expanduser()
     raw = path.read_text() if path.is_file() else text
     try:
@@ -119,19 +127,24 @@ def parse_capability_prices(text: str, fallback: Fraction | None) -> dict[tuple[
         if not isinstance(entry, dict) or entry.get("pipeline") not in BATCH_PIPELINES:
             raise ConfigError(f"{where}: pipeline must be one of {', '.join(BATCH_PIPELINES)}")
         currency = str(entry.get("currency") or "wei").lower()
-        if currency not in ("wei", "eth"):
-            raise ConfigError(f"{where}: currency {currency!r} needs an on-chain price feed; use wei or eth")
+        if currency not in ("wei", "eth", "usd"):
+            raise ConfigError(f"{where}: currency {currency!r} is not wei, eth or USD")
         try:
             price = Fraction(str(entry.get("price_per_unit") or 0))
             pixels = Fraction(str(entry.get("pixels_per_unit") or 1))
         except (ValueError, ZeroDivisionError):
             raise ConfigError(f"{where}: price_per_unit and pixels_per_unit must be numbers") from None
         per_unit = price * (10**18 if currency == "eth" else 1) / (pixels if pixels > 0 else 1)
+        key = (entry["pipeline"], str(entry.get("model_id") or "default"))
         if per_unit <= 0:
             if fallback is None:
                 continue
             per_unit = fallback
-        caps[(entry["pipeline"], str(entry.get("model_id") or "default"))] = per_unit
+            if OVERALL in usd:
+                usd.add(key)
+        elif currency == "usd":
+            usd.add(key)
+        caps[key] = per_unit
     return caps
 
 

@@ -15,6 +15,7 @@ each orchestrator, and ``/metrics`` counts the tickets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from starlette.routing import Route
 
 from lpnode.errors import (
     BadRequestError,
+    ConfigError,
     JobError,
     MethodNotAllowedError,
     NotFoundError,
@@ -99,6 +101,7 @@ class Gateway:
         self.forwarder: Forwarder | None = None
         self.byoc: ByocGateway | None = None
         self.payments: GatewayPayments | None = None  # on chain, once run() opened the chain
+        self.caps = settings.caps  # with the USD rate on chain, once run() opened the chain
         database = database_path(settings.data_dir.expanduser())
         self.guard = KeyGuard(KeyStore(database)) if settings.auth == "keys" else None
         self.usage = UsageLog(database)
@@ -209,6 +212,14 @@ class Gateway:
             await node.close()
             raise
         self.registry.register(PaymentsCollector(self.payments))
+        if self.settings.caps.usd:
+            feed = node.price_feed
+            if feed is None:
+                raise ConfigError(
+                    "price caps in USD need the ETH/USD price feed: give -priceFeedAddr (the network's default "
+                    "could not be read), or caps in wei or eth"
+                )
+            self.caps = dataclasses.replace(self.settings.caps, wei_per_usd=feed.wei_per_unit)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -233,7 +244,7 @@ class Gateway:
             self.directory,
             SELECTORS[s.selector](),
             self.stats,
-            s.caps,
+            self.caps,
             transport,
             self._session,
             self.store,
@@ -248,7 +259,7 @@ class Gateway:
         self.openai = OpenAIRoutes(forwarder, self.directory, self.default_model, wrapper, timeout=s.timeout)
         self.byoc = ByocGateway(self.directory, self._session, wrapper, transport, payments=self.payments)
         self.live.attach(
-            self.directory, SELECTORS[s.selector](), self.stats, s.caps, self._session, s.base_url,
+            self.directory, SELECTORS[s.selector](), self.stats, self.caps, self._session, s.base_url,
             payments=self.payments, payment_interval=s.chain.live_payment_interval if s.chain is not None else 5.0,
         )  # fmt: skip
         refresher = asyncio.ensure_future(self.directory.run())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -15,22 +15,38 @@ if TYPE_CHECKING:
     from lpnode.payments.settings import ChainSettings
 
 SELECTOR_NAMES = ("latency", "go-livepeer")
+OVERALL = ("", "")
+"""The key of ``-maxPricePerUnit`` in :attr:`PriceCaps.usd`."""
 
 
 @dataclass(frozen=True)
 class PriceCaps:
     """Most wei per unit the gateway pays: per (pipeline, model), per pipeline (``"default"`` model), and
     overall. go-livepeer's ``-maxPricePerUnit`` and ``-maxPricePerCapability``; enforced off-chain too, and on
-    chain against the price of each job's session as well as the advertised one."""
+    chain against the price of each job's session as well as the advertised one.
+
+    Caps may be in USD (``usd`` names which: a (pipeline, model) key, or :data:`OVERALL`); they are converted to
+    wei with the ETH/USD price feed at each use (``wei_per_usd``, set on chain once the feed is read), so they
+    follow the ETH price as go-livepeer's auto-converted prices do."""
 
     overall: Fraction | None = None
     per_model: Mapping[tuple[str, str], Fraction] = field(default_factory=dict)
+    usd: frozenset[tuple[str, str]] = frozenset()
+    wei_per_usd: Callable[[], Fraction] | None = None
 
     def cap(self, pipeline: str, model_id: str) -> Fraction | None:
-        specific = self.per_model.get((pipeline, model_id))
-        if specific is not None:
-            return specific
-        return self.per_model.get((pipeline, "default"), self.overall)
+        for key in ((pipeline, model_id), (pipeline, "default")):
+            specific = self.per_model.get(key)
+            if specific is not None:
+                return self._wei(key, specific)
+        return None if self.overall is None else self._wei(OVERALL, self.overall)
+
+    def _wei(self, key: tuple[str, str], amount: Fraction) -> Fraction | None:
+        if key not in self.usd:
+            return amount
+        if self.wei_per_usd is None:
+            return None  # no rate (off-chain, where USD caps are refused at start): no cap to apply
+        return amount * self.wei_per_usd()
 
     def allows(self, offer: Offer) -> bool:
         cap = self.cap(offer.pipeline, offer.model_id)
@@ -68,14 +84,23 @@ class GatewaySettings:
 
 
 def parse_price(text: str) -> Fraction:
-    """``-maxPricePerUnit``: ``<number>[wei|eth]`` (off-chain, other currencies cannot be converted)."""
+    """``-maxPricePerUnit``: ``<number>[wei|eth]`` in wei (:func:`parse_price_currency` also takes ``USD``)."""
+    amount, usd = parse_price_currency(text)
+    if usd:
+        raise ConfigError(f"price {text!r} is in USD, which needs an on-chain price feed; use wei or eth")
+    return amount
+
+
+def parse_price_currency(text: str) -> tuple[Fraction, bool]:
+    """``<number>[wei|eth|usd]`` (go-livepeer's ``-maxPricePerUnit`` spelling, e.g. ``0.02USD``): the amount in wei,
+    or in USD when the second value is True (converted later, with the price feed)."""
     value = text.strip().lower()
-    scale = 1
-    for suffix, factor in (("wei", 1), ("eth", 10**18)):
+    scale, usd = 1, False
+    for suffix, factor in (("wei", 1), ("eth", 10**18), ("usd", 1)):
         if value.endswith(suffix):
-            value, scale = value[: -len(suffix)], factor
+            value, scale, usd = value[: -len(suffix)], factor, suffix == "usd"
             break
     try:
-        return Fraction(value) * scale
+        return Fraction(value) * scale, usd
     except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"price {text!r} is not a number with an optional wei or eth suffix") from None
+        raise ConfigError(f"price {text!r} is not a number with an optional wei, eth or USD suffix") from None
