@@ -27,17 +27,25 @@ from lpnode.errors import ConfigError
 from lpnode.logs import log_event
 from lpnode.payments.devchain import DevChain, start_devchain
 from lpnode.payments.keystore import Wallet, create_wallet, load_wallet
+from lpnode.payments.redemption import QUEUE_FILE
 
 log = logging.getLogger("lpnode.up")
 DEVCHAIN = "devchain"
 GAS_MONEY = 100 * 10**18
 DEPOSIT = 10**18
 RESERVE = 10**18
-TICKET_EV = 10**14
-"""Each ticket's expected value, in wei (0.0001 ETH): a tiny job is paid with one ticket now and then."""
-MAX_FACE_VALUE = 10**15
-"""Face values capped at 10 tickets' worth (still above what a redemption costs in gas at 1 gwei), so about one
-ticket in ten wins and is redeemed on chain."""
+TICKET_EV = 10**10
+"""Each ticket's expected value, in wei (close to go-livepeer's default of 8 gwei): a tiny image job carries a
+ticket or two, an LLM answer one now and then (the gateway keeps a ticket's worth of credit per model)."""
+MAX_FACE_VALUE = 4 * TICKET_EV
+"""Face values capped at 4 tickets' worth, so about one ticket in four wins and is redeemed on chain. A face value
+this small is only worth redeeming because the dev chain's gas is free (below: a redemption at the recipient's
+350,000 gas must cost less than the face value, so gas above about 114,000 wei would stop ticket params)."""
+MAX_GAS_PRICE = 10_000
+"""The orchestrator's ``-maxGasPrice`` in wei. The dev chain charges no gas (base fee 0, no tip): raise its base
+fee above this with ``anvil_setNextBlockBaseFeePerGas`` and winning tickets wait in the queue until it falls."""
+ROUND_LENGTH = 100
+"""Blocks per round (one block a second): a winning ticket stays redeemable for 2 rounds, so at least 100 s."""
 START_SECONDS = 60.0
 
 
@@ -64,12 +72,13 @@ class StackChain:
         return [
             *self.connection_flags(self.orchestrator_keystore),
             "--ticket-ev", str(TICKET_EV), "--max-face-value", str(MAX_FACE_VALUE),
+            "--max-gas-price", str(MAX_GAS_PRICE),
         ]  # fmt: skip
 
     def gateway_flags(self) -> list[str]:
         return [
             *self.connection_flags(self.gateway_keystore),
-            "--max-ticket-ev", str(TICKET_EV * 10), "--max-total-ev", str(TICKET_EV * 1000),
+            "--max-ticket-ev", str(TICKET_EV * 10), "--max-total-ev", str(TICKET_EV * 100_000),
         ]  # fmt: skip
 
 
@@ -113,7 +122,7 @@ class ChainKeeper:
 
     async def _keep(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        chain = await start_devchain(block_time=1)
+        chain = await start_devchain(block_time=1, round_length=ROUND_LENGTH, base_fee=0)
         try:
             self.chain = await self._prepare(chain)
             self._ready.set()
@@ -170,7 +179,7 @@ def _wallet(keystore: Path, password: str) -> Wallet:
 
 def _set_aside_old_tickets(orch_dir: Path) -> None:
     """Winning tickets of an earlier run's chain cannot be redeemed on this one: keep them, out of the queue."""
-    for name in ("tickets.sqlite", "tickets.sqlite-wal", "tickets.sqlite-shm"):
+    for name in (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm"):
         path = orch_dir / name
         if path.exists():
             path.replace(path.with_name(name + ".earlier-chain"))

@@ -164,17 +164,27 @@ def kill_up_orchestrator(up: Up, recovery: float = 60.0) -> Outcome:
     )
 
 
+def _live_free(network: LiveNetwork) -> None:
+    """Wait until both orchestrators have an idle live runner and no stream holds a slot. A stream stopped
+    through the gateway holds its slot until its runner has finished the last input (a few seconds), and a start
+    meanwhile is refused: the streams here start once both are free, so they measure the fault, not that drain."""
+    if wait_until(lambda: all(network.runner_idle(n) for n in (network.a, network.b)), 60, interval=0.2) is None:
+        held = {n.base_url: network.streams_on(n) for n in (network.a, network.b)}
+        raise AssertionError(f"an orchestrator's live slot stayed held: {held}")
+
+
 def kill_live_runner_mid_stream(network: LiveNetwork, clip: Path, frames: int, work: Path) -> Outcome:
     """SIGKILL the live runner serving a stream mid-stream: the stream must go on at the other orchestrator,
     the hit one must start its runner again and free the stream's slot, and the runner's pipeline process must
     go with it. Then two streams at once must be served, one by each orchestrator (the restarted runner takes
     one). The answers: the stream that was hit, then the two new ones."""
     work.mkdir(parents=True, exist_ok=True)
+    _live_free(network)
     name = f"hit-{time.monotonic_ns()}"
     hit = LiveClient(network, clip, frames, name, work / f"{name}.ts")
     if wait_until(lambda: hit.output_segments() >= 2 and bool(hit.orchestrators), BUSY_TIMEOUT) is None:
-        hit.answer(timeout=5)
-        raise AssertionError(f"the stream never gave output: {hit.last}")
+        seen = hit.answer(timeout=5)
+        raise AssertionError(f"the stream never gave output: {hit.last}\n{seen.message}")
     serving = network.node(hit.orchestrators[0])
     victims = network.runner_tree(serving)
     assert victims, "the serving orchestrator shows no runner pid"
@@ -186,10 +196,7 @@ def kill_live_runner_mid_stream(network: LiveNetwork, clip: Path, frames: int, w
     notes = [f"the hit stream: {hit.last.get('swaps')} swaps, orchestrators {hit.orchestrators}"]
     notes.append(f"its state: {hit.last.get('state')}, last error: {hit.last.get('last_error')}")
     notes.append(f"streams still held by the hit orchestrator: {network.streams_on(serving)}")
-    # A stopped stream holds its slot until its runner has finished the last input (a few seconds): the new
-    # streams start once both orchestrators are free, so they measure the restarted runner, not that drain.
-    free = wait_until(lambda: all(network.runner_idle(n) for n in (network.a, network.b)), timeout=60, interval=0.2)
-    notes.append("both orchestrators free again" if free is not None else "an orchestrator's slot stayed held")
+    _live_free(network)
     short = work / "short.mp4"
     short_frames = write_clip(short, 4.0)
     after = [LiveClient(network, short, short_frames, f"after{i}-{time.monotonic_ns()}", work / f"after{i}.ts")

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lpnode.dashboard.sources import Advertisement, NodeFiles
+from lpnode.dashboard.sources import Advertisement, GatewayWallet, NodeFiles
 from lpnode.dashboard.status_command import DEFAULT_GATEWAY, DEFAULT_ORCHESTRATOR
 from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
 
@@ -39,7 +39,11 @@ def add_dashboard_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     s.add_argument("--admin-token", default="", metavar="TOKEN", help=ADMIN_TOKEN_HELP)
 
-    d = sub.add_parser("doctor", help="check the whole loop: models, runners, advertisement, prices, a request")
+    d = sub.add_parser(
+        "doctor",
+        help="check the whole loop: models, runners, advertisement, prices, a request (and payments on chain)",
+        allow_abbrev=False,
+    )
     d.add_argument(
         "--orchestrator", default=DEFAULT_ORCHESTRATOR, metavar="URL", help=f"default {DEFAULT_ORCHESTRATOR}"
     )
@@ -50,6 +54,20 @@ def add_dashboard_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "--ai-models", type=Path, metavar="FILE", help="the aiModels.json (default ~/.lpnode/aiModels.json if any)"
     )
     d.add_argument("--models-dir", type=Path, metavar="DIR", help="the models dir (default ~/.lpnode/models if any)")
+    d.add_argument(
+        "--data-dir", type=Path, default=UP_DATA_DIR, metavar="DIR",
+        help="`lpnode up`'s data dir: the defaults above and its dev chain's gateway wallet (default ~/.lpnode)",
+    )  # fmt: skip
+    w = d.add_argument_group("on chain: the gateway's wallet, to sign GetOrchestrator as the gateway does")
+    w.add_argument(
+        "--eth-keystore-path", "-ethKeystorePath", dest="eth_keystore_path", default="", metavar="PATH",
+        help="the gateway's keystore file or directory (default DATA_DIR/gateway/keystore if any)",
+    )  # fmt: skip
+    w.add_argument("--eth-acct-addr", "-ethAcctAddr", dest="eth_acct_addr", default="", metavar="ADDRESS")
+    w.add_argument(
+        "--eth-password", "-ethPassword", dest="eth_password", default="", metavar="PASSWORD",
+        help="the keystore's password, or a file holding it (default DATA_DIR/devchain-password if any)",
+    )  # fmt: skip
 
 
 def run_dashboard_command(args: argparse.Namespace) -> int:
@@ -74,7 +92,7 @@ def run_doctor_command(args: argparse.Namespace, files: NodeFiles, advertisement
     """``lpnode doctor`` with the orchestrator's side (``files``) and the gateway's (``advertisement``)."""
     from lpnode.dashboard.doctor import run_doctor
 
-    up_dir = UP_DATA_DIR.expanduser()
+    up_dir = Path(args.data_dir).expanduser()
     ai_models = args.ai_models or ((up_dir / "aiModels.json") if (up_dir / "aiModels.json").is_file() else None)
     models_dir = args.models_dir or (
         (up_dir / "models") if (up_dir / "models").is_dir() else files.default_models_dir()
@@ -87,4 +105,19 @@ def run_doctor_command(args: argparse.Namespace, files: NodeFiles, advertisement
         sys.stdout,
         files=files,
         advertisement=advertisement,
+        wallet=gateway_wallet(args, up_dir),
     )
+
+
+def gateway_wallet(args: argparse.Namespace, up_dir: Path) -> GatewayWallet | None:
+    """The gateway's wallet the doctor signs with: the flags', else ``lpnode up --network devchain``'s in
+    ``up_dir``; ``None`` when there is none. Nothing is unlocked here."""
+    from lpnode.payments.keystore import read_password
+
+    keystore = Path(args.eth_keystore_path).expanduser() if args.eth_keystore_path else up_dir / "gateway" / "keystore"
+    if not keystore.exists():
+        return None
+    password = args.eth_password
+    if not password and (up_dir / "devchain-password").is_file():
+        password = str(up_dir / "devchain-password")
+    return GatewayWallet(keystore, args.eth_acct_addr, read_password(password))

@@ -7,6 +7,11 @@
 6. the gateway knows the orchestrator, 7. its prices are within the gateway's caps, and 8. a small real
    request (the cheapest warm pipeline, at 64×64 or a few tokens) goes through the gateway.
 
+On chain (the orchestrator's ``/status`` has ``payments``) the ``GetOrchestrator`` of 5 is signed with the
+gateway's wallet (or skipped, saying so, without one), and :mod:`lpnode.dashboard.doctor_chain` adds: the
+orchestrator is active on chain (after 3), it gave the wallet ticket params (after 5), and the gateway pays on
+chain from a deposit and reserve that are not empty (after 6).
+
 A failing check prints its likely cause and the fix. The exit status is 1 when any check fails.
 
 What needs a role's own code comes in through :mod:`lpnode.dashboard.sources`: the orchestrator's
@@ -23,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from lpnode.dashboard.doctor_chain import NO_WALLET, WALLET_FIX, check_active, check_gateway_funds, check_ticket_params
 from lpnode.dashboard.doctor_requests import SMALL_REQUESTS, small_request
 from lpnode.dashboard.fetch import Unreachable, base_url, get_json, request
 from lpnode.dashboard.network_view import pipeline_name
-from lpnode.dashboard.sources import NODE_STATUS_PATH, Advertisement, ModelEntry, NodeFiles
+from lpnode.dashboard.sources import NODE_STATUS_PATH, Advertisement, GatewayWallet, ModelEntry, NodeFiles
 from lpnode.errors import ConfigError
 from lpnode.pipelines import PIPELINES
 
@@ -52,7 +58,10 @@ class Doctor:
     out: TextIO
     files: NodeFiles
     advertisement: Advertisement
+    wallet: GatewayWallet | None = None
+    """The gateway's wallet, to sign ``GetOrchestrator`` when the orchestrator is on chain."""
     checks: list[Check] | None = None
+    gateway_data: dict[str, Any] | None = None
 
     def report(self, name: str, outcome: str, detail: str, fix: str = "") -> Check:
         check = Check(name, outcome, detail, fix)
@@ -68,10 +77,15 @@ class Doctor:
         configs = self.check_ai_models()
         status = self.check_orchestrator()
         service_url = str(status.get("service_url", "")) if status else ""
+        chain = status.get("payments") if status and isinstance(status.get("payments"), dict) else None
         if status is not None:
             self.check_runners(status, configs)
-        self.check_advertised(service_url, status)
+        if chain is not None:
+            check_active(self.report, chain)
+        self.check_advertised(service_url, status, chain)
         offers = self.check_gateway(service_url)
+        if chain is not None and self.gateway_data is not None:
+            check_gateway_funds(self.report, self.gateway_data.get("payments"))
         if offers is not None:
             self.check_prices(offers)
             self.check_request(offers)
@@ -172,12 +186,26 @@ class Doctor:
 
     # --- 5: what a gateway sees ---------------------------------------------------------------------------
 
-    def check_advertised(self, service_url: str, status: dict[str, Any] | None) -> None:
+    def check_advertised(
+        self, service_url: str, status: dict[str, Any] | None, chain: dict[str, Any] | None = None
+    ) -> None:
         name = "advertised from outside (GetOrchestrator)"
         target = service_url or self.orchestrator
+        if chain is not None and self.wallet is None:
+            self.report(name, SKIP, NO_WALLET, WALLET_FIX)
+            return
         try:
-            info = self.advertisement(target)
+            info = self.advertisement(target, self.wallet) if chain is not None else self.advertisement(target)
+        except ConfigError as exc:
+            self.report(name, FAIL, f"cannot unlock the gateway's wallet: {exc}", WALLET_FIX)
+            return
         except Unreachable as exc:
+            if "sig check failed" in str(exc):
+                self.report(
+                    name, FAIL, f"the orchestrator refused the signed request: {exc}",
+                    "the orchestrator could not verify the wallet's signature: check the wallet and the chain",
+                )  # fmt: skip
+                return
             self.report(
                 name, FAIL, f"the service address does not answer gRPC: {exc}",
                 "the service address (-serviceAddr) must be the host:port gateways can reach: a public IP or DNS "
@@ -193,10 +221,14 @@ class Doctor:
                 missing.append(f"{key[0]} {key[1]}")
         warm = sum(1 for w in advertised.values() if w)
         detail = f"{target} advertises {len(advertised)} model(s), {warm} warm, {info.hardware} hardware entr(ies)"
+        if info.signed_by:
+            detail += f", signed by {info.signed_by}"
         if missing:
             self.report(name, FAIL, f"{detail}; not advertised: {', '.join(missing)}", "check the orchestrator's log")
         else:
             self.report(name, PASS, detail)
+        if chain is not None:
+            check_ticket_params(self.report, info, chain)
 
     # --- 6, 7, 8: the gateway ----------------------------------------------------------------------------
 
@@ -214,6 +246,7 @@ class Doctor:
                 "start it (`lpnode up` or `lpnode gateway`), or pass --gateway with its public address",
             )  # fmt: skip
             return None
+        self.gateway_data = data if isinstance(data, dict) else None
         self.report("gateway answers", PASS, f"{self.gateway} knows {data.get('orchestrators', 0)} orchestrator(s)")
         wanted = {service_url.rstrip("/"), self.orchestrator.rstrip("/")}
         offers = [
@@ -296,9 +329,11 @@ def run_doctor(
     *,
     files: NodeFiles,
     advertisement: Advertisement,
+    wallet: GatewayWallet | None = None,
 ) -> int:
-    """Run every check against the orchestrator and gateway at these addresses, print each; 1 if one failed."""
+    """Run every check against the orchestrator and gateway at these addresses, print each; 1 if one failed.
+    ``wallet`` (the gateway's) signs ``GetOrchestrator`` when the orchestrator is on chain."""
     doctor = Doctor(
-        base_url(orchestrator, "https"), base_url(gateway), ai_models, models_dir, out, files, advertisement
+        base_url(orchestrator, "https"), base_url(gateway), ai_models, models_dir, out, files, advertisement, wallet
     )
     return doctor.run()

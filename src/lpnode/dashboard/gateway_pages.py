@@ -2,7 +2,10 @@
 
 On the public port (``--http-addr``): ``GET /dashboard`` (the network page) and ``GET /dashboard/data.json``
 (what it polls). The network is public by nature (every orchestrator advertises itself to any caller) and
-the selection measurements say nothing about callers, so both are safe to expose.
+the selection measurements say nothing about callers, so both are safe to expose. On chain the JSON has a
+``payments`` block: the gateway's wallet, its deposit and reserve (public on chain anyway) and the tickets sent
+to each orchestrator (totals over every caller); the credit held with each orchestrator is on the admin port
+only. Off-chain there is no ``payments`` key.
 
 On the admin port (``--cli-addr``, 127.0.0.1 by default) as well: ``GET /dashboard/usage`` and
 ``GET /dashboard/usage.json?window=1h``, the usage of every API key. Usage is never served on the public
@@ -55,7 +58,9 @@ def dashboard_routes(source: GatewaySource, *, admin: bool) -> list[Route]:
     """The routes for the public app (``admin=False``) or the admin app."""
 
     async def data(request: Request) -> Response:
-        return json_response({**network_data(source), "usage_page": admin})
+        payments = await source.payments(admin=admin)
+        extra = {"payments": dict(payments)} if payments is not None else {}
+        return json_response({**network_data(source), "usage_page": admin, **extra})
 
     async def usage_page(request: Request) -> Response:
         return page("usage.html")

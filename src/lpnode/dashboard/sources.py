@@ -7,6 +7,7 @@ hands the dashboard these values, so the dashboard never imports a role.
 
 - The gateway's **network view**: :class:`NetworkSnapshot`, a ``/getNetworkCapabilities`` document with the
   gateway's own measurements per offer and its price caps.
+- The gateway's **payments** (on chain): :meth:`GatewaySource.payments`, its wallet, funds and tickets sent.
 - The gateway's **usage series**: :class:`UsageSource`, usage records already summed per time bucket, API key
   and pipeline.
 - The **node view**: the orchestrator's ``GET /status`` document (``models`` with their ``runners``, each
@@ -86,6 +87,12 @@ class GatewaySource(UsageSource, Protocol):
         """True when the gateway asks for API keys (the usage page then names keys)."""
         ...
 
+    async def payments(self, *, admin: bool) -> Mapping[str, Any] | None:
+        """On chain, the gateway's payments (the shape :mod:`lpnode.dashboard.payments_view` describes), with the
+        deposit and reserve read fresh; ``None`` off-chain. ``admin`` adds what only the operator sees (the
+        credit held with each orchestrator)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -131,8 +138,30 @@ class Advertised:
     """(capability number, model id) -> warm."""
     hardware: int
     """How many hardware entries it sends."""
+    ticket_params: Mapping[str, str] | None = None
+    """On chain, the ticket params it gave the caller: ``recipient`` (EIP-55), ``face_value_wei``,
+    ``win_prob`` (a fraction of 1, as a decimal string), ``expiration_block`` and ``model`` (``"<pipeline>
+    <model id>"`` they price, absent when no model is priced); ``None`` when it gave none."""
+    price_info: bool = False
+    """Whether the info carries a ``price_info``."""
+    signed_by: str = ""
+    """The address the request was signed with (EIP-55); ``""`` for an unsigned request."""
 
 
-Advertisement = Callable[[str], Advertised]
-"""The gateway's side of ``lpnode doctor``: ask the orchestrator at a service URL for its info as a gateway
-does (gRPC, TLS included). Raises :class:`~lpnode.dashboard.fetch.Unreachable` when it does not answer."""
+@dataclass(frozen=True)
+class GatewayWallet:
+    """Where the gateway's wallet is: a keystore file or directory, the account in it (``""``: the only one)
+    and its password. Unlocked only when an on-chain orchestrator is asked."""
+
+    keystore: Path
+    account: str = ""
+    password: str = field(default="", repr=False)
+
+
+class Advertisement(Protocol):
+    """The gateway's side of ``lpnode doctor``: ask the orchestrator at a service URL for its info as a gateway
+    does (gRPC, TLS included), signed with ``wallet`` when one is given (an orchestrator on chain answers only a
+    signed request). Raises :class:`~lpnode.dashboard.fetch.Unreachable` when it does not answer and
+    :class:`~lpnode.errors.ConfigError` (one line, never the password) when the wallet cannot be unlocked."""
+
+    def __call__(self, service_url: str, wallet: GatewayWallet | None = None) -> Advertised: ...

@@ -5,7 +5,10 @@ gateway its latency, success rate and errors), read from ``/dashboard/data.json`
 ``/getNetworkCapabilities`` (give its CLI address). For the orchestrator: its models and runners from
 ``/status``, and its BYOC capabilities and remote workers when it has them. Pointed at the orchestrator's
 admin API (``http://127.0.0.1:7935``) it shows runner PIDs too, which its public port keeps to itself. An
-admin API that asks for a token gets ``admin_token``. A target that does not answer gets one line saying so,
+admin API that asks for a token gets ``admin_token``. On chain both add their payments
+(:mod:`lpnode.dashboard.payments_view`): the gateway's wallet, funds and tickets sent per orchestrator (its
+credits with each on the admin port), the orchestrator's wallet, tickets and earnings (the senders' balances
+on the admin API only). A target that does not answer gets one line saying so,
 and the exit status is 1.
 """
 
@@ -17,6 +20,7 @@ from typing import Any, TextIO
 
 from lpnode.dashboard.fetch import Unreachable, base_url, get_json
 from lpnode.dashboard.network_view import network_view
+from lpnode.dashboard.payments_view import clean, print_gateway_payments, print_orchestrator_payments
 from lpnode.dashboard.sources import NODE_STATUS_PATH
 from lpnode.dashboard.units import OUTPUT_UNITS, readable_wei
 from lpnode.protocol.admin_access import admin_headers
@@ -26,8 +30,9 @@ DEFAULT_ORCHESTRATOR = "https://127.0.0.1:8936"
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain text table: columns padded to their widest cell, ``-`` for empty cells."""
-    cells = [[("-" if c is None or c == "" else str(c)).replace("\n", " ") for c in row] for row in rows]
+    """A plain text table: columns padded to their widest cell, ``-`` for empty cells, control characters
+    (a hostile node's escape sequences, newlines) replaced by ``?``."""
+    cells = [["-" if c is None or c == "" else clean(c) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
@@ -84,7 +89,10 @@ def print_gateway(data: dict[str, Any], out: TextIO) -> None:
                 rows.append(row)
     print(format_table(headers, rows) if rows else "no orchestrator offers anything yet", file=out)
     for orch in data.get("unreachable", []):
-        print(f"unreachable orchestrator {orch.get('url')}: {orch.get('problem') or 'no answer yet'}", file=out)
+        print(f"unreachable orchestrator {clean(orch.get('url'))}: {clean(orch.get('problem')) or 'no answer yet'}",
+              file=out)  # fmt: skip
+    if isinstance(data.get("payments"), dict):
+        print_gateway_payments(data["payments"], out, format_table)
 
 
 def _generic(title: str, items: list[Any], out: TextIO) -> None:
@@ -135,6 +143,8 @@ def print_orchestrator(status: dict[str, Any], out: TextIO) -> None:
     for key, title in (("byoc", "BYOC capabilities"), ("workers", "remote AI workers")):
         if isinstance(status.get(key), list):
             _generic(title, status[key], out)
+    if isinstance(status.get("payments"), dict):
+        print_orchestrator_payments(status["payments"], out, format_table)
 
 
 def run_status(gateway: str | None, orchestrator: str | None, out: TextIO, admin_token: str = "") -> int:

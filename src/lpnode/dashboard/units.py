@@ -21,7 +21,8 @@ OUTPUT_UNITS: Mapping[str, OutputUnit] = MappingProxyType(
     {**{name: spec.output_unit for name, spec in PIPELINES.items()}, "byoc": BYOC_OUTPUT_UNIT}
 )
 """Pipeline name (``byoc`` for every BYOC capability) -> its typical output."""
-__all__ = ["OUTPUT_UNITS", "OutputUnit", "price_per_output", "readable_wei", "wei_text"]
+__all__ = ["OUTPUT_UNITS", "OutputUnit", "eth_text", "price_per_output", "readable_wei", "wei_text"]
+WEI_PER_ETH = 10**18
 
 
 def wei_text(value: Fraction) -> str:
@@ -48,6 +49,24 @@ def readable_wei(amount: str | int | Fraction) -> str:
         if abs(value) >= scale * (Fraction(1, 1000) if unit == "ETH" else 1) or unit == "wei":
             return f"{_grouped(value / scale)} {unit}"
     raise AssertionError("unreachable")
+
+
+def eth_text(amount: str | int | Fraction) -> str:
+    """A wei amount in ETH, for balances, deposits and earnings: 6 significant digits, never an exponent,
+    thousands separated. ``eth_text(10**18)`` is ``"1 ETH"``, ``eth_text("199940820319723")`` is
+    ``"0.000199941 ETH"``, ``eth_text(0)`` is ``"0 ETH"``; ``""`` for ``""``. A fraction (``"3/2"``) is read
+    exactly; a text that is not a number is returned as it is."""
+    if amount == "":
+        return ""
+    try:
+        value = Fraction(amount) / WEI_PER_ETH
+    except (ValueError, ZeroDivisionError, TypeError):
+        return str(amount)
+    if value == 0:
+        return "0 ETH"
+    with localcontext(prec=6):
+        text = format((Decimal(value.numerator) / Decimal(value.denominator)).normalize(), ",f")
+    return f"{text} ETH"
 
 
 def _grouped(value: Fraction) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lpnode.errors import ConfigError
 from lpnode.gateway.settings import OVERALL, SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price_currency
+from lpnode.gateway.state import DB_URL_ENV, check_db_url
 from lpnode.logs import command_log_level
 from lpnode.payments.settings import add_chain_flags, chain_settings
 from lpnode.pipelines import BATCH_PIPELINES
@@ -55,6 +57,12 @@ def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("--queue-wait", type=float, default=60.0, help="the longest a request waits for capacity (s)")
     p.add_argument("--data-dir", "-dataDir", dest="data_dir", type=Path, default=Path("~/.lpnode/gateway"))
+    p.add_argument(
+        "--db-url",
+        default=os.environ.get(DB_URL_ENV, ""),
+        help=f"postgresql://USER:PASSWORD@HOST:PORT/DB: keys, usage and async jobs in PostgreSQL, shared with every "
+        f"gateway given the same URL (default: SQLite in --data-dir) [{DB_URL_ENV}]",
+    )
     p.add_argument("-gateway", "-broadcaster", dest="role", nargs="?", const="true", default="true")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
@@ -97,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         auth=getattr(args, "auth", "none"),
         admin_token=read_admin_token(getattr(args, "admin_token", "")),
         chain=chain if chain.on_chain else None,
+        db_url=check_db_url(args.db_url) if getattr(args, "db_url", "") else "",
     )
 
 

@@ -1,15 +1,16 @@
 """The gateway's side of its dashboard: what the network and usage pages read, taken from the running gateway.
 
 :class:`GatewayDashboardSource` implements :class:`lpnode.dashboard.sources.GatewaySource` over the
-gateway's directory, selection measurements, price caps, key guard and usage log; :func:`dashboard_routes`
-gives the gateway's apps the pages' routes over it.
+gateway's directory, selection measurements, price caps, key guard, usage log and (on chain) payments;
+:func:`dashboard_routes` gives the gateway's apps the pages' routes over it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
-from contextlib import closing
-from typing import Any, Protocol
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.routing import Route
 
@@ -19,17 +20,12 @@ from lpnode.dashboard.usage_series import usage_series as series_of
 from lpnode.gateway.directory import Directory, KnownOrchestrator
 from lpnode.gateway.forward import Forwarder
 from lpnode.gateway.key_guard import KeyGuard
-from lpnode.gateway.keys import connect
 from lpnode.gateway.network_caps import network_capabilities
 from lpnode.gateway.selection import Stats
 from lpnode.gateway.usage import UsageLog
 
-_SQL = """
-SELECT CAST((time - ?) / ? AS INTEGER) AS bucket, key_name, pipeline, COUNT(*),
-       SUM(CASE WHEN status BETWEEN 200 AND 299 THEN units ELSE 0 END), SUM(status >= 400),
-       SUM(CAST(price_wei AS REAL)), SUM(latency_ms)
-FROM usage WHERE time >= ? GROUP BY bucket, key_name, pipeline
-"""
+if TYPE_CHECKING:
+    from lpnode.gateway.payments import GatewayPayments
 
 
 class GatewayParts(Protocol):
@@ -40,18 +36,17 @@ class GatewayParts(Protocol):
     forwarder: Forwarder | None
     usage: UsageLog
     guard: KeyGuard | None
+    payments: GatewayPayments | None
 
 
 class UsageTable:
-    """A usage log's records summed per time bucket, key and pipeline (in SQLite: ``GROUP BY``)."""
+    """A usage log's records summed per time bucket, key and pipeline (``GROUP BY`` in the gateway's database)."""
 
     def __init__(self, usage: UsageLog) -> None:
         self.usage = usage
 
     def usage_buckets(self, since: float, step: float) -> Iterator[UsageBucket]:
-        self.usage.flush()
-        with closing(connect(self.usage.path)) as conn:
-            rows = list(conn.execute(_SQL, (since, step, since)))
+        rows = self.usage.usage_buckets(since, step)  # from the gateway's state: SQLite or PostgreSQL
         for bucket, key_name, pipeline, requests, units, errors, spend, latency in rows:
             yield UsageBucket(
                 bucket, key_name, pipeline, requests, units or 0, errors or 0, spend or 0.0, latency or 0.0
@@ -106,6 +101,47 @@ class GatewayDashboardSource:
             unreachable=unreachable,
             last_refresh=gateway.directory.last_refresh,
         )
+
+    async def payments(self, *, admin: bool) -> dict[str, Any] | None:
+        """On chain: :func:`payments_view` of the gateway's payments, deposit and reserve read now (the chain
+        watcher caches them, so this costs no chain call); ``None`` off-chain."""
+        payments = self.gateway.payments
+        if payments is None:
+            return None
+        from lpnode.payments.chain_client import ChainError
+
+        try:
+            problem = await payments.funds_problem()
+        except ChainError as exc:
+            problem = f"cannot read the deposit and reserve: {exc}"
+        network = payments.node.settings.network if payments.node is not None else ""
+        return payments_view(payments.snapshot(), network=network, problem=problem, admin=admin)
+
+
+def payments_view(snapshot: Mapping[str, Any], *, network: str, problem: str, admin: bool) -> dict[str, Any]:
+    """The dashboard's ``payments`` block from :meth:`GatewayPayments.snapshot`: ``network``, ``address``,
+    ``deposit_wei``, ``reserve_wei``, ``unlocking``, ``problem`` and ``orchestrators`` (tickets and EV sent,
+    whole wei); with ``admin`` also ``credits``, each ``credit_wei`` rounded down to whole wei."""
+    view: dict[str, Any] = {
+        "network": network,
+        "address": snapshot.get("address", ""),
+        "deposit_wei": str(snapshot.get("deposit_wei", "0")),
+        "reserve_wei": str(snapshot.get("reserve_wei", "0")),
+        "unlocking": bool(snapshot.get("unlocking")),
+        "problem": problem,
+        "orchestrators": list(snapshot.get("orchestrators", [])),
+    }
+    if admin:
+        view["credits"] = [{**c, "credit_wei": _whole(c.get("credit_wei", "0"))} for c in snapshot.get("credits", [])]
+    return view
+
+
+def _whole(amount: object) -> str:
+    # The gateway keeps credit as an exact fraction; a page wants whole wei.
+    try:
+        return str(math.floor(Fraction(str(amount))))
+    except (ValueError, ZeroDivisionError):
+        return "0"
 
 
 def _errors(orch: KnownOrchestrator) -> list[dict[str, Any]]:

@@ -192,12 +192,13 @@ class Forwarder:
         self, offer: Offer, job: Job, request: Request | None, deadline: float, record: JobRecord
     ) -> Response:
         staged: Staged | None = None
+        price = offer.price
         if self.payments is None:
             token = await self._token(offer)
         else:
-            token, staged = await self._pay(offer, job, record.units)
+            token, staged, price = await self._pay(offer, job, record.units)
         try:
-            return await self._send(offer, job, request, deadline, record, token, staged)
+            return await self._send(offer, job, request, deadline, record, token, staged, price)
         finally:
             if staged is not None and not staged.done:
                 assert self.payments is not None
@@ -210,8 +211,10 @@ class Forwarder:
             self.directory.suspend(offer.url, str(exc))
             raise Retry(str(exc)) from None
 
-    async def _pay(self, offer: Offer, job: Job, units: int) -> tuple[AuthToken, Staged]:
-        """On chain: the session's token and a staged payment of ``units`` × the session's price."""
+    async def _pay(self, offer: Offer, job: Job, units: int) -> tuple[AuthToken, Staged, Fraction]:
+        """On chain: the session's token, a staged payment of ``units`` × the session's price, and that price (the
+        session's ``PriceInfo``, which may differ from the advertised one: it is what the job is paid and
+        metered at)."""
         from lpnode.gateway.payments import SessionRefused, manifest_for
 
         payments = self.payments
@@ -235,7 +238,7 @@ class Forwarder:
                 raise Retry(f"cannot pay it: {exc}", again=True) from None
             self.directory.suspend_offer(offer.url, job.pipeline, job.model_id, f"cannot pay it: {exc}")
             raise Retry(f"cannot pay it: {exc}") from None
-        return info.auth_token, staged
+        return info.auth_token, staged, session.price
 
     def _segment(self, token: AuthToken, job: Job) -> str:
         if self.payments is None:
@@ -251,6 +254,7 @@ class Forwarder:
         record: JobRecord,
         token: AuthToken,
         staged: Staged | None,
+        price: Fraction | None,
     ) -> Response:
         headers = {
             "Content-Type": job.content_type,
@@ -284,7 +288,7 @@ class Forwarder:
                 if staged is not None:
                     assert self.payments is not None
                     self.payments.settle(staged)  # it accepted the payment and serves
-                record.orchestrator, record.price = offer.url, offer.price
+                record.orchestrator, record.price = offer.url, price
                 record.headers = {k: v for k, v in answer.headers.items() if k.lower() == "x-audio-duration"}
                 if answer.content_type == "text/event-stream":
                     settled = True  # the stream's end settles it

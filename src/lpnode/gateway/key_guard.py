@@ -1,21 +1,22 @@
 """Admitting requests under API keys: the ``Authorization: Bearer`` check, per-key rate (a token bucket)
 and concurrency limits, and the errors a refused request gets (401, 429 with ``Retry-After``).
 
-Key lookups are cached for a few seconds (``CACHE_SECONDS``), so a revoked key stops working within that
-time and the hot path does not read SQLite on every request.
+Key lookups are cached for the state's ``key_cache_seconds`` (5 s on SQLite, 1 s on PostgreSQL), so a revoked
+key stops working within that time and the hot path does not read the database on every request. The counters
+behind the limits come from the state (:meth:`lpnode.gateway.state.GatewayState.limits`): in the gateway process
+with SQLite, in the database with PostgreSQL, where every gateway on it enforces one limit together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from lpnode.errors import TooManyRequestsError, UnauthorizedError
-from lpnode.gateway.keys import BEARER_HINT, CACHE_SECONDS, KEY_PATTERN, KEY_PREFIX, KeyRecord, KeyStore, hash_key
+from lpnode.gateway.keys import BEARER_HINT, KEY_PATTERN, KEY_PREFIX, KeyRecord, KeyStore, hash_key
+from lpnode.gateway.state import KeyLimits, Refusal
 
 
 def bearer_key(authorization: str | None) -> str:
@@ -33,11 +34,12 @@ class KeyAdmission:
     """A request admitted under ``key``. ``release()`` (or leaving ``with`` / ``async with``) frees its
     place among the key's requests at once; only the first release counts."""
 
-    __slots__ = ("_guard", "key", "released")
+    __slots__ = ("_guard", "key", "lease", "released")
 
-    def __init__(self, guard: KeyGuard, key: KeyRecord) -> None:
+    def __init__(self, guard: KeyGuard, key: KeyRecord, lease: str) -> None:
         self._guard = guard
         self.key = key
+        self.lease = lease
         self.released = False
 
     def release(self) -> None:
@@ -56,18 +58,14 @@ class KeyAdmission:
         self.release()
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
-
-
 class KeyGuard:
     """Admits requests by API key and enforces each key's limits (see the module docstring).
 
     Rate: a token bucket per key holding ``rate_per_minute`` requests, refilled at ``rate_per_minute / 60``
     per second, so a key may burst its whole minute's allowance and then goes at the steady rate.
     Concurrency: at most ``max_concurrent`` admissions not yet released. Safe to use from several threads.
+    ``cache_seconds`` defaults to the state's ``key_cache_seconds``; ``clock`` times the cache (and the buckets,
+    where they live in this process).
     """
 
     def __init__(
@@ -75,22 +73,27 @@ class KeyGuard:
         store: KeyStore,
         *,
         clock: Callable[[], float] = time.monotonic,
-        cache_seconds: float = CACHE_SECONDS,
+        cache_seconds: float | None = None,
         cache_size: int = 10_000,
     ) -> None:
         self._store = store
         self._clock = clock
-        self._cache_seconds = cache_seconds
+        self._cache_seconds = store.state.key_cache_seconds if cache_seconds is None else cache_seconds
         self._cache_size = cache_size
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
-        self._buckets: dict[int, _Bucket] = {}
-        self._in_flight: dict[int, int] = {}
+        self._limits: KeyLimits = store.state.limits(clock)
         self._lock = threading.Lock()
+
+    @property
+    def cache_seconds(self) -> float:
+        """At most how long a revoked key is still admitted."""
+        return self._cache_seconds
 
     def admit(self, authorization: str | None) -> KeyAdmission:
         """Admit a request with this ``Authorization`` header value, or raise 401 / 429.
 
-        On a cache miss this reads SQLite (one indexed row); in async code prefer :meth:`admit_async`.
+        On a cache miss, or with limits counted in the database, this waits on the database; in async code
+        prefer :meth:`admit_async`.
         """
         key = bearer_key(authorization)
         digest = hash_key(key)
@@ -100,17 +103,23 @@ class KeyGuard:
         return self._admit(record)
 
     async def admit_async(self, authorization: str | None) -> KeyAdmission:
-        """:meth:`admit`, with the SQLite read of a cache miss done off the event loop."""
+        """:meth:`admit`, with any database work done off the event loop."""
         key = bearer_key(authorization)
         digest = hash_key(key)
         found, record = self._cached(digest)
         if not found:
-            record = self._remember(digest, await asyncio.to_thread(self._store.lookup, key))
+            return await asyncio.to_thread(lambda: self._admit(self._remember(digest, self._store.lookup(key))))
+        if self._limits.blocking and record is not None and record.active:
+            return await asyncio.to_thread(self._admit, record)
         return self._admit(record)
 
     def in_flight(self, key_id: int) -> int:
-        with self._lock:
-            return self._in_flight.get(key_id, 0)
+        """Requests of this key in progress (with PostgreSQL: on every gateway)."""
+        return self._limits.in_flight(key_id)
+
+    def close(self) -> None:
+        """Give back the slots still held (with PostgreSQL, so other gateways need not wait for their leases)."""
+        self._limits.close()
 
     def _cached(self, digest: str) -> tuple[bool, KeyRecord | None]:
         with self._lock:
@@ -134,52 +143,32 @@ class KeyGuard:
             raise UnauthorizedError(f"unknown API key: {BEARER_HINT}, using a key the operator gave you")
         if not record.active:
             raise UnauthorizedError(f"this API key was revoked: ask for a new one and {BEARER_HINT}")
-        with self._lock:
-            in_flight = self._in_flight.get(record.id, 0)
-            if record.max_concurrent is not None and in_flight >= record.max_concurrent:
-                raise TooManyRequestsError(
-                    f"API key {record.name!r} already has {in_flight} requests in progress, its limit; "
-                    "retry when one finishes",
-                    retry_after=1,
-                    key_id=record.id,
-                    key_name=record.name,
-                )
-            if record.rate_per_minute is not None:
-                wait = self._take_token(record.id, record.rate_per_minute)
-                if wait:
-                    raise TooManyRequestsError(
-                        f"API key {record.name!r} is over its limit of {record.rate_per_minute} requests per "
-                        f"minute; retry in {wait} s",
-                        retry_after=wait,
-                        key_id=record.id,
-                        key_name=record.name,
-                    )
-            self._in_flight[record.id] = in_flight + 1
-        return KeyAdmission(self, record)
-
-    def _take_token(self, key_id: int, rate_per_minute: int) -> int:
-        """Take one request from the key's bucket: 0 if taken, else whole seconds until one is there."""
-        now = self._clock()
-        per_second = rate_per_minute / 60.0
-        bucket = self._buckets.get(key_id)
-        if bucket is None:
-            bucket = self._buckets[key_id] = _Bucket(float(rate_per_minute), now)
-        else:
-            bucket.tokens = min(float(rate_per_minute), bucket.tokens + (now - bucket.updated) * per_second)
-            bucket.updated = now
-        if bucket.tokens >= 1.0 - 1e-9:
-            bucket.tokens -= 1.0
-            return 0
-        return max(1, math.ceil((1.0 - bucket.tokens) / per_second - 1e-9))
+        lease = self._limits.acquire(record)
+        if isinstance(lease, Refusal):
+            raise _too_many(record, lease)
+        return KeyAdmission(self, record, lease)
 
     def _release(self, admission: KeyAdmission) -> None:
         with self._lock:
             if admission.released:
                 return
             admission.released = True
-            key_id = admission.key.id
-            left = self._in_flight.get(key_id, 1) - 1
-            if left > 0:
-                self._in_flight[key_id] = left
-            else:
-                self._in_flight.pop(key_id, None)
+        self._limits.release(admission.key, admission.lease)
+
+
+def _too_many(record: KeyRecord, refusal: Refusal) -> TooManyRequestsError:
+    if refusal.over == "concurrency":
+        return TooManyRequestsError(
+            f"API key {record.name!r} already has {refusal.in_flight} requests in progress, its limit; "
+            "retry when one finishes",
+            retry_after=1,
+            key_id=record.id,
+            key_name=record.name,
+        )
+    return TooManyRequestsError(
+        f"API key {record.name!r} is over its limit of {record.rate_per_minute} requests per "
+        f"minute; retry in {refusal.retry_after} s",
+        retry_after=refusal.retry_after,
+        key_id=record.id,
+        key_name=record.name,
+    )

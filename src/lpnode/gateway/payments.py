@@ -376,7 +376,8 @@ class GatewayPayments:
     # --- status ----------------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """For status pages: the address, funds (wei, as decimal strings) and what each orchestrator was sent."""
+        """For status pages: the address, funds (wei, as decimal strings), what each orchestrator was sent and the
+        credit held with it per manifest (whole wei, rounded down)."""
         return {
             "address": self.checksum_address,
             "deposit_wei": str(self.deposit),
@@ -396,7 +397,8 @@ class GatewayPayments:
                 {
                     "recipient": signatures.checksum(recipient),
                     "manifest": manifest,
-                    "credit_wei": str(self.balances.balance((recipient, manifest))),
+                    # Rounded down to a wei, as the orchestrator shows its balance for us.
+                    "credit_wei": str(math.floor(self.balances.balance((recipient, manifest)))),
                 }
                 for recipient, manifest in sorted(self._credit_keys)
             ],

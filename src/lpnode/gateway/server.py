@@ -49,7 +49,7 @@ from lpnode.gateway.directory import Directory, normalize_address
 from lpnode.gateway.forward import Forwarder
 from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
 from lpnode.gateway.key_guard import KeyGuard
-from lpnode.gateway.keys import KeyStore, database_path
+from lpnode.gateway.keys import KeyStore
 from lpnode.gateway.live import LiveSessions
 from lpnode.gateway.live.page import live_page_routes
 from lpnode.gateway.live.routes import LiveRoutes
@@ -58,6 +58,7 @@ from lpnode.gateway.openai_routes import OpenAIRoutes
 from lpnode.gateway.orch_client import OrchestratorClient
 from lpnode.gateway.selection import SELECTORS, Stats
 from lpnode.gateway.settings import GatewaySettings
+from lpnode.gateway.state import open_state
 from lpnode.gateway.transport import AiohttpTransport
 from lpnode.gateway.usage import UsageLog, UsageRecord, fee_wei
 from lpnode.logs import log_event
@@ -102,10 +103,10 @@ class Gateway:
         self.byoc: ByocGateway | None = None
         self.payments: GatewayPayments | None = None  # on chain, once run() opened the chain
         self.caps = settings.caps  # with the USD rate on chain, once run() opened the chain
-        database = database_path(settings.data_dir.expanduser())
-        self.guard = KeyGuard(KeyStore(database)) if settings.auth == "keys" else None
-        self.usage = UsageLog(database)
-        self.async_jobs = AsyncJobs(settings.result_ttl, settings.data_dir.expanduser() / "async_jobs.sqlite")
+        self.state = open_state(settings.data_dir.expanduser(), settings.db_url)  # SQLite, or PostgreSQL
+        self.guard = KeyGuard(KeyStore(self.state)) if settings.auth == "keys" else None
+        self.usage = UsageLog(self.state)
+        self.async_jobs = AsyncJobs(settings.result_ttl, self.state, running_seconds=settings.timeout)
         self.live = LiveSessions()  # live video streams; attached to the orchestrators in run()
         admit_live = self.guard.admit_async if self.guard is not None else None
         self.live_routes = LiveRoutes(self.live, admit_live)  # WHIP/WHEP add theirs to live_routes.extra_routes
@@ -191,7 +192,7 @@ class Gateway:
             for o in self.directory.known()
         ]
         live = [s.status()["gateway_status"] for s in self.live.running()]
-        body: dict[str, Any] = {"orchestrators": known, "live": live}
+        body: dict[str, Any] = {"orchestrators": known, "live": live, "database": self.state.where}
         if self.payments is not None:
             await self.payments.funds_problem()  # fresh deposit and reserve (cached by the chain watcher)
             body["payments"] = self.payments.snapshot()
@@ -265,7 +266,9 @@ class Gateway:
         refresher = asyncio.ensure_future(self.directory.run())
         servers = [_server(self.public_app(), public_socket), _server(self.admin_app(), admin_socket)]
         serving = [asyncio.ensure_future(server.serve(sockets=[sock])) for server, sock in servers]
-        log_event(log, "gateway ready", api=s.base_url, admin=f"http://{s.cli_host}:{s.cli_port}")
+        log_event(
+            log, "gateway ready", api=s.base_url, admin=f"http://{s.cli_host}:{s.cli_port}", database=self.state.where
+        )
         try:
             await asyncio.wait([asyncio.ensure_future(stop.wait()), *serving], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -282,6 +285,9 @@ class Gateway:
             if self.payments is not None:
                 await self.payments.close()
             await asyncio.to_thread(self.usage.close)
+            if self.guard is not None:
+                await asyncio.to_thread(self.guard.close)
+            await asyncio.to_thread(self.state.close)
             log_event(log, "gateway stopped")
 
 

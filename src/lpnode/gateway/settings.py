@@ -74,6 +74,7 @@ class GatewaySettings:
     auth: str = "none"  # "keys": Bearer API keys from `lpnode keys`
     admin_token: str = ""  # required on the admin API when set (lpnode.protocol.admin_access)
     chain: ChainSettings | None = None  # None: off-chain (no payments); else the chain the gateway pays on
+    db_url: str = field(default="", repr=False)  # PostgreSQL for keys, usage, async jobs, limits ("": SQLite)
 
     @property
     def base_url(self) -> str:

@@ -1,4 +1,5 @@
-"""Usage records: one row per gateway request, in the gateway's SQLite file (table ``usage``).
+"""Usage records: one row per gateway request, in the gateway's state (table ``usage``: in ``gateway.sqlite``, or
+in PostgreSQL with ``--db-url``, where every gateway on the database adds its rows to the one table).
 
 :meth:`UsageLog.record` never waits on the disk: it puts the record on a bounded queue, and a
 background thread writes what is queued in batches, one transaction each. :meth:`UsageLog.flush`
@@ -12,74 +13,27 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import statistics
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import closing
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from lpnode.errors import CANCELLED_STATUS, ConfigError
-from lpnode.gateway.keys import connect, init_database
+from lpnode.gateway.state import USAGE_COLUMNS, GatewayState, UsageRecord
+from lpnode.gateway.state_sqlite import SqliteState
 from lpnode.logs import log_event
+
+__all__ = ["GROUPS", "UsageLog", "UsageRecord", "fee_wei", "served"]
 
 log = logging.getLogger("lpnode.gateway.usage")
 
 GROUPS = {"key": "key_name", "pipeline": "pipeline", "model": "model_id"}
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage (
-    id INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    key_id INTEGER,
-    key_name TEXT NOT NULL,
-    pipeline TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    units INTEGER NOT NULL,
-    price_wei TEXT NOT NULL,
-    orchestrator TEXT NOT NULL,
-    latency_ms REAL NOT NULL,
-    status INTEGER NOT NULL,
-    request_id TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
-"""
-
-
-def _now() -> float:
-    return time.time()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UsageRecord:
-    """One request as the gateway served it. ``key_id`` is ``None`` (and ``key_name`` empty) without keys.
-
-    ``price_wei`` is the fee, units × price per unit, as a decimal string in wei (see :func:`fee_wei`);
-    empty when the request was not priced or not served (only a 2xx is charged). ``units`` is what the
-    request asked for, whatever its status. ``status`` is the HTTP status the caller got (499 when it
-    went away before the whole answer was sent), ``latency_ms``
-    how long the gateway took to answer, ``time`` when the request arrived (unix seconds; default: now).
-    """
-
-    pipeline: str
-    model_id: str = ""
-    key_id: int | None = None
-    key_name: str = ""
-    units: int = 0
-    price_wei: str = ""
-    orchestrator: str = ""
-    latency_ms: float = 0.0
-    status: int = 200
-    request_id: str = ""
-    time: float = field(default_factory=_now)
-
-
-_COLUMNS = tuple(f.name for f in fields(UsageRecord))
-_INSERT = f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_COLUMNS = USAGE_COLUMNS
 
 
 def fee_wei(units: int, price_per_unit: Fraction | Decimal | int | str | None) -> str:
@@ -101,11 +55,11 @@ def _decimal_text(value: Decimal) -> str:
 
 
 class UsageLog:
-    """Usage records in the SQLite file at ``path`` (created with its table on first use). Close it."""
+    """Usage records in ``state``, or in the SQLite file at that path (created with its table on first use).
+    Close it."""
 
-    def __init__(self, path: Path, *, max_queue: int = 100_000, batch_size: int = 500) -> None:
-        self.path = Path(path)
-        init_database(self.path, _SCHEMA)
+    def __init__(self, state: GatewayState | Path, *, max_queue: int = 100_000, batch_size: int = 500) -> None:
+        self.state: GatewayState = SqliteState(state) if isinstance(state, Path) else state
         self.dropped = 0
         self._batch_size = batch_size
         self._queue: queue.Queue[UsageRecord | threading.Event | None] = queue.Queue(maxsize=max_queue)
@@ -125,8 +79,7 @@ class UsageLog:
                     if self.dropped % 1000 == 1:
                         log_event(log, "usage queue full; records dropped", logging.WARNING, dropped=self.dropped)
                 return
-        with closing(connect(self.path)) as conn:
-            self._insert(conn, [record])
+        self._insert([record])
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record made before this call is written; ``False`` if that took over ``timeout``."""
@@ -160,43 +113,50 @@ class UsageLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write_loop(self) -> None:
-        with closing(connect(self.path)) as conn:
-            while True:
-                batch: list[UsageRecord] = []
-                markers: list[threading.Event] = []
-                item = self._queue.get()
-                while item is not None:
-                    if isinstance(item, threading.Event):
-                        markers.append(item)
-                    else:
-                        batch.append(item)
-                    if len(batch) >= self._batch_size:
-                        break
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                if batch:
-                    self._insert(conn, batch)
-                for marker in markers:
-                    marker.set()
-                if item is None:
-                    return
+    @property
+    def path(self) -> Path:
+        """The SQLite file holding the records (only with the embedded state)."""
+        if not isinstance(self.state, SqliteState):
+            raise ConfigError(f"usage records are in {self.state.where}, not in a SQLite file")
+        return self.state.path
 
-    def _insert(self, conn: sqlite3.Connection, batch: list[UsageRecord]) -> None:
-        error: sqlite3.Error | None = None
+    def _write_loop(self) -> None:
+        while True:
+            batch: list[UsageRecord] = []
+            markers: list[threading.Event] = []
+            item = self._queue.get()
+            while item is not None:
+                if isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= self._batch_size:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._insert(batch)
+            for marker in markers:
+                marker.set()
+            if item is None:
+                return
+
+    def _insert(self, batch: list[UsageRecord]) -> None:
+        error: Exception | None = None
         for attempt in range(3):
             try:
-                with conn:
-                    conn.executemany(_INSERT, [astuple(r) for r in batch])
+                self.state.add_usage(batch)
                 return
-            except sqlite3.Error as exc:  # disk full, locked too long: keep serving, say what was lost
+            except Exception as exc:  # disk full, locked, database away: keep serving, say what was lost
                 error = exc
                 time.sleep(0.2 * (attempt + 1))
         with self._lock:
             self.dropped += len(batch)
-        log_event(log, "usage records not written", logging.ERROR, records=len(batch), path=self.path, error=error)
+        log_event(
+            log, "usage records not written", logging.ERROR, records=len(batch), database=self.state.where, error=error
+        )
 
     def summary(self, *, since: float | None = None, group_by: Sequence[str] = ("key",)) -> list[dict[str, Any]]:
         """Totals per group since ``since`` (unix time; ``None``: all time), busiest group first.
@@ -216,10 +176,9 @@ class UsageLog:
         self.flush()
         columns = [GROUPS[name] for name in groups] + ["units", "price_wei", "latency_ms", "status"]
         totals: dict[tuple[str, ...], _Totals] = {}
-        with closing(connect(self.path)) as conn:
-            for row in self._select(conn, ", ".join(columns), since, order="", limit=None):
-                group = tuple(row[: len(groups)])
-                totals.setdefault(group, _Totals()).add(*row[len(groups) :])
+        for row in self.state.usage_rows(columns, since):
+            group = tuple(row[: len(groups)])
+            totals.setdefault(group, _Totals()).add(*row[len(groups) :])
         result = [dict(zip(groups, group, strict=True)) | t.as_dict() for group, t in totals.items()]
         result.sort(key=lambda r: (-r["requests"], *(r[g] for g in groups)))
         return result
@@ -227,24 +186,14 @@ class UsageLog:
     def rows(self, limit: int = 100, since: float | None = None) -> list[UsageRecord]:
         """The latest ``limit`` records (since ``since``, if given), newest first."""
         self.flush()
-        with closing(connect(self.path)) as conn:
-            found = self._select(conn, ", ".join(_COLUMNS), since, order=" ORDER BY time DESC, id DESC", limit=limit)
-            return [UsageRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in found]
+        found = self.state.usage_rows(_COLUMNS, since, newest_first=True, limit=limit)
+        return [UsageRecord(**dict(zip(_COLUMNS, row, strict=True))) for row in found]
 
-    @staticmethod
-    def _select(
-        conn: sqlite3.Connection, columns: str, since: float | None, order: str, limit: int | None
-    ) -> list[Any]:
-        sql = f"SELECT {columns} FROM usage"
-        params: list[float | int] = []
-        if since is not None:
-            sql += " WHERE time >= ?"
-            params.append(since)
-        sql += order
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return list(conn.execute(sql, params))
+    def usage_buckets(self, since: float, step: float) -> list[tuple[Any, ...]]:
+        """Records since ``since`` summed per ``step``-second bucket, key name and pipeline (see
+        :meth:`lpnode.gateway.state.GatewayState.usage_buckets`)."""
+        self.flush()
+        return self.state.usage_buckets(since, step)
 
 
 def served(status: int) -> bool:

@@ -178,7 +178,7 @@ class ByocOrchestrator:
             per_unit=data.get("price_per_unit", 0),
             scaling=data.get("price_scaling", 1) or 1,
             currency=data.get("currency", "") or "wei",
-        ).check()
+        ).check(self.registry.wei_per)
         assert isinstance(url, str)
         target = ContainerTarget(
             name, url, capacity, self.session, token=data.get("token", ""), interval=self.health_interval

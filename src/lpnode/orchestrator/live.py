@@ -24,7 +24,9 @@ On chain the stream is paid (live-video.md §4.6): the payment sent with the sta
 ``Insufficient balance``); ``POST /payment`` (headers ``Livepeer-Payment`` and ``Livepeer-Segment`` naming
 ``mid``) credits it and answers a protobuf ``PaymentResult{info}`` with fresh ticket params; every
 ``-livePaymentInterval`` the stream is debited 27,648,000 units per second at its price, and a balance
-that falls below zero ends the stream (its channels are closed): a stream is never served unpaid.
+that falls below zero ends the stream: an ``error`` event on ``{mid}-events`` says why (``{"type": "error",
+"message": "... insufficient balance ...", "source": "orchestrator"}``), then its channels are closed, as
+go-livepeer closes them. A stream is never served unpaid.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.job_hop import error_message
 from lpnode.protocol.lp_rpc_pb2 import Capabilities, OrchestratorInfo, PaymentResult, SegData
 from lpnode.trickle import TrickleServer
+from lpnode.trickle.channels import NEXT_SEQ
 
 if TYPE_CHECKING:
     from lpnode.orchestrator.info import PriceBook
@@ -72,6 +75,8 @@ CHANNEL_SUFFIXES = {"": VIDEO_MIME, "-out": VIDEO_MIME, "-control": JSON_MIME, "
 UNITS_PER_SECOND = 1280 * 720 * 30
 """go-livepeer bills a live stream as 720p at 30 fps, whatever it really is."""
 NO_BALANCE = "insufficient balance"
+EVENT_READ_GRACE = 0.5
+"""Seconds a last event is left for the gateway to read before the channels are closed."""
 
 
 @dataclass(frozen=True)
@@ -309,6 +314,9 @@ class LiveRoute:
                         await self._until_idle(stream)
                     self._delete_channels(stream.manifest_id)
                 elif reason in ("runner error", NO_BALANCE) or reason.startswith("no input"):
+                    if reason == NO_BALANCE and self._send_event(stream.manifest_id, _unpaid_event()):
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await asyncio.sleep(EVENT_READ_GRACE)
                     self._delete_channels(stream.manifest_id)
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._until_idle(stream)
@@ -361,6 +369,17 @@ class LiveRoute:
                 return
             await asyncio.sleep(min(0.25, self.timings.poll))
 
+    def _send_event(self, mid: str, event: dict[str, Any]) -> bool:
+        """Write ``event`` as the next segment of the stream's events channel; False when it is gone."""
+        channel = self.trickle.channels.get(mid + "-events")
+        if channel is None or channel.closed:
+            return False
+        segment = channel.for_write(NEXT_SEQ)
+        channel.started(segment.seq)
+        segment.write(json.dumps(event).encode())
+        segment.close()
+        return True
+
     def _delete_channels(self, mid: str) -> None:
         for suffix in CHANNEL_SUFFIXES:
             self.trickle.delete_channel(mid + suffix)
@@ -375,6 +394,15 @@ class LiveRoute:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _unpaid_event() -> dict[str, Any]:
+    return {
+        "type": "error",
+        "source": "orchestrator",
+        "message": f"the orchestrator stopped the stream: {NO_BALANCE} (its payments stopped)",
+        "time": int(time.time() * 1000),
+    }
 
 
 async def _read_body(request: Request) -> dict[str, Any]:

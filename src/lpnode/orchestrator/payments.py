@@ -5,7 +5,7 @@ they always have, and nothing here is imported (web3 and the chain code stay unl
 :func:`open_payments` opens the chain (:func:`lpnode.payments.settings.open_chain`), loads the wallet (its
 address receives the tickets and is ``OrchestratorInfo.address``), and builds a
 :class:`~lpnode.payments.recipient.Recipient` whose secret lives only in this process's memory, a
-:class:`~lpnode.payments.redemption.RedemptionQueue` at ``<data_dir>/tickets.sqlite`` and a
+:class:`~lpnode.payments.redemption.RedemptionQueue` at ``<data_dir>/tickets.sqlite3`` and a
 :class:`~lpnode.payments.redemption.Redeemer` task; :meth:`OrchestratorPayments.close` ends them all.
 
 What a route may rely on (every refusal is a :mod:`lpnode.errors` class with go-livepeer's words):

@@ -17,8 +17,11 @@ the worker fetches it from ``/stream/...``), and the caller waits for the worker
 (:mod:`lpnode.orchestrator.ai_results`), then gets the answer the local path would give: the same JSON,
 its files re-hosted under ``/stream/`` for gateways (``Authorization: Livepeer-AI-Worker-1.0``) and as
 ``data:`` URLs for other callers (what a runner answers), image-to-video always as an MP4 URL; LLM streams
-relayed as server-sent events. A job whose worker leaves, or that outlives :data:`JOB_TIMEOUT` (the worker
-is then dropped), is sent to another worker, waiting up to :data:`RETRY_WAIT` for free capacity.
+relayed as server-sent events. An audio-to-text answer carries ``X-Audio-Duration`` as a runner's does (the
+orchestrator measures the upload itself, as go-livepeer does, since a worker does not report it), so a paid job
+is debited ``int(seconds) × 1000`` units and metered as on a local runner. A job whose worker leaves, or that
+outlives :data:`JOB_TIMEOUT` (the worker is then dropped), is sent to another worker, waiting up to
+:data:`RETRY_WAIT` for free capacity.
 """
 
 from __future__ import annotations
@@ -38,19 +41,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lpnode import __version__
-from lpnode.errors import JobCancelledError, PipelineFailedError, error_for_status
+from lpnode.audio_length import audio_seconds
+from lpnode.errors import (
+    BadRequestError,
+    JobCancelledError,
+    PayloadTooLargeError,
+    PipelineFailedError,
+    error_for_status,
+)
 from lpnode.http_relay import RelayedStream, disconnected
 from lpnode.logs import log_event
 from lpnode.orchestrator.ai_results import ErrorOutcome, Outcome, PendingTask, StreamOutcome, TaskTable
 from lpnode.orchestrator.job_body import JobBody
 from lpnode.orchestrator.pool import InsufficientCapacity, ModelStatus
 from lpnode.orchestrator.result_files import VIDEO_PIPELINES
-from lpnode.orchestrator.worker_jobs import answer_with_files, job_data
+from lpnode.orchestrator.worker_jobs import MAX_UPLOAD_BYTES, answer_with_files, job_data
 from lpnode.protocol.ai_worker import (
+    FILE_FIELDS,
     INVALID_SECRET,
     WORKER_ID_METADATA,
     ZERO_CAPACITY,
     JobData,
+    parse_multipart,
 )
 from lpnode.protocol.capabilities import pipeline_for_capability
 from lpnode.protocol.grpc_stream import ServerStream
@@ -73,6 +85,11 @@ JOB_TIMEOUT = 15 * 60.0
 RETRY_WAIT = 60.0
 """Seconds a job whose worker was lost waits for another worker's capacity."""
 MAX_ATTEMPTS = 3
+DURATION_ERROR = "Unable to calculate duration of file"
+"""go-livepeer's words (400) when it cannot tell an audio upload's length."""
+AUDIO_PIPELINE = "audio-to-text"
+DURATION_HEADER = "X-Audio-Duration"
+"""The runner's header for the seconds of audio transcribed; the job relay debits and meters by it."""
 NO_SECRET = f"{INVALID_SECRET}: this orchestrator takes no remote AI workers; start it with --orch-secret"
 
 
@@ -324,13 +341,19 @@ class RemoteWorkers:
         Capacity is released through ``stack`` (when the answer has been sent)."""
         stack.callback(self._release, lease)
         content_type = request.headers.get("content-type", "")
+        seconds: float | None = None
+        if pipeline == AUDIO_PIPELINE and body.json_body is None:
+            body, seconds = await _measured_audio(content_type, body)
         job = await job_data(content_type, pipeline, model_id, body, self.store, self.service_url)
         tried: set[str] = set()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             worker = lease.worker
             outcome = await self._run(lease, request, pipeline, model_id, job)
             if outcome is not None:
-                return await self._answer(request, pipeline, outcome, stack)
+                answer = await self._answer(request, pipeline, outcome, stack)
+                if seconds is not None and answer.status_code == 200:
+                    answer.headers[DURATION_HEADER] = f"{seconds:.3f}"
+                return answer
             self._release(lease)
             tried.add(worker.id)
             if attempt == MAX_ATTEMPTS:
@@ -406,6 +429,28 @@ class RemoteWorkers:
         store, url = self.store, self.service_url
         body = await asyncio.to_thread(answer_with_files, pipeline, outcome.result, rehosted, store, url)
         return Response(body, media_type="application/json")
+
+
+async def _measured_audio(content_type: str, body: JobBody) -> tuple[JobBody, float]:
+    """The audio upload's length in seconds (what a local runner reports), and the body to send on (now held
+    whole). 400 go-livepeer's ``Unable to calculate duration of file`` when the upload has no readable audio."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in body.chunks():
+        size += len(chunk)
+        if size > MAX_UPLOAD_BYTES:
+            raise PayloadTooLargeError(f"the upload is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
+        chunks.append(chunk)
+    try:
+        parts = parse_multipart(content_type, b"".join(chunks))
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+    field = FILE_FIELDS.get(AUDIO_PIPELINE, "audio")
+    upload = next((part.data for part in parts if part.name == field), b"")
+    seconds = await asyncio.to_thread(audio_seconds, upload) if upload else 0.0
+    if not seconds > 0:
+        raise BadRequestError(f"{DURATION_ERROR}: the {field} upload has no readable audio")
+    return JobBody(body.model_id, chunks), seconds
 
 
 def merge_status(a: ModelStatus, b: ModelStatus) -> ModelStatus:

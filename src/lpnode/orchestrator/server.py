@@ -193,6 +193,7 @@ class Orchestrator:
         self.relay.payments, self.relay.prices = payments, self.prices
         self.live.use_payments(payments, self.prices, s.chain.live_payment_interval, self.paid_info)
         self.byoc.payments = payments
+        self.byoc.registry.wei_per = payments.wei_per  # BYOC prices in USD, converted with the price feed
         self.metrics.registry.register(payments.collector())
         payments.start()
 

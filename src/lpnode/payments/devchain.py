@@ -354,10 +354,14 @@ async def start_devchain(
     ticket_validity_period: int = 2,
     unlock_period: int = 2,
     anvil: str | None = None,
+    base_fee: int | None = None,
 ) -> DevChain:
     """Start anvil on 127.0.0.1:``port`` (0: a free port), deploy and wire the contracts, and initialise round 1.
 
     ``block_time``: mine a block every so many seconds as well (default: only when a transaction arrives).
+    ``base_fee``: the first block's base fee in wei, with no minimum priority fee, so ``eth_gasPrice`` is the base
+    fee (0: gas costs nothing until someone sets it with ``anvil_setNextBlockBaseFeePerGas``); default anvil's
+    own (1 gwei, falling as empty blocks pass, plus a suggested 1 gwei tip).
     Raises :class:`ConfigError` when anvil is missing or does not start.
 
     anvil is killed when the thread that started it ends (Linux's parent-death signal follows the thread):
@@ -367,6 +371,8 @@ async def start_devchain(
     # instead of a block time each; anvil takes fractions only on its command line.
     interval = int(block_time) if block_time and float(block_time).is_integer() else 0
     extra = ["--accounts", str(accounts), "--balance", str(balance_eth)]
+    if base_fee is not None:
+        extra += ["--base-fee", str(base_fee), "--no-priority-fee"]
     if block_time and not interval:
         extra += ["--block-time", str(block_time)]
     attempts = 1 if port else 3  # a free port picked here may be taken by someone else before anvil binds it

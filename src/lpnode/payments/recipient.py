@@ -167,26 +167,32 @@ class Recipient:
         reserve`` when no acceptable one exists."""
         ev = self.ticket_ev
         tx_cost = self.tx_cost()
-        value = tx_cost * self.settings.tx_cost_multiplier
-        if value < ev:
-            value = math.ceil(ev * EV_MULTIPLIER)
-        value = min(value, await self.max_float(sender))
-        if 0 < self.settings.max_face_value < value:
-            value = self.settings.max_face_value
+        value = min(self._face_value_before_float(tx_cost), await self.max_float(sender))
         if value < ev or (value < tx_cost and value < self.tx_cost(AVG_GAS_PRICE)):
             raise PaymentError(INSUFFICIENT_RESERVE)
         self._face_values[sender] = value
         return value
 
+    def _face_value_before_float(self, tx_cost: int) -> int:
+        """The face value the gas price, ``-ticketEV`` and ``-maxFaceValue`` give, before the sender's max float."""
+        value = tx_cost * self.settings.tx_cost_multiplier
+        if value < self.ticket_ev:
+            value = math.ceil(self.ticket_ev * EV_MULTIPLIER)
+        if 0 < self.settings.max_face_value < value:
+            value = self.settings.max_face_value
+        return value
+
     def tx_cost_multiplier(self, sender: bytes) -> Fraction:
         """Face value ÷ redemption cost for ``sender`` (go's ``TxCostMultiplier``, used by ``-autoAdjustPrice``),
-        from the face value last offered to it (the configured multiplier before any); 0 when gas is free."""
+        from the face value last offered to it; 0 when gas is free. Before any was offered, the face value the
+        params will carry: a price quoted with the first params must already cover them (a ``-maxFaceValue``
+        below 100 redemptions' cost raises it), not jump at the second quote."""
         tx_cost = self.tx_cost()
         if tx_cost <= 0:
             return Fraction(0)
         offered = self._face_values.get(sender)
         if offered is None:
-            return Fraction(self.settings.tx_cost_multiplier)
+            offered = self._face_value_before_float(tx_cost)
         return Fraction(offered, tx_cost)
 
     def expiration_params(self) -> tuple[int, bytes]:

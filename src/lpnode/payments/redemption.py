@@ -130,10 +130,9 @@ class RedemptionQueue:
         return cursor.rowcount == 1
 
     def note_received(self, count: int = 1) -> None:
-        """Count tickets received (winning or not)."""
+        """Count tickets received (winning or not). Only counted here (it runs on every paid job); the count is
+        written by :meth:`flush`, which the redeemer calls off the event loop on each pass, and at close."""
         self._received += count
-        if time.monotonic() - self._flushed_at >= 1.0:
-            self.flush()
 
     def flush(self) -> None:
         """Write the received count now."""
@@ -277,6 +276,7 @@ class Redeemer:
         """Redeem until cancelled."""
         while True:
             try:
+                await asyncio.to_thread(self.queue.flush)  # the received count: an fsync, kept off the loop
                 await self.redeem_due()
             except ChainError as exc:
                 log.warning("redemption: %s; retrying", exc)

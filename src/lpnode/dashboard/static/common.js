@@ -55,6 +55,21 @@ LP.wei = function (text) {
   return LP.h("span", { title: LP.group(text) + " wei" }, shown);
 };
 
+// A wei amount (decimal string) in ETH, 6 significant digits and never an exponent; exact wei in the title.
+// For balances, deposits, tickets' value and earnings.
+LP.eth = function (text) {
+  if (text === "" || text === null || text === undefined) return "";
+  const value = Number(text);
+  if (!Number.isFinite(value)) return String(text);
+  const shown = value === 0 ? "0" : (value / 1e18).toLocaleString("en-US", { maximumSignificantDigits: 6 });
+  return LP.h("span", { title: LP.group(text) + " wei" }, shown + " ETH");
+};
+
+LP.yesNo = function (value, good) {
+  if (value !== true && value !== false) return LP.badge("?", "muted");
+  return LP.badge(value ? "yes" : "no", value === good ? "ok" : "bad");
+};
+
 LP.ago = function (seconds) {
   if (!seconds) return "";
   const delta = Math.max(0, Date.now() / 1000 - seconds);

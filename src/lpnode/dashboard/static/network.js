@@ -1,4 +1,5 @@
-// The network page: pipelines → models → orchestrator offers, from /dashboard/data.json, every 5 s.
+// The network page: pipelines → models → orchestrator offers, from /dashboard/data.json, every 5 s; on chain,
+// the gateway's wallet, funds and the tickets it sent each orchestrator first.
 "use strict";
 
 (function () {
@@ -53,6 +54,34 @@
       );
     }
     return columns;
+  }
+
+  // On chain only (data.payments): the wallet, deposit, reserve, what was sent each orchestrator and, on the
+  // admin port, the credit held with each.
+  function payments(p) {
+    const facts = h("p", {},
+      "Wallet ", h("code", {}, p.address || "?"), " on ", h("strong", {}, p.network || "?"),
+      " · deposit ", LP.eth(p.deposit_wei), " · reserve ", LP.eth(p.reserve_wei),
+      " · unlocking ", LP.yesNo(p.unlocking, false));
+    const sent = Array.isArray(p.orchestrators) ? p.orchestrators : [];
+    const sentColumns = [
+      { title: "Orchestrator", cls: "url", value: (o) => o.url },
+      { title: "Payments", num: true, value: (o) => o.payments },
+      { title: "Tickets", num: true, value: (o) => o.tickets },
+      { title: "EV sent", num: true, value: (o) => LP.eth(o.ev_wei) },
+      { title: "Failed", num: true, value: (o) => o.failures },
+    ];
+    const parts = [facts, p.problem ? h("p", { class: "bad" }, "Cannot pay: " + p.problem) : null,
+      sent.length ? LP.table(sentColumns, sent, "tickets sent") : h("p", { class: "empty" }, "No payment sent yet.")];
+    if (Array.isArray(p.credits) && p.credits.length) {
+      const creditColumns = [
+        { title: "Recipient", cls: "url", value: (c) => c.recipient },
+        { title: "Manifest", cls: "url", value: (c) => c.manifest },
+        { title: "Credit", num: true, value: (c) => LP.eth(c.credit_wei) },
+      ];
+      parts.push(h("h3", {}, "Credit with each orchestrator"), LP.table(creditColumns, p.credits, "credits"));
+    }
+    return h("section", { class: "card", "aria-label": "payments" }, h("h2", {}, "Payments ", h("span", { class: "sub" }, "tickets on chain")), parts);
   }
 
   function matches(text, ...fields) {
@@ -141,6 +170,7 @@
     if (shownPipelines.length) nodes.unshift(overview(data, shownPipelines));
     if (data.problem) nodes.unshift(h("p", { class: "note" }, "Source " + data.source + ": " + data.problem));
     if (!nodes.length) nodes.push(h("p", { class: "empty" }, data.pipelines.length ? "Nothing matches the filters." : "No orchestrator offers anything yet."));
+    if (data.payments) nodes.unshift(payments(data.payments));
     summary.textContent = data.orchestrators + " orchestrator(s) · " + models + " model(s) · " + offers + " offer(s) shown" +
       (data.source && data.source !== "gateway" ? " · from " + data.source : "");
     return nodes;

@@ -1,4 +1,5 @@
-// The node page: the orchestrator's runners, models, BYOC capabilities and remote workers, from /status.
+// The node page: the orchestrator's runners, models, BYOC capabilities and remote workers, from /status; on
+// chain its wallet, tickets and earnings first (and the senders' balances, which only the admin API serves).
 "use strict";
 
 (function () {
@@ -33,9 +34,43 @@
     return LP.table(columns, list, label);
   }
 
+  function payments(p) {
+    const chain = p.chain || {};
+    const tickets = p.tickets || {};
+    const facts = h("p", {},
+      "Wallet ", h("code", {}, p.address || "?"), " on ", h("strong", {}, p.network || "?"),
+      " · active ", LP.yesNo(p.active, true), " · ticket EV ", LP.eth(p.ticket_ev),
+      chain.last_initialized_round !== undefined ? " · round " + chain.last_initialized_round + ", block " + chain.block : "");
+    const counts = ["received", "won", "queued", "redeemed", "failed", "expired"];
+    const ticketColumns = [
+      ...counts.map((c) => ({ title: c[0].toUpperCase() + c.slice(1), num: true, value: (t) => t[c] || 0 })),
+      { title: "Earned", num: true, value: () => LP.eth(p.earned_wei !== undefined ? p.earned_wei : tickets.earned_wei) },
+      { title: "Credited", num: true, value: () => LP.eth(p.credited_wei) },
+      { title: "Debited (fees)", num: true, value: () => LP.eth(p.debited_wei) },
+    ];
+    const parts = [facts, chain.last_error ? h("p", { class: "bad" }, "Chain: " + chain.last_error) : null,
+      tickets.holding ? h("p", { class: "warn" }, "Redemption held: " + tickets.holding) : null,
+      LP.table(ticketColumns, [tickets], "tickets")];
+    if (Array.isArray(p.balances)) {  // the admin API's /status only
+      const balanceColumns = [
+        { title: "Sender", cls: "url", value: (b) => b.sender },
+        { title: "Manifest", cls: "url", value: (b) => b.manifest },
+        { title: "Balance", num: true, value: (b) => LP.eth(b.balance) },
+        { title: "Price per unit", num: true, value: (b) => (b.fixed_price ? LP.wei(b.fixed_price) : "") },
+      ];
+      parts.push(h("h3", {}, "Balances per sender"),
+        p.balances.length ? LP.table(balanceColumns, p.balances, "balances") : h("p", { class: "empty" }, "No sender's balance held."));
+    }
+    if (p.refused && typeof p.refused === "object" && Object.keys(p.refused).length) {
+      parts.push(h("p", { class: "muted" }, "Refused: " + Object.entries(p.refused).map(([k, v]) => k + " ×" + v).join(", ")));
+    }
+    return h("section", { class: "card", "aria-label": "payments" }, h("h2", {}, "Payments ", h("span", { class: "sub" }, "tickets on chain")), parts);
+  }
+
   function build(data) {
     const models = data.models || [];
     const nodes = [];
+    if (data.payments && typeof data.payments === "object") nodes.push(payments(data.payments));
     const modelColumns = [
       { title: "Pipeline", value: (m) => m.pipeline },
       { title: "Model", cls: "url", value: (m) => m.model_id },

@@ -5,7 +5,8 @@ Offers come from the gateway's directory (capability 35, ``live-video-to-video``
 pipeline name) after price caps, ordered by the gateway's selector with orchestrators at their advertised
 capacity last. Each start carries ``Livepeer-Segment`` (the session's auth token), an empty
 ``Livepeer-Payment`` off-chain (on chain: tickets for the first 60 seconds at the live model's price, from the
-orchestrator's session for that model) and the body ``{"model_id", "params", "gateway_request_id",
+orchestrator's session for that model, from no credit; once started, that credit is the stream's, kept under its
+``manifest_id`` as the orchestrator keeps it) and the body ``{"model_id", "params", "gateway_request_id",
 "stream_id"}``.
 The answer's trickle URLs may be relative; they are made absolute on the orchestrator's address.
 
@@ -141,6 +142,7 @@ class OrchestratorStarter:
             raise
         if staged is not None and self.payments is not None:
             self.payments.settle(staged)
+            _carry_credit(self.payments, staged, urls.manifest_id)
         return offer, replace(urls, info=info)
 
     async def _pay(self, offer: Offer, job: StartRequest, info: OrchestratorInfo) -> Staged:
@@ -153,6 +155,10 @@ class OrchestratorStarter:
         if cap is not None and session.price > cap:
             raise Retry(f"its price of {session.price} wei per unit is above the cap of {cap}")
         fee = Fraction(LIVE_INITIAL_SECONDS * LIVE_UNITS_PER_SECOND) * session.price
+        # A stream starts with no credit (go-livepeer's clearSessionBalance): the orchestrator keeps a new
+        # stream's balance under a new manifest id, so credit left by another start would not be there. The
+        # clear and the staging in pay() happen in one step of the event loop.
+        self.payments.balances.clear((session.recipient, session.manifest_id))
         try:
             return await self.payments.pay(session, fee)
         except SessionRefused as exc:
@@ -208,6 +214,19 @@ class OrchestratorStarter:
         seconds = time.monotonic() - started
         measure.latency = seconds if measure.latency is None else 0.7 * measure.latency + 0.3 * seconds
         return offer, urls
+
+
+def _carry_credit(payments: GatewayPayments, staged: Staged, manifest_id: str) -> None:
+    """Move the start's credit to the stream's own balance, ``(orchestrator, manifest_id)``, where the
+    orchestrator credited the start's tickets. The first minute paid up front is credit, not spent: it is spent
+    second by second as the payment loop pays for the time that passed (the orchestrator debits it the same way),
+    so the gateway's record and the orchestrator's balance stay within one payment interval of each other."""
+    if staged.ev <= 0 or not manifest_id:
+        return
+    balances = payments.balances
+    credit = balances.balance(staged.key)
+    balances.clear(staged.key)
+    balances.restore((staged.key[0], manifest_id), credit + staged.fee)
 
 
 def _parse_urls(offer: Offer, raw: bytes) -> LiveUrls | None:

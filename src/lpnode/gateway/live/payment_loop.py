@@ -6,8 +6,15 @@ Each payment covers the seconds elapsed since the last one at go-livepeer's live
 balance the orchestrator keeps for it). The answer (a protobuf ``PaymentResult``) may carry fresh ticket
 params, which the next payment uses; expired ones are fetched again through the directory.
 
+Credit is kept as go-livepeer keeps it: the start paid a minute up front (:data:`~lpnode.gateway.payments.
+LIVE_INITIAL_SECONDS`), and each payment tops the stream's credit up to that minute plus the seconds being paid
+for, so the orchestrator always holds about a minute ahead. The gateway's record of the credit (``/status``
+``payments.credits``, manifest = the stream's ``manifest_id``) is the orchestrator's balance for the stream,
+give or take the seconds of one interval that one side has counted and the other not yet.
+
 As in go-livepeer, a failed payment is logged and the stream goes on: the orchestrator stops the stream when
-its balance runs out, which the media loops see as closed channels.
+its balance runs out, which the media loops see as closed channels. :attr:`LivePayer.last_problem` keeps the
+reason for the stream's status.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from lpnode.protocol.job_hop import ERROR_BODY_LIMIT, PAYMENT_HEADER, SEGMENT_HE
 from lpnode.protocol.lp_rpc_pb2 import OrchestratorInfo, PaymentResult
 
 if TYPE_CHECKING:
-    from lpnode.gateway.payments import GatewayPayments
+    from lpnode.gateway.payments import GatewayPayments, PaidSession
 
 log = logging.getLogger("lpnode.gateway.live.payments")
 LIVE_UNITS = 1280 * 720 * 30
@@ -57,14 +64,26 @@ class LivePayer:
         self.model_id = model_id
         self.interval = interval
         self.info: OrchestratorInfo = urls.info
+        self.info_at_start: OrchestratorInfo = urls.info
         self.paid_seconds = 0.0
         self.failures = 0
+        self.last_problem = ""
+        """Why the last payment failed ("" once one succeeds)."""
+        self._paid: PaidSession | None = None
         self._last = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._last = time.monotonic()
         self._task = asyncio.ensure_future(self._run())
+
+    def view(self) -> dict[str, object]:
+        """For the stream's status: seconds paid, failed payments and the last failure's reason."""
+        return {
+            "paid_seconds": round(self.paid_seconds, 3),
+            "failures": self.failures,
+            "last_problem": self.last_problem,
+        }
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -83,6 +102,7 @@ class LivePayer:
                 raise
             except Exception as exc:  # logged, never fatal: the orchestrator ends the stream if it goes unpaid
                 self.failures += 1
+                self.last_problem = str(exc) or type(exc).__name__
                 log_event(
                     log, "live payment failed", logging.WARNING, orchestrator=self.urls.orchestrator,
                     manifest_id=self.urls.manifest_id, problem=str(exc) or type(exc).__name__,
@@ -92,9 +112,13 @@ class LivePayer:
         """Pay for ``seconds`` of the stream; raises with the reason when the orchestrator refuses."""
         if self.payments.params_expired(self.info):
             self.info = await self.directory.session_info(self.urls.orchestrator, PIPELINE, self.model_id)
-        session = self.payments.session(self.urls.orchestrator, self.urls.manifest_id, self.info)
-        units = Fraction(round(seconds * 1000), 1000) * LIVE_UNITS
-        staged = await self.payments.pay(session, units * session.price)
+        from lpnode.gateway.payments import LIVE_INITIAL_SECONDS
+
+        session = self._session()
+        fee = Fraction(round(seconds * 1000), 1000) * LIVE_UNITS * session.price
+        ahead = LIVE_INITIAL_SECONDS * LIVE_UNITS * session.price
+        # Tickets bring the credit to the fee plus a minute ahead; only the fee is spent (ahead goes back below).
+        staged = await self.payments.pay(session, fee + ahead)
         headers = {
             PAYMENT_HEADER: staged.header,
             SEGMENT_HEADER: self.payments.segment(
@@ -120,8 +144,40 @@ class LivePayer:
                 self.info = await self.directory.session_info(self.urls.orchestrator, PIPELINE, self.model_id)
             raise RuntimeError(f"{self.urls.transcoder}/payment answered {status}: {error_message(body)}")
         self.payments.settle(staged)
+        if staged.ev > 0:
+            self.payments.balances.restore(staged.key, ahead)
         self.paid_seconds += seconds
+        self.last_problem = ""
         self._fresh_params(body)
+
+    def _session(self) -> PaidSession:
+        """The stream's paying session: its own manifest (the balance the orchestrator keeps for the stream), paying
+        with the Sender's session for the current ticket params.
+
+        Nonces belong to ticket params (their ``recipientRandHash``), not to a manifest: the start paid with these
+        params already (and other streams' starts may have), so their nonces go on where they are; starting them
+        again would be refused as replayed (``invalid ticket senderNonce: already seen``). Params the Sender does
+        not hold yet start a new Sender session."""
+        from lpnode.gateway.payments import PaidSession, price_of
+        from lpnode.payments.sender import SenderError
+
+        info = self.info
+        held = self._paid
+        rand_hash = bytes(info.ticket_params.recipient_rand_hash)
+        if held is not None and bytes(held.info.ticket_params.recipient_rand_hash) == rand_hash:
+            held.info = info
+            return held
+        session_id = ""
+        if rand_hash:
+            session_id = "0x" + rand_hash[-32:].rjust(32, b"\x00").hex()  # the Sender's id for these params
+            try:
+                self.payments.sender.expected_value(session_id)
+            except SenderError:  # params the Sender has not paid with yet
+                session_id = self.payments.sender.start_session(info)
+        # go-livepeer checks each price against the session's first: the price the stream started at.
+        initial = held.initial_price if held is not None else price_of(self.info_at_start.price_info)
+        self._paid = PaidSession(self.urls.orchestrator, self.urls.manifest_id, info, session_id, initial)
+        return self._paid
 
     def _fresh_params(self, body: bytes) -> None:
         """Take the ticket params a ``PaymentResult`` carries, when it carries them."""

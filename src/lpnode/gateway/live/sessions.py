@@ -16,7 +16,10 @@ in ``swap_window`` seconds; the last params update is sent again after a swap. O
 a swap except as a gap. The session ends when stopped, when no input arrived for ``input_timeout``
 seconds, or when no orchestrator is left; its status stays readable for ``keep_ended`` seconds.
 
-On chain, each orchestrator the stream runs on is paid while it serves (:mod:`lpnode.gateway.live.payment_loop`).
+On chain, each orchestrator the stream runs on is paid while it serves (:mod:`lpnode.gateway.live.payment_loop`);
+``gateway_status.payments`` shows the seconds paid, failed payments and the last failure's reason. An orchestrator
+that stops a stream whose payments stopped says so in an ``error`` event (``"source": "orchestrator"``): it is
+kept in ``errors`` as ``orchestrator: <message>``, and the stream moves on (or ends) as after any failure.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class LiveSession:
         self.attempt: Attempt | None = None
         self.offer: Offer | None = None
         self.payer: LivePayer | None = None  # on chain: pays the current orchestrator
+        self.payments_view: dict[str, object] | None = None  # the last payer's, once it is gone
         self.swaps = SwapBudget(self.settings.max_swaps, self.settings.swap_window)
         self.swap_count = 0
         self.last_status: dict[str, Any] | None = None
@@ -183,7 +187,8 @@ class LiveSession:
                         inference[key] = old_inference[key]
             self.last_status = status
         elif kind == "error":
-            self._error(f"runner: {inner.get('message', '')}")
+            source = "orchestrator" if inner.get("source") == "orchestrator" else "runner"
+            self._error(f"{source}: {inner.get('message', '')}")
 
     def _error(self, text: str) -> None:
         self.errors.append((time.time(), text))
@@ -212,6 +217,9 @@ class LiveSession:
             "errors": [{"time": round(t, 3), "message": m} for t, m in self.errors],
             "whep_url": f"{base}/live/video-to-video/{self.stream}/whep" if base else "",
         }
+        payments = self.payer.view() if self.payer is not None else self.payments_view
+        if payments is not None:
+            body["gateway_status"]["payments"] = payments
         return body
 
     # --- running ---------------------------------------------------------------------------------------
@@ -241,6 +249,7 @@ class LiveSession:
         payer, self.payer = self.payer, None
         if payer is not None:
             await payer.close()
+            self.payments_view = payer.view()
         if attempt is not None:
             await attempt.close(drain)
         if offer is not None:
