@@ -43,6 +43,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._header_size = 0  # names and values of this head so far
         self._refused = False
+        self._head_completed = False  # a head ended during the read being parsed
         self._draining = False  # answered early; dropping the rest of the body until the connection closes
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -57,6 +58,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return
         began_in_head = self._awaiting_head
+        self._head_completed = False
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -72,10 +74,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if began_in_head and self._awaiting_head:
-            # A read that was all head (one that ends a body and starts a head is not counted: at most one
-            # read more). httptools buffers a header's name and value until both are whole, so a single huge
-            # header is counted here, one read at a time, before it is ever handed over.
+        if began_in_head and self._awaiting_head and not self._head_completed:
+            # A read that was all head (one that ends a head, or a body, and starts the next head is not counted:
+            # at most one read more; a whole request in one read is not a head at all). httptools buffers a header's
+            # name and value until both are whole, so a single huge header is counted here, one read at a time,
+            # before it is ever handed over.
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(self._too_large())
@@ -112,6 +115,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
+        self._head_completed = True
         self._head_bytes = 0
         self._disarm_head_timer()
         super().on_headers_complete()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import subprocess
 import time
@@ -94,7 +95,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def play(gateway: GatewayProcess, clip: Path, stream: str) -> subprocess.Popen[str]:
     args = [*LPNODE, "live", "play", str(clip), "--pipeline", "noop", "--params", json.dumps(PARAMS)]
-    args += ["--gateway", gateway.base_url, "--stream", stream]
+    args += ["--gateway", gateway.base_url, "--stream", stream, "--output", str(clip.with_name(f"{stream}-out.ts"))]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env())
 
 
@@ -248,7 +249,7 @@ def test_audio_to_text_is_paid_by_whole_seconds_on_both_sides(stack: Stack) -> N
         balances.append(theirs)
     # The first two jobs each bring one ticket (the same EV) and are debited alike: 2.5 s and 2.9 s are both 2000
     # units. The third is covered by the credit left: it is only debited, 3000 units for 3.2 s.
-    changes = [after - before for before, after in zip(balances, balances[1:], strict=False)]
+    changes = [after - before for before, after in itertools.pairwise(balances)]
     assert changes[0] == changes[1], [float(c) for c in changes]
     (session,) = [b for b in orchestrator_payments(stack)["balances"] if b["manifest"] == manifest]
     price = Fraction(session["fixed_price"]) if session["fixed_price"] else Fraction(A2T_PRICE)

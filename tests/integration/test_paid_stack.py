@@ -355,8 +355,9 @@ def test_a_held_winning_ticket_survives_kill_9_and_is_redeemed_after_the_restart
         assert (after_kill["won"], after_kill["queued"]) == (held["won"], held["queued"]), after_kill
 
         def serving_again() -> bool:
+            cert = paid.orch_data / "tls" / "cert.pem"
             try:
-                return requests.get(paid.node.orch_admin_url + "/status", timeout=2).status_code == 200
+                return requests.get(paid.node.orch_url + "/healthz", timeout=2, verify=str(cert)).status_code == 200
             except requests.ConnectionError:
                 return False
 
@@ -378,5 +379,6 @@ def test_a_held_winning_ticket_survives_kill_9_and_is_redeemed_after_the_restart
     assert earned > int(before["earned_wei"])
     assert paid.pending_fees() - paid.fees_at_start == earned
     assert paid.deposit_at_start - paid.deposit() == earned
-    # The gateway pays the new orchestrator process (whose ticket params are new) without the caller noticing.
+    # Once it serves again, the gateway pays the new orchestrator process (its ticket params are new) and the
+    # caller does not notice.
     text_to_image(paid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import signal
 import time
@@ -27,7 +28,7 @@ from eth_account import Account
 
 from lpnode.payments.devchain import DevChain, start_devchain
 from lpnode.protocol.capabilities import Capability
-from procs import GatewayProcess, OrchestratorProcess, WorkerProcess, free_port, wait_gone
+from procs import GatewayProcess, OrchestratorProcess, WorkerProcess, wait_gone
 
 T2I = "lpnode/tiny-text-to-image"
 A2T = "lpnode/tiny-audio-to-text"
@@ -73,18 +74,17 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         loop.run_until_complete(chain.activate(orch_account.address))
         loop.run_until_complete(chain.fund_sender(gateway_account.key, ETH, ETH))
         chain_flags = ["-network", "devchain", "-ethUrl", chain.url, "-ethController", chain.controller]
-        # No runners of its own: the orchestrator's entries only price what its workers serve. An external runner
-        # that never answers stands in for go-livepeer's price-only aiModels.json (an orchestrator run without
-        # -aiWorker): lpnode starts a runner for every entry it is given.
-        nowhere = f"http://127.0.0.1:{free_port()}"
+        # No runners of its own: as go-livepeer's orchestrator run with -aiWorker=false, its aiModels.json only
+        # prices what its workers serve.
         prices = [
-            {"pipeline": "text-to-image", "model_id": T2I, "price_per_unit": T2I_PRICE, "url": nowhere},
-            {"pipeline": "audio-to-text", "model_id": A2T, "price_per_unit": A2T_PRICE, "url": nowhere},
+            {"pipeline": "text-to-image", "model_id": T2I, "price_per_unit": T2I_PRICE},
+            {"pipeline": "audio-to-text", "model_id": A2T, "price_per_unit": A2T_PRICE},
         ]
         (tmp / "aiModels.json").write_text(json.dumps(prices))
         keystore = _keystore(tmp / "orch-wallet", orch_account.key)
         orchestrator = OrchestratorProcess(
             tmp / "aiModels.json", models_dir, tmp / "orchestrator", *chain_flags, "--orch-secret", SECRET,
+            "-aiWorker=false",
             "-ethKeystorePath", str(keystore), "-ethPassword", str(keystore.parent / "password"), plain=True,
         )  # fmt: skip
         orchestrator.wait_ready()
@@ -182,7 +182,7 @@ def test_an_audio_job_served_by_a_worker_is_paid_by_whole_seconds(stack: Stack) 
         assert answer.json()["text"] is not None
         balances.append(agree(stack, manifest))
     assert remote_jobs(stack) == done + 3
-    changes = [after - before for before, after in zip(balances, balances[1:], strict=False)]
+    changes = [after - before for before, after in itertools.pairwise(balances)]
     assert changes[0] == changes[1], [float(c) for c in changes]  # 2.5 s and 2.9 s: 2000 units each
     (session,) = [
         b for b in stack.orchestrator.admin_get("/status").json()["payments"]["balances"] if b["manifest"] == manifest

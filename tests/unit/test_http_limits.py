@@ -206,6 +206,19 @@ def test_a_large_chunked_body_is_not_mistaken_for_a_head(serve: Serve, same_port
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n4194304\n"), answer[:300]
 
 
+def test_a_whole_request_over_the_head_limit_in_one_read_is_served() -> None:
+    # A small head and a 100 KiB body that arrive in one read (what a relay sends) are one request, not a head.
+    body = b"a" * 100 * 1024
+
+    async def main() -> bytes:
+        async with uvicorn_server(FAST) as port:
+            start = b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            return await exchange(port, start + body)
+
+    answer = run(main())
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n102400\n"), answer[:300]
+
+
 # --- slow and idle clients --------------------------------------------------------------------------------
 
 

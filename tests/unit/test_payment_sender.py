@@ -55,6 +55,20 @@ def test_a_batch_has_increasing_nonces_signed_by_the_wallet_and_echoes_the_price
         assert len(ticket.aux_data()) == 64
 
 
+def test_starting_a_session_again_with_the_same_params_keeps_its_nonces() -> None:
+    chain = FixedChain()
+    chain.active.add(ORCH.address)
+    chain.fund(GATEWAY.address)
+    recipient = Recipient(ORCH.address, chain, RecipientSettings(ticket_ev=EV), secret=bytes(32))
+    info = OrchestratorInfo(ticket_params=asyncio.run(recipient.ticket_params(GATEWAY.address, Fraction(7, 3))))
+    sender = Sender(GATEWAY, chain, LIMITS)
+    session = sender.start_session(info)
+    asyncio.run(sender.create_payment(session, 2, PRICE))
+    assert sender.start_session(info) == session  # the same params again, e.g. a live stream's after its start
+    later = asyncio.run(sender.create_payment(session, 1, PRICE))
+    assert [p.sender_nonce for p in later.ticket_sender_params] == [3]
+
+
 def test_a_payment_from_the_sender_is_accepted_by_the_recipient() -> None:
     sender, recipient, _, session = setup()
     payment = Payment.FromString(

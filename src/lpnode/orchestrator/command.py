@@ -150,6 +150,10 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
             f"{args.ai_models} lists no models; add at least one entry, or give --orch-secret to serve "
             "only BYOC capabilities and remote AI workers"
         )
+    if not args.role_ai_worker and not secret:
+        raise ConfigError(
+            "-aiWorker=false runs no local runners (remote AI workers serve the models): give --orch-secret for them"
+        )
     chain = chain_settings(args)
     data_dir = args.data_dir.expanduser()
     service = service_url(args.service_addr)
@@ -177,6 +181,7 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
         listen_host=host,
         listen_port=port,
         orch_secret=secret,
+        local_runners=args.role_ai_worker,
         runner_backend=args.runner_backend,
         gpus=gpus,
         runners_per_gpu=args.runners_per_gpu,

@@ -87,7 +87,7 @@ class Orchestrator:
         self.prices = PriceBook(settings.ai_models)
         self.store = ResultStore(settings.data_dir / "results", ttl_seconds=settings.result_ttl)
         self.pool = RunnerPool(
-            settings.ai_models,
+            settings.ai_models if settings.local_runners else [],  # -aiWorker=false: the entries only price
             self._backend(),
             settings.data_dir,
             slots=settings.slots,

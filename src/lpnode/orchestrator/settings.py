@@ -42,6 +42,9 @@ class OrchestratorSettings:
     listen_host: str
     listen_port: int
     orch_secret: str = ""
+    local_runners: bool = True
+    """False (go-livepeer's ``-aiWorker=false``): no local runners; aiModels.json only prices what remote AI workers
+    serve."""
     runner_backend: str = "process"
     gpus: Sequence[str] = ()
     runners_per_gpu: int = 1

@@ -94,8 +94,9 @@ class Sender:
         return self.wallet.address
 
     def start_session(self, info: OrchestratorInfo) -> str:
-        """Start paying with ``info.ticket_params``; the session id (``0x`` + recipientRandHash hex). Nonces start
-        afresh. SenderError when ``info`` carries no ticket params."""
+        """Start paying with ``info.ticket_params``; the session id (``0x`` + recipientRandHash hex). Nonces belong to
+        the params: new params start at nonce 0, params already held keep theirs (starting them again would be
+        refused as replayed). SenderError when ``info`` carries no ticket params."""
         if not info.HasField("ticket_params"):
             raise SenderError("the orchestrator sent no ticket params")
         params = info.ticket_params
@@ -112,6 +113,8 @@ class Sender:
         )
         session_id = "0x" + session.recipient_rand_hash.hex()
         with self._lock:
+            if session_id in self._sessions:
+                return session_id
             if len(self._sessions) >= MAX_SESSIONS:
                 self._drop_expired()
             self._sessions[session_id] = session
