@@ -236,9 +236,8 @@ def test_audio_to_text_is_paid_by_whole_seconds_on_both_sides(stack: Stack) -> N
     manifest = f"{int(Capability.AUDIO_TO_TEXT)}_{A2T}"
     balances = [Fraction(0)]
     for seconds in (2.5, 2.9, 3.2):
-        # 8 kHz keeps the upload under 64 KiB: a whole larger request read at once is refused as an oversized head
-        # by the runner's server (lpnode.uvicorn_config counts a read that ends a message and awaits the next head).
-        files = {"audio": ("speech.wav", wav_file(seconds, rate=8000), "audio/wav")}
+        files = {"audio": ("speech.wav", wav_file(seconds, rate=16000), "audio/wav")}  # over 64 KiB: one read
+
         answer = requests.post(
             stack.payer.gateway.base_url + "/audio-to-text", files=files, data={"model_id": A2T}, timeout=120
         )

@@ -154,25 +154,25 @@ def test_a_text_to_image_job_served_by_a_worker_is_paid_to_the_orchestrator(stac
     manifest = f"{int(Capability.TEXT_TO_IMAGE)}_{T2I}"
     done = remote_jobs(stack)
     balances = [Fraction(0)]
-    for _ in range(2):
+    for _ in range(3):
         body = {"prompt": "a lighthouse", "model_id": T2I, "width": 64, "height": 64, "num_inference_steps": 1}
         answer = requests.post(stack.gateway.base_url + "/text-to-image", json=body, timeout=120)
         assert answer.status_code == 200, answer.text
         balances.append(agree(stack, manifest))
-    assert remote_jobs(stack) == done + 2
-    # The first job's ticket leaves credit for the second, which is only debited: 64 × 64 pixels at the price.
+    assert remote_jobs(stack) == done + 3
+    # As in go-livepeer, a job tops the credit up to at least one ticket's EV: the first two jobs send a ticket each,
+    # which leaves enough credit for the third, which is only debited: 64 × 64 pixels at the price.
     (session,) = [
         b for b in stack.orchestrator.admin_get("/status").json()["payments"]["balances"] if b["manifest"] == manifest
     ]
     price = Fraction(session["fixed_price"]) if session["fixed_price"] else Fraction(T2I_PRICE)
-    assert balances[1] - balances[2] == 64 * 64 * price, ([float(b) for b in balances], float(price))
+    assert balances[2] - balances[3] == 64 * 64 * price, ([float(b) for b in balances], float(price))
 
 
 def test_an_audio_job_served_by_a_worker_is_paid_by_whole_seconds(stack: Stack) -> None:
     manifest = f"{int(Capability.AUDIO_TO_TEXT)}_{A2T}"
     done = remote_jobs(stack)
     balances = [Fraction(0)]
-    # Under 64 KiB per upload (8 kHz): see test_live_payments for the runner server's limit on whole reads.
     for seconds in (2.5, 2.9, 3.2):
         files = {"audio": ("speech.wav", wav_file(seconds), "audio/wav")}
         answer = requests.post(
