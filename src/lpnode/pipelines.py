@@ -143,9 +143,11 @@ class PipelineSpec:
 
 # -- billing units --------------------------------------------------------------------------------------
 def _generated_pixels(params: BaseModel, frames: int, counted: bool) -> int:
-    p = params.model_dump()
-    count = max(1, int(p.get("num_images_per_prompt") or 1)) if counted else 1
-    return int(p.get("height") or 576) * int(p.get("width") or 1024) * frames * count
+    # Attributes, not model_dump(): an orchestrator builds ``params`` from raw form fields without validation
+    # (model_construct), and serializing those strings as ints would warn.
+    count = max(1, int(getattr(params, "num_images_per_prompt", None) or 1)) if counted else 1
+    height = int(getattr(params, "height", None) or 576)
+    return height * int(getattr(params, "width", None) or 1024) * frames * count
 
 
 def _text_to_image_units(params: BaseModel, fields: Mapping[str, Any]) -> int:
