@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -162,6 +163,11 @@ class ChainClient:
             ),
         )
         self._w3 = Web3(provider)
+        # A second connection for batched polls: web3 batches every call made on a Web3 while its batch is open,
+        # and other threads use self._w3 at the same time.
+        self._poll_session = requests.Session()
+        self._poll_w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}, session=self._poll_session))
+        self._poll_lock = threading.Lock()
         try:
             self._controller = Web3.to_checksum_address(controller)
         except ValueError:
@@ -189,6 +195,7 @@ class ChainClient:
     def close(self) -> None:
         """Release the HTTP connections (idempotent)."""
         self._session.close()
+        self._poll_session.close()
 
     async def _run(self, fn: Callable[[], T], what: str) -> T:
         return await asyncio.to_thread(self._guarded, fn, what)
@@ -253,6 +260,56 @@ class ChainClient:
 
         await self._run(run, "Controller.getContract")
 
+    async def poll(
+        self,
+        active: Sequence[bytes] = (),
+        senders: Sequence[bytes] = (),
+        claimed: Sequence[tuple[bytes, bytes]] = (),
+    ) -> ChainPoll:
+        """What a watcher reads each period, in one JSON-RPC batch (one round trip, one thread): the latest block
+        (and its L1 block), the gas price, the round, whether ``active`` addresses are active orchestrators, the
+        ``senders``' deposits and reserves, and what each (sender, recipient) in ``claimed`` took from the reserve."""
+
+        def run() -> ChainPoll:
+            w3 = self._poll_w3
+            rounds, bonding, broker = (
+                w3.eth.contract(address=self._contract(n).address, abi=self._contract(n).abi)
+                for n in ("RoundsManager", "BondingManager", "TicketBroker")
+            )
+            cs = Web3.to_checksum_address
+            with self._poll_lock, w3.batch_requests() as batch:
+                batch.add(w3.eth.get_block("latest"))
+                batch.add(w3.eth.gas_price)
+                batch.add(rounds.functions.currentRound())
+                batch.add(rounds.functions.lastInitializedRound())
+                batch.add(rounds.functions.currentRoundInitialized())
+                for address in active:
+                    batch.add(bonding.functions.isActiveTranscoder(cs(address)))
+                for sender in senders:
+                    batch.add(broker.functions.getSenderInfo(cs(sender)))
+                for sender, recipient in claimed:
+                    batch.add(broker.functions.claimedReserve(cs(sender), cs(recipient)))
+                out: list[Any] = list(batch.execute())
+            block, gas_price, current, last, initialized = out[:5]
+            rest = out[5:]
+            infos = rest[len(active) : len(active) + len(senders)]
+            return ChainPoll(
+                block=int(block["number"]),
+                l1_block=_l1_block(block),
+                gas_price=int(gas_price),
+                current_round=int(current),
+                last_initialized_round=int(last),
+                initialized=bool(initialized),
+                active=dict(zip(active, (bool(a) for a in rest[: len(active)]), strict=True)),
+                senders={
+                    s: SenderInfo(int(d), int(w), int(r), int(c))
+                    for s, ((d, w), (r, c)) in zip(senders, infos, strict=True)
+                },
+                claimed=dict(zip(claimed, (int(c) for c in rest[len(active) + len(senders) :]), strict=True)),
+            )
+
+        return await self._run(run, "poll")
+
     async def contract_address(self, name: str) -> str:
         """The address the Controller gives for ``name`` (EIP-55)."""
         return str(await self._run(lambda: self._contract(name).address, f"Controller.getContract({name})"))
@@ -270,15 +327,7 @@ class ChainClient:
     async def l1_block_number(self) -> int:
         """Arbitrum's ``l1BlockNumber`` of the latest block where the chain has it, else the block number."""
 
-        def run() -> int:
-            block = self._w3.eth.get_block("latest")
-            l1 = block.get("l1BlockNumber")
-            if l1 is None:
-                return int(block["number"])
-            # web3 leaves keys it does not know as the node sent them: a hex string.
-            return int(l1, 16) if isinstance(l1, str) else int(str(l1))
-
-        return await self._run(run, "eth_getBlockByNumber")
+        return await self._run(lambda: _l1_block(self._w3.eth.get_block("latest")), "eth_getBlockByNumber")
 
     async def gas_price(self) -> int:
         return int(await self._run(lambda: self._w3.eth.gas_price, "eth_gasPrice"))
@@ -442,6 +491,30 @@ class ChainClient:
         except Exception:  # the replay is only for the message; the revert itself is certain
             return "transaction reverted"
         return "transaction reverted (out of gas, or the state changed before it was mined)"
+
+
+@dataclass(frozen=True)
+class ChainPoll:
+    """One :meth:`ChainClient.poll`."""
+
+    block: int
+    l1_block: int
+    gas_price: int
+    current_round: int
+    last_initialized_round: int
+    initialized: bool
+    active: dict[bytes, bool]
+    senders: dict[bytes, SenderInfo]
+    claimed: dict[tuple[bytes, bytes], int]
+
+
+def _l1_block(block: Any) -> int:
+    """Arbitrum's ``l1BlockNumber`` of ``block`` where the chain has it, else its number."""
+    l1 = block.get("l1BlockNumber")
+    if l1 is None:
+        return int(block["number"])
+    # web3 leaves keys it does not know as the node sent them: a hex string.
+    return int(l1, 16) if isinstance(l1, str) else int(str(l1))
 
 
 def _short(exc: BaseException) -> str:

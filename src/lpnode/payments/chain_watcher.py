@@ -150,14 +150,15 @@ class ChainWatcher:
     async def refresh(self) -> None:
         """Poll the chain once."""
         c = self.client
-        block, l1_block, gas_price, current_round, last_init, initialized = await asyncio.gather(
-            c.block_number(),
-            c.l1_block_number(),
-            c.gas_price(),
-            c.current_round(),
-            c.last_initialized_round(),
-            c.current_round_initialized(),
-        )
+        now = time.monotonic()
+        for sender in [s for s, used in self._last_use.items() if now - used > _SENDER_IDLE_SECONDS]:
+            self._last_use.pop(sender, None)
+            self._senders.pop(sender, None)
+            for key in [k for k in self._claimed if k[0] == sender]:
+                del self._claimed[key]
+        # One JSON-RPC batch for everything read every period (a watcher's CPU is mostly per request).
+        polled = await c.poll(list(self._active), list(self._senders), list(self._claimed))
+        last_init, current_round = polled.last_initialized_round, polled.current_round
         if last_init != self._last_initialized_round or not any(self._round_block_hash):
             round_number, block_hash = last_init, await c.block_hash_for_round(last_init)
             if not any(block_hash) and last_init > 0:
@@ -165,23 +166,11 @@ class ChainWatcher:
             self._last_initialized_round, self._round_block_hash = round_number, block_hash
         if current_round != self._current_round or not self._updated_at:
             self._pool_size = await c.transcoder_pool_size()
-        watched = list(self._active)
-        active = await asyncio.gather(*(c.is_active_transcoder(a) for a in watched))
-        self._active.update(zip(watched, active, strict=True))
-        now = time.monotonic()
-        for sender in [s for s, used in self._last_use.items() if now - used > _SENDER_IDLE_SECONDS]:
-            self._last_use.pop(sender, None)
-            self._senders.pop(sender, None)
-            for key in [k for k in self._claimed if k[0] == sender]:
-                del self._claimed[key]
-        senders = list(self._senders)
-        infos = await asyncio.gather(*(c.sender_info(s) for s in senders))
-        self._senders.update(zip(senders, infos, strict=True))
-        pairs = list(self._claimed)
-        claimed = await asyncio.gather(*(c.claimed_reserve(*p) for p in pairs))
-        self._claimed.update(zip(pairs, claimed, strict=True))
-        self._block, self._l1_block, self._gas_price = block, l1_block, gas_price
-        self._current_round, self._round_initialized = current_round, initialized
+        self._active.update(polled.active)
+        self._senders.update({s: i for s, i in polled.senders.items() if s in self._senders})
+        self._claimed.update({k: v for k, v in polled.claimed.items() if k in self._claimed})
+        self._block, self._l1_block, self._gas_price = polled.block, polled.l1_block, polled.gas_price
+        self._current_round, self._round_initialized = current_round, polled.initialized
         self._updated_at = time.monotonic()
 
     async def _loop(self) -> None:
