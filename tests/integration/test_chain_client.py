@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import pytest
 
 from lpnode.cli import main
-from lpnode.payments.chain_client import ChainClient, ChainError, ChainRevert, GasPriceTooHigh
+from lpnode.payments.chain_client import ChainClient
+from lpnode.payments.chain_errors import ChainError, ChainRevert, GasPriceTooHigh
 from lpnode.payments.chain_watcher import ChainWatcher
 from lpnode.payments.devchain import DevChain, start_devchain
 from lpnode.payments.keystore import Wallet

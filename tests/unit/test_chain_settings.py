@@ -11,7 +11,8 @@ import pytest
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from lpnode.errors import ConfigError
-from lpnode.payments.chain_client import ChainClient, revert_reason
+from lpnode.payments.chain_client import ChainClient
+from lpnode.payments.chain_errors import revert_reason
 from lpnode.payments.command import format_eth, parse_eth_amount
 from lpnode.payments.settings import ChainSettings, add_chain_flags, chain_settings
 
@@ -166,7 +167,7 @@ def test_l1_block_number_is_arbitrums_when_the_chain_has_it(block: dict[str, Any
 def test_unreachable_chain_names_the_host_not_the_url_secrets() -> None:
     import asyncio
 
-    from lpnode.payments.chain_client import ChainError
+    from lpnode.payments.chain_errors import ChainError
 
     client = ChainClient("http://127.0.0.1:9/v2/SECRET-API-KEY?token=T", DEV_CONTROLLER, None, timeout=2)
     try:

@@ -108,7 +108,7 @@ class GatewayDashboardSource:
         payments = self.gateway.payments
         if payments is None:
             return None
-        from lpnode.payments.chain_client import ChainError
+        from lpnode.payments.chain_errors import ChainError
 
         try:
             problem = await payments.funds_problem()

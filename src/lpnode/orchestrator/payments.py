@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from lpnode.errors import BadRequestError, ConfigError, ForbiddenError
 from lpnode.logs import log_event
 from lpnode.payments.balances import Balances
-from lpnode.payments.chain_client import ChainError
+from lpnode.payments.chain_errors import ChainError
 from lpnode.payments.recipient import PaymentError, Recipient, RecipientSettings
 from lpnode.payments.redemption import QUEUE_FILE, Redeemer, RedemptionQueue
 from lpnode.payments.settings import ChainNode, ChainSettings, open_chain

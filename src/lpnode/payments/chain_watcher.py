@@ -14,7 +14,8 @@ import logging
 import time
 from typing import Any
 
-from lpnode.payments.chain_client import ChainClient, ChainError
+from lpnode.payments.chain_client import ChainClient
+from lpnode.payments.chain_errors import ChainError
 from lpnode.payments.chain_view import SenderInfo
 from lpnode.payments.signatures import checksum
 

@@ -221,7 +221,8 @@ def run_deposit(args: argparse.Namespace) -> int:
 
 
 async def _deposit(args: argparse.Namespace, settings: Any, deposit: int, reserve: int, funding: bool) -> int:
-    from lpnode.payments.chain_client import ChainClient, ChainError, ChainRevert
+    from lpnode.payments.chain_client import ChainClient
+    from lpnode.payments.chain_errors import ChainError, ChainRevert
     from lpnode.payments.keystore import load_wallet
 
     keystore = settings.keystore_path or args.data_dir.expanduser() / "keystore"

@@ -13,7 +13,8 @@ from fractions import Fraction
 from typing import Any
 
 from lpnode.payments import abi
-from lpnode.payments.chain_client import ChainClient, ChainError
+from lpnode.payments.chain_client import ChainClient
+from lpnode.payments.chain_errors import ChainError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lpnode.payments.chain_client import ChainClient, ChainError, ChainRevert, GasPriceTooHigh
+from lpnode.payments.chain_client import ChainClient
+from lpnode.payments.chain_errors import ChainError, ChainRevert, GasPriceTooHigh
 from lpnode.payments.chain_view import ChainView
 from lpnode.payments.signatures import checksum
 from lpnode.payments.ticket import Ticket

@@ -334,7 +334,8 @@ async def open_chain(settings: ChainSettings, data_dir: Path, *, poll_seconds: f
     The keystore defaults to ``DATA_DIR/keystore`` (go-livepeer's place). Raises ``ConfigError`` with one line
     when the keystore, the URL, the chain id or the Controller is unusable.
     """
-    from lpnode.payments.chain_client import ChainClient, ChainError
+    from lpnode.payments.chain_client import ChainClient
+    from lpnode.payments.chain_errors import ChainError
     from lpnode.payments.chain_watcher import DEFAULT_POLL_SECONDS, ChainWatcher
     from lpnode.payments.keystore import load_wallet
     from lpnode.payments.price_feed import PriceFeed
