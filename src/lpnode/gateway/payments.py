@@ -308,6 +308,12 @@ class GatewayPayments:
         num_tickets, staged = self.balances.stage(key, fee, ev)
         return await self._send(session, key, num_tickets, staged, ev, fee)
 
+    def forget_credit(self, key: tuple[bytes, str]) -> None:
+        """Drop the credit kept for ``key`` (a live stream's, once it ended): a stream's manifest id is never
+        paid again, and its record would otherwise stay for the life of the gateway."""
+        self._credit_keys.discard(key)
+        self.balances.clear(key)
+
     async def pay_tickets(self, session: PaidSession, num_tickets: int) -> Staged:
         """A payment of exactly ``num_tickets`` tickets (BYOC sizes its own), outside the staged credit."""
         ev = self.sender.expected_value(session.session_id) if session.session_id and num_tickets else Fraction(0)

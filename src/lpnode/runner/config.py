@@ -4,17 +4,24 @@ An ai-runner container is configured by env (`PIPELINE`, `MODEL_ID`, `MODEL_DIR`
 `VERSION` and optimisation flags such as `SFAST`, `DEEPCACHE`, `TORCH_COMPILE`, `BFLOAT16`). The runner
 reads the same variables; each also has a flag, and a flag wins over the variable. `PIPELINE_CLASS`
 (``module:Class``) serves a pipeline class of your own; `MODEL_ID` is then optional.
+
+`LIVE_RUNNER_ORCH` (``--live-runner-orch``) with `ORCH_SECRET` also registers the runner with that Live
+Runner orchestrator as a runner app (:mod:`lpnode.runner.app_serving`); `LIVE_RUNNER_APP_NAME`,
+`LIVE_RUNNER_APP_CAPACITY`, `LIVE_RUNNER_APP_PRICE` and `LIVE_RUNNER_PUBLIC_URL` shape what it advertises.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lpnode import __version__
 from lpnode.errors import ConfigError
+from lpnode.protocol.orch_secret import read_secret
+from lpnode.runner.app_advert import parse_app_price
 from lpnode.runner.pipelines import pipeline_names
 from lpnode.runner.store import DEFAULT_MODELS_DIR
 from lpnode.schemas.limits import from_env as limits_from_env
@@ -57,6 +64,12 @@ class RunnerConfig:
     upstream_model: str = ""  # llm: the upstream's name for the model; default from a built-in table
     upstream_api_key: str = ""
     exit_with_parent: bool = False  # stop when the starting process dies (orchestrator-managed runners)
+    app_orchestrator: str = ""  # a Live Runner orchestrator to register with as a runner app ("": none)
+    app_orch_secret: str = ""  # its -orchSecret (already read from the file when a file was named)
+    app_name: str = ""  # the app name advertised; "" is "<pipeline>/<model_id>"
+    app_capacity: int = 0  # sessions at once; 0: the runner's own concurrency (1 for a live pipeline)
+    app_price: str = ""  # "USD[/UNIT]", UNIT hour (default), 720p or fixed; "" advertises no price
+    app_public_url: str = ""  # this runner's URL as the orchestrator reaches it; "" is http://HOST:PORT
 
     def flag(self, name: str) -> bool:
         """True when optimisation flag ``name`` is set to a true-ish value."""
@@ -99,6 +112,12 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
         "upstream_model": env.get("LLM_UPSTREAM_MODEL", ""),
         "upstream_api_key": env.get("LLM_UPSTREAM_API_KEY", ""),
         "exit_with_parent": env.get("RUNNER_EXIT_WITH_PARENT", "").strip().lower() in {"1", "true", "yes"},
+        "app_orchestrator": env.get("LIVE_RUNNER_ORCH", "").strip(),
+        "app_orch_secret": env.get("ORCH_SECRET", ""),
+        "app_name": env.get("LIVE_RUNNER_APP_NAME", "").strip(),
+        "app_capacity": _int(env, "LIVE_RUNNER_APP_CAPACITY", 0, 0),
+        "app_price": env.get("LIVE_RUNNER_APP_PRICE", "").strip(),
+        "app_public_url": env.get("LIVE_RUNNER_PUBLIC_URL", "").strip(),
     }
     for key, value in overrides.items():
         if value is None:
@@ -123,4 +142,45 @@ def config_from_env(env: Mapping[str, str] | None = None, **overrides: object) -
         raise ConfigError(f"the LLM upstream must be an http(s) URL, got {config.upstream_url!r}")
     if not 1 <= config.port <= 65535:
         raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
-    return config
+    return _checked_app_settings(config)
+
+
+def _checked_app_settings(config: RunnerConfig) -> RunnerConfig:
+    """The runner-app settings checked, and the orchestrator secret read (a file path gives its contents)."""
+    if not config.app_orchestrator:
+        given = [flag for flag, value in _APP_FLAGS if getattr(config, value)]
+        if given:
+            raise ConfigError(f"{given[0]} only applies with --live-runner-orch (LIVE_RUNNER_ORCH)")
+        return config
+    if not _is_http_url(config.app_orchestrator):
+        raise ConfigError(
+            f"--live-runner-orch must be the orchestrator's http(s) URL, e.g. https://orch.example:8935, "
+            f"got {config.app_orchestrator!r}"
+        )
+    if config.app_public_url and not _is_http_url(config.app_public_url):
+        raise ConfigError(f"--public-url must be an http(s) URL, got {config.app_public_url!r}")
+    if config.app_capacity < 0:
+        raise ConfigError(f"--app-capacity must be 0 or more, got {config.app_capacity}")
+    if config.app_name and config.app_name != config.app_name.strip():
+        raise ConfigError(f"--app-name must not start or end with spaces, got {config.app_name!r}")
+    parse_app_price(config.app_price)  # a bad price is one clear line at start
+    secret = read_secret(config.app_orch_secret) if config.app_orch_secret.strip() else ""
+    if not secret:
+        raise ConfigError(
+            "--live-runner-orch needs the orchestrator's secret: pass --orch-secret (the secret or a file holding "
+            "it) or set ORCH_SECRET"
+        )
+    return replace(config, app_orch_secret=secret)
+
+
+_APP_FLAGS = (  # the secret is left out: an ORCH_SECRET in the environment is no mistake on its own
+    ("--app-name", "app_name"),
+    ("--app-capacity", "app_capacity"),
+    ("--app-price", "app_price"),
+    ("--public-url", "app_public_url"),
+)
+
+
+def _is_http_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)

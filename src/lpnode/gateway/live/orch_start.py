@@ -28,6 +28,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from lpnode.errors import UnavailableError
 from lpnode.gateway.directory import Directory, Offer
 from lpnode.gateway.orch_client import OrchestratorUnreachable
 from lpnode.gateway.selection import Selector, Stats
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 PIPELINE = "live-video-to-video"
 ANSWER_LIMIT = 1024 * 1024
+BUSY_RETRY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,28 @@ class OrchestratorStarter:
     session: aiohttp.ClientSession
     timeout: float = 30.0
     attempts: int = 6
+    busy_wait: float = 10.0
+    """How long a start waits, trying again every :data:`BUSY_RETRY_SECONDS`, while every orchestrator offering
+    the pipeline answers that it is at capacity (a stream that just ended frees its runner seconds later)."""
 
     transport: OrchestratorTransport | None = None  # default: over ``session``
     payments: GatewayPayments | None = None  # None: off-chain
 
     async def start(self, job: StartRequest, avoid: Collection[str] = ()) -> tuple[Offer, LiveUrls]:
         """The first orchestrator (not in ``avoid`` unless nothing else is left) that starts ``job``.
-        Raises :class:`UnavailableError` (503) saying why none did, :class:`BadRequestError` for a 400."""
+        Raises :class:`UnavailableError` (503) saying why none did, :class:`BadRequestError` for a 400. While every
+        orchestrator is at capacity it tries again for up to :attr:`busy_wait` seconds."""
+        deadline = time.monotonic() + self.busy_wait
+        while True:
+            tries = self._tries(job, avoid)
+            try:
+                return await tries.run(lambda offer: self._attempt(offer, job))
+            except UnavailableError:
+                if not tries.busy or time.monotonic() + BUSY_RETRY_SECONDS > deadline:
+                    raise
+            await asyncio.sleep(BUSY_RETRY_SECONDS)
+
+    def _tries(self, job: StartRequest, avoid: Collection[str]) -> Tries[Offer]:
         refreshed = False
 
         async def pick(tried: Collection[str]) -> Offer | None:
@@ -105,8 +122,7 @@ class OrchestratorStarter:
             return offer
 
         what = f"start live pipeline {job.model_id!r}"
-        tries: Tries[Offer] = Tries(what, pick, lambda o: o.url, limit=self.attempts)
-        return await tries.run(lambda offer: self._attempt(offer, job))
+        return Tries(what, pick, lambda o: o.url, limit=self.attempts)
 
     def _pick(self, model_id: str, tried: Collection[str], avoid: Collection[str]) -> Offer | None:
         for suspended in (False, True):

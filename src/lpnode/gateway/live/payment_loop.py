@@ -86,10 +86,13 @@ class LivePayer:
         }
 
     async def close(self) -> None:
+        """Stop paying; the stream's credit record goes too (its manifest id is never used again)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        recipient = bytes(self.info.ticket_params.recipient) or bytes(self.info.address)
+        self.payments.forget_credit((recipient, self.urls.manifest_id))
 
     async def _run(self) -> None:
         while True:
