@@ -26,6 +26,7 @@ from typing import Any
 from Crypto.Hash import keccak
 
 from lpnode.errors import BadRequestError
+from lpnode.protocol.go_duration import parse_go_duration
 
 JOB_HEADER = "livepeer"
 CAPABILITY_HEADER = "livepeer-capability"
@@ -181,15 +182,10 @@ def verify_signature(request: JobRequest) -> None:
 
 def go_duration(text: str, what: str) -> float:
     """A Go duration (``1s``, ``500ms``, ``1m30s``, ``2.5s``) in seconds; a bare number means seconds."""
-    value = text.strip()
     try:
-        seconds = float(value)
+        seconds = parse_go_duration(text, bare_seconds=True)
     except ValueError:
-        units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-        parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", value)
-        if not parts or "".join(n + u for n, u in parts) != value:
-            raise BadRequestError(f"{what} must be a duration such as 500ms or 2s, got {text!r}") from None
-        seconds = sum(float(n) * units[u] for n, u in parts)
+        raise BadRequestError(f"{what} must be a duration such as 500ms or 2s, got {text!r}") from None
     if not seconds > 0:
         raise BadRequestError(f"{what} must be positive, got {text!r}")
     return seconds

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lpnode.errors import ConfigError
+from lpnode.protocol.go_duration import parse_go_duration
 
 if TYPE_CHECKING:
     from lpnode.payments.chain_client import ChainClient
@@ -239,15 +239,10 @@ def chain_settings(args: argparse.Namespace) -> ChainSettings:
 
 def go_duration(text: str, flag: str) -> float:
     """A Go duration (``5s``, ``500ms``, ``1m30s``) in seconds; a bare number means seconds. Must be positive."""
-    value = text.strip()
     try:
-        seconds = float(value)
+        seconds = parse_go_duration(text, bare_seconds=True)
     except ValueError:
-        units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-        parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", value)
-        if not parts or "".join(n + u for n, u in parts) != value:
-            raise ConfigError(f"{flag} must be a duration such as 5s or 500ms, got {text!r}") from None
-        seconds = sum(float(n) * units[u] for n, u in parts)
+        raise ConfigError(f"{flag} must be a duration such as 5s or 500ms, got {text!r}") from None
     if not seconds > 0:
         raise ConfigError(f"{flag} must be positive, got {text!r}")
     return seconds
