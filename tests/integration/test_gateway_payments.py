@@ -18,18 +18,16 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
-from eth_account import Account
 
 from lpnode.payments.devchain import DevChain, start_devchain
 from lpnode.protocol.capabilities import Capability
+from paid_nodes import ETH, chain_flags, keystore
 from procs import GatewayProcess, OrchestratorProcess
 
 T2I = "lpnode/tiny-text-to-image"
 LLM = "lpnode/tiny-llm"
 T2I_PRICE = 1000  # wei per pixel
 LLM_PRICE = 2_000_000  # wei per token
-PASSWORD = "correct horse battery staple"
-ETH = 10**18
 T = TypeVar("T")
 
 
@@ -45,14 +43,6 @@ class Stack:
         return self.loop.run_until_complete(coro)
 
 
-def _keystore(directory: Path, key: bytes) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "keystore.json"
-    path.write_text(json.dumps(Account.encrypt(key, PASSWORD, kdf="scrypt", iterations=2**10)))
-    (directory / "password").write_text(PASSWORD + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("paying-gateway")
@@ -64,22 +54,22 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         orch_account, gateway_account = chain.accounts[1], chain.accounts[2]
         loop.run_until_complete(chain.activate(orch_account.address))
         loop.run_until_complete(chain.fund_sender(gateway_account.key, ETH, ETH))
-        chain_flags = ["-network", "devchain", "-ethUrl", chain.url, "-ethController", chain.controller]
+        flags = chain_flags(chain)
         models = [
             {"pipeline": "text-to-image", "model_id": T2I, "warm": True, "price_per_unit": T2I_PRICE},
             {"pipeline": "llm", "model_id": LLM, "warm": True, "price_per_unit": LLM_PRICE},
         ]
         (tmp / "aiModels.json").write_text(json.dumps(models))
-        keystore = _keystore(tmp / "orch-wallet", orch_account.key)
+        wallet = keystore(tmp / "orch-wallet", orch_account.key)
         orchestrator = OrchestratorProcess(
-            tmp / "aiModels.json", models_dir, tmp / "orchestrator", *chain_flags,
-            "-ethKeystorePath", str(keystore), "-ethPassword", str(keystore.parent / "password"), plain=True,
+            tmp / "aiModels.json", models_dir, tmp / "orchestrator", *flags,
+            "-ethKeystorePath", str(wallet), "-ethPassword", str(wallet.parent / "password"), plain=True,
         )  # fmt: skip
         orchestrator.wait_ready()
-        keystore = _keystore(tmp / "gateway-wallet", gateway_account.key)
+        wallet = keystore(tmp / "gateway-wallet", gateway_account.key)
         gateway = GatewayProcess(
-            tmp / "gateway", "-orchAddr", orchestrator.base_url, *chain_flags,
-            "-ethKeystorePath", str(keystore), "-ethPassword", str(keystore.parent / "password"),
+            tmp / "gateway", "-orchAddr", orchestrator.base_url, *flags,
+            "-ethKeystorePath", str(wallet), "-ethPassword", str(wallet.parent / "password"),
         )  # fmt: skip
         yield Stack(chain, loop, orchestrator, gateway, gateway_account.checksum_address)
     finally:

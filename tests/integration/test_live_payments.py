@@ -30,11 +30,11 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
-from eth_account import Account
 from test_live_path import PARAMS, write_clip
 
 from lpnode.payments.devchain import DevChain, start_devchain
 from lpnode.protocol.capabilities import Capability
+from paid_nodes import ETH, chain_flags, keystore
 from procs import LPNODE, GatewayProcess, OrchestratorProcess, child_env
 
 LIVE_PRICE = 100  # wei per unit: 27,648,000 units a second of live video
@@ -43,8 +43,6 @@ A2T_PRICE = 1000  # wei per unit: 1000 units a second of audio
 UNITS_PER_SECOND = 1280 * 720 * 30
 SECOND = UNITS_PER_SECOND * LIVE_PRICE  # wei per second of live video
 INTERVAL = ["-livePaymentInterval", "1s"]
-PASSWORD = "correct horse battery staple"
-ETH = 10**18
 T = TypeVar("T")
 
 
@@ -70,14 +68,6 @@ class Stack:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
-
-
-def _keystore(directory: Path, key: bytes) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "keystore.json"
-    path.write_text(json.dumps(Account.encrypt(key, PASSWORD, kdf="scrypt", iterations=2**10)))
-    (directory / "password").write_text(PASSWORD + "\n")
-    return path
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -125,27 +115,27 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         orch_account = chain.accounts[1]
         loop.run_until_complete(chain.activate(orch_account.address))
-        chain_flags = ["-network", "devchain", "-ethUrl", chain.url, "-ethController", chain.controller]
+        flags = chain_flags(chain)
         models = [
             {"pipeline": "live-video-to-video", "model_id": "noop", "warm": True, "capacity": 2,
              "price_per_unit": LIVE_PRICE},
             {"pipeline": "audio-to-text", "model_id": A2T, "warm": True, "price_per_unit": A2T_PRICE},
         ]  # fmt: skip
         (tmp / "aiModels.json").write_text(json.dumps(models))
-        keystore = _keystore(tmp / "orch-wallet", orch_account.key)
+        wallet = keystore(tmp / "orch-wallet", orch_account.key)
         orchestrator = OrchestratorProcess(
-            tmp / "aiModels.json", models_dir, tmp / "orchestrator", *chain_flags, *INTERVAL,
-            "-ethKeystorePath", str(keystore), "-ethPassword", str(keystore.parent / "password"), plain=True,
+            tmp / "aiModels.json", models_dir, tmp / "orchestrator", *flags, *INTERVAL,
+            "-ethKeystorePath", str(wallet), "-ethPassword", str(wallet.parent / "password"), plain=True,
         )  # fmt: skip
         orchestrator.wait_ready()
         paying: list[Paying] = []
         for index in (2, 3):
             account = chain.accounts[index]
             loop.run_until_complete(chain.fund_sender(account.key, ETH, ETH))
-            keystore = _keystore(tmp / f"gateway-wallet-{index}", account.key)
+            wallet = keystore(tmp / f"gateway-wallet-{index}", account.key)
             gateway = GatewayProcess(
-                tmp / f"gateway-{index}", "-orchAddr", orchestrator.base_url, *chain_flags, *INTERVAL,
-                "-ethKeystorePath", str(keystore), "-ethPassword", str(keystore.parent / "password"),
+                tmp / f"gateway-{index}", "-orchAddr", orchestrator.base_url, *flags, *INTERVAL,
+                "-ethKeystorePath", str(wallet), "-ethPassword", str(wallet.parent / "password"),
             )  # fmt: skip
             gateways.append(gateway)
             paying.append(Paying(gateway, account.checksum_address, account.key))

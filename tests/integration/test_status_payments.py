@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from eth_account import Account
 
 from lpnode.payments.devchain import start_devchain
+from paid_nodes import ETH, chain_flags, keystore
 from procs import GatewayProcess, OrchestratorProcess, run_cli
 
 T2I = "lpnode/tiny-text-to-image"
-PASSWORD = "correct horse battery staple"
-ETH = 10**18
 
 
 @dataclass
@@ -39,14 +37,6 @@ class Paid:
     chain_url: str
 
 
-def _keystore(directory: Path, key: bytes) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "keystore.json"
-    path.write_text(json.dumps(Account.encrypt(key, PASSWORD, kdf="scrypt", iterations=2**10)))
-    (directory / "password").write_text(PASSWORD + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def paid(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paid]:
     tmp = tmp_path_factory.mktemp("status-payments")
@@ -58,19 +48,19 @@ def paid(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         orch_account, gateway_account = chain.accounts[1], chain.accounts[2]
         loop.run_until_complete(chain.activate(orch_account.address))
         loop.run_until_complete(chain.fund_sender(gateway_account.key, ETH, ETH))
-        chain_flags = ["-network", "devchain", "-ethUrl", chain.url, "-ethController", chain.controller]
+        flags = chain_flags(chain)
         (tmp / "aiModels.json").write_text(
             json.dumps([{"pipeline": "text-to-image", "model_id": T2I, "warm": True, "price_per_unit": 1000}])
         )
-        keystore = _keystore(tmp / "orch-wallet", orch_account.key)
+        wallet = keystore(tmp / "orch-wallet", orch_account.key)
         orchestrator = OrchestratorProcess(
-            tmp / "aiModels.json", models_dir, tmp / "orchestrator", *chain_flags,
-            "-ethKeystorePath", str(keystore), "-ethPassword", str(keystore.parent / "password"),
+            tmp / "aiModels.json", models_dir, tmp / "orchestrator", *flags,
+            "-ethKeystorePath", str(wallet), "-ethPassword", str(wallet.parent / "password"),
         )  # fmt: skip
         orchestrator.wait_ready()
-        gateway_keystore = _keystore(tmp / "gateway-wallet", gateway_account.key)
+        gateway_keystore = keystore(tmp / "gateway-wallet", gateway_account.key)
         gateway = GatewayProcess(
-            tmp / "gateway", "-orchAddr", orchestrator.base_url, *chain_flags,
+            tmp / "gateway", "-orchAddr", orchestrator.base_url, *flags,
             "-ethKeystorePath", str(gateway_keystore), "-ethPassword", str(gateway_keystore.parent / "password"),
         )  # fmt: skip
         body = {"prompt": "a lighthouse", "model_id": T2I, "width": 64, "height": 64, "num_inference_steps": 1}

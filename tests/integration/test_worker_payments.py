@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 import requests
-from eth_account import Account
 
 from lpnode.payments.devchain import DevChain, start_devchain
 from lpnode.protocol.capabilities import Capability
+from paid_nodes import ETH, chain_flags, keystore
 from procs import GatewayProcess, OrchestratorProcess, WorkerProcess, wait_gone
 
 T2I = "lpnode/tiny-text-to-image"
@@ -35,8 +35,6 @@ A2T = "lpnode/tiny-audio-to-text"
 T2I_PRICE = 1000  # wei per pixel
 A2T_PRICE = 1000  # wei per unit (a millisecond of audio)
 SECRET = "paid-worker-secret"
-PASSWORD = "correct horse battery staple"
-ETH = 10**18
 
 
 @dataclass
@@ -46,14 +44,6 @@ class Stack:
     worker: WorkerProcess
     gateway: GatewayProcess
     gateway_address: str
-
-
-def _keystore(directory: Path, key: bytes) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "keystore.json"
-    path.write_text(json.dumps(Account.encrypt(key, PASSWORD, kdf="scrypt", iterations=2**10)))
-    (directory / "password").write_text(PASSWORD + "\n")
-    return path
 
 
 def worker_models(orch: OrchestratorProcess) -> set[str]:
@@ -73,7 +63,7 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         orch_account, gateway_account = chain.accounts[1], chain.accounts[2]
         loop.run_until_complete(chain.activate(orch_account.address))
         loop.run_until_complete(chain.fund_sender(gateway_account.key, ETH, ETH))
-        chain_flags = ["-network", "devchain", "-ethUrl", chain.url, "-ethController", chain.controller]
+        flags = chain_flags(chain)
         # No runners of its own: as go-livepeer's orchestrator run with -aiWorker=false, its aiModels.json only
         # prices what its workers serve.
         prices = [
@@ -81,11 +71,11 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             {"pipeline": "audio-to-text", "model_id": A2T, "price_per_unit": A2T_PRICE},
         ]
         (tmp / "aiModels.json").write_text(json.dumps(prices))
-        keystore = _keystore(tmp / "orch-wallet", orch_account.key)
+        wallet = keystore(tmp / "orch-wallet", orch_account.key)
         orchestrator = OrchestratorProcess(
-            tmp / "aiModels.json", models_dir, tmp / "orchestrator", *chain_flags, "--orch-secret", SECRET,
+            tmp / "aiModels.json", models_dir, tmp / "orchestrator", *flags, "--orch-secret", SECRET,
             "-aiWorker=false",
-            "-ethKeystorePath", str(keystore), "-ethPassword", str(keystore.parent / "password"), plain=True,
+            "-ethKeystorePath", str(wallet), "-ethPassword", str(wallet.parent / "password"), plain=True,
         )  # fmt: skip
         orchestrator.wait_ready()
         models = [
@@ -98,10 +88,10 @@ def stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         node = orchestrator
         while time.monotonic() < deadline and not {T2I, A2T} <= worker_models(node):
             time.sleep(0.3)
-        keystore = _keystore(tmp / "gateway-wallet", gateway_account.key)
+        wallet = keystore(tmp / "gateway-wallet", gateway_account.key)
         gateway = GatewayProcess(
-            tmp / "gateway", "-orchAddr", orchestrator.base_url, *chain_flags,
-            "-ethKeystorePath", str(keystore), "-ethPassword", str(keystore.parent / "password"),
+            tmp / "gateway", "-orchAddr", orchestrator.base_url, *flags,
+            "-ethKeystorePath", str(wallet), "-ethPassword", str(wallet.parent / "password"),
         )  # fmt: skip
         yield Stack(chain, orchestrator, worker, gateway, gateway_account.checksum_address)
     finally:
