@@ -124,6 +124,44 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=None,
         help="stop when the process that started the runner dies [RUNNER_EXIT_WITH_PARENT]",
     )
+    apps = p.add_argument_group(
+        "Live Runner (runner apps)",
+        "register with a Live Runner orchestrator (lpnode's, or go-livepeer >= 0.9 with -useLiveRunners) by "
+        "heartbeat: a batch pipeline as a single-shot app, a live pipeline as a persistent app (docs/live-runner.md)",
+    )
+    apps.add_argument(
+        "--live-runner-orch",
+        dest="app_orchestrator",
+        metavar="URL",
+        help="its URL, e.g. https://orch:8935 [LIVE_RUNNER_ORCH]",
+    )
+    apps.add_argument(
+        "--orch-secret",
+        dest="app_orch_secret",
+        metavar="SECRET",
+        help="its -orchSecret, or a file holding it [ORCH_SECRET]",
+    )
+    apps.add_argument(
+        "--app-name", metavar="NAME", help="the app name clients look for [LIVE_RUNNER_APP_NAME, <pipeline>/<model_id>]"
+    )
+    apps.add_argument(
+        "--app-capacity",
+        type=int,
+        metavar="N",
+        help="sessions at once [LIVE_RUNNER_APP_CAPACITY; the runner's --max-in-flight, 1 for a live pipeline]",
+    )
+    apps.add_argument(
+        "--app-price",
+        metavar="USD[/UNIT]",
+        help="price in US dollars per hour (default unit), 720p (an hour of 720p30 video) or fixed (per session), "
+        "e.g. 0.5/hour; off-chain orchestrators ignore it [LIVE_RUNNER_APP_PRICE]",
+    )
+    apps.add_argument(
+        "--public-url",
+        dest="app_public_url",
+        metavar="URL",
+        help="this runner's URL as the orchestrator reaches it [LIVE_RUNNER_PUBLIC_URL, http://HOST:PORT]",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -236,6 +274,12 @@ def _cmd_runner(args: argparse.Namespace) -> int:
         upstream_url=args.upstream_url,
         upstream_model=args.upstream_model,
         exit_with_parent=args.exit_with_parent,
+        app_orchestrator=args.app_orchestrator,
+        app_orch_secret=args.app_orch_secret,
+        app_name=args.app_name,
+        app_capacity=args.app_capacity,
+        app_price=args.app_price,
+        app_public_url=args.app_public_url,
     )
     if config.pipeline_class and "" not in sys.path:
         sys.path.insert(0, "")  # like uvicorn: a module in the current directory can be named
@@ -245,6 +289,11 @@ def _cmd_runner(args: argparse.Namespace) -> int:
         config, _ = live_config(config)  # unknown live pipeline or class → one clear line
     else:
         config, _ = resolve_pipeline(config)  # unknown pipeline or class → one clear line before anything starts
+    if config.app_orchestrator:
+        from lpnode.runner.app_serving import serve_as_app
+
+        serve_as_app(config)  # the same runner, registered as a Live Runner app while it runs
+        return 0
     serve(config)
     return 0
 

@@ -7,6 +7,8 @@ An operator's go-livepeer start script works with the binary name changed: ``-ai
 (``-flag=value`` too). Off-chain is the default; the chain flags (``-network``, ``-ethUrl``, ``-ethController``,
 ``-ethKeystorePath``, ``-ethAcctAddr``, ``-ethPassword``, ``-maxGasPrice``, ``-ticketEV``, ``-maxFaceValue``,
 ``-priceFeedAddr``, ``-livePaymentInterval``) make every job a paid one (:mod:`lpnode.payments.settings`).
+``-useLiveRunners``, ``-liveRunnerConfig``, ``-liveRunnerProxyUrl`` and ``-liveRunnerAddr`` host runner apps
+(:mod:`lpnode.orchestrator.runner_apps`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lpnode.errors import ConfigError
 from lpnode.logs import command_log_level
@@ -113,6 +116,22 @@ def add_orchestrator_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
+    p.add_argument(
+        "--use-live-runners", "-useLiveRunners", dest="use_live_runners", nargs="?", const=True, default=False,
+        type=_go_bool, help="host runner apps (Live Runner) that register by heartbeat with --orch-secret",
+    )  # fmt: skip
+    p.add_argument(
+        "--live-runner-config", "-liveRunnerConfig", dest="live_runner_config", type=Path, default=None,
+        help="a static runners.json of runner apps (turns runner apps on)",
+    )  # fmt: skip
+    p.add_argument(
+        "--live-runner-proxy-url", "-liveRunnerProxyUrl", dest="live_runner_proxy_url", default="",
+        help="public proxy URL template with one {proxy} (default SERVICE/run/{proxy})",
+    )  # fmt: skip
+    p.add_argument(
+        "--live-runner-addr", "-liveRunnerAddr", dest="live_runner_addr", default="",
+        help="base URL runner apps use to reach this node (default: the service address)",
+    )  # fmt: skip
     add_chain_flags(p, "orchestrator")
 
 
@@ -120,7 +139,10 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
     """Check the flags and build the settings; every problem is a one-line ``ConfigError``."""
     if not args.role_orchestrator:
         raise ConfigError("-orchestrator=false: this command runs an orchestrator; leave the flag out")
-    if not args.ai_models and not args.orch_secret:
+    if args.use_live_runners and not args.orch_secret and not args.live_runner_config:
+        raise ConfigError("running with -useLiveRunners requires -orchSecret")
+    _check_live_runner_addr(args.live_runner_addr)
+    if not args.ai_models and not args.orch_secret and not args.live_runner_config:
         raise ConfigError(
             "give --ai-models FILE (an aiModels.json) or an inline pipeline:model_id:warm list, or --orch-secret "
             "to serve only BYOC capabilities and remote AI workers"
@@ -145,7 +167,7 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
     for line in warnings:
         print(f"lpnode: warning: {line}", flush=True)
     secret = read_secret(args.orch_secret)
-    if not configs and not secret:
+    if not configs and not secret and not args.live_runner_config:
         raise ConfigError(
             f"{args.ai_models} lists no models; add at least one entry, or give --orch-secret to serve "
             "only BYOC capabilities and remote AI workers"
@@ -196,7 +218,23 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
         cli_addr_given=bool(args.cli_addr),
         admin_token=read_admin_token(args.admin_token),
         chain=chain if chain.on_chain else None,
+        use_live_runners=args.use_live_runners,
+        live_runner_config=args.live_runner_config.expanduser() if args.live_runner_config else None,
+        live_runner_proxy_url=args.live_runner_proxy_url.strip(),
+        live_runner_addr=args.live_runner_addr.strip().rstrip("/"),
     )
+
+
+def _check_live_runner_addr(value: str) -> None:
+    """``-liveRunnerAddr``: empty, or an absolute http(s) URL with a host (go-livepeer's words)."""
+    text = value.strip()
+    if not text:
+        return
+    parts = urlsplit(text)
+    if not parts.scheme or not parts.hostname or "://" not in text:
+        raise ConfigError("invalid -liveRunnerAddr: must be an absolute URL")
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError("invalid -liveRunnerAddr: scheme must be http or https")
 
 
 def log_level(args: argparse.Namespace) -> str:

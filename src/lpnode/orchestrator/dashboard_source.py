@@ -9,7 +9,8 @@ own bookkeeping (per model ``restarts``, ``failures``, ``last_error``, ``last_er
 The admin API (``--cli-addr``) serves the whole view. The public port serves :func:`public_status`: the same
 document, field names unchanged, without what tells an outsider about the machine or lets them reach a
 stream (:data:`ADMIN_ONLY`): runner PIDs, log paths and internal URLs, BYOC containers' URLs, remote workers'
-addresses, and live streams' ids. On chain, ``payments`` (wallet address, chain, tickets and earnings) is public
+addresses, live streams' ids, and runner apps' private URLs and IDs
+(``runner_apps``). On chain, ``payments`` (wallet address, chain, tickets and earnings) is public
 without the senders' balances, the chain's URL and recent redemptions (:data:`PAYMENTS_ADMIN_ONLY`).
 """
 
@@ -23,6 +24,7 @@ ADMIN_ONLY: Mapping[str, frozenset[str]] = {
     "byoc": frozenset({"url"}),
     "workers": frozenset({"address"}),
     "live": frozenset({"manifest_id", "stream_id", "gateway_request_id"}),
+    "runner_apps": frozenset({"runner_url", "runner_id", "route", "label"}),
 }
 """Per list of the node view, the fields served on the admin API only."""
 PAYMENTS_ADMIN_ONLY = frozenset({"balances", "chain_url", "refused"})
@@ -38,7 +40,9 @@ def public_status(status: Mapping[str, Any]) -> dict[str, Any]:
         return [{k: v for k, v in i.items() if k not in hidden} if isinstance(i, dict) else i for i in items]
 
     models = [{**m, "runners": strip(m.get("runners", []), ADMIN_ONLY["runners"])} for m in status.get("models", [])]
-    lists = {key: strip(status[key], ADMIN_ONLY[key]) for key in ("byoc", "workers", "live") if key in status}
+    lists = {
+        key: strip(status[key], ADMIN_ONLY[key]) for key in ("byoc", "workers", "live", "runner_apps") if key in status
+    }
     payments = status.get("payments")
     if isinstance(payments, dict):
         tickets = {k: v for k, v in payments.get("tickets", {}).items() if k != "recent"}

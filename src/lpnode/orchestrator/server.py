@@ -19,7 +19,11 @@ refuses a request whose ``sig`` is not the gateway's (``Invalid orchestrator req
 
 Admin API (``--cli-addr``, plain HTTP, loopback by default, behind :mod:`lpnode.protocol.admin_access`):
 ``GET /status`` (the whole node view: runner PIDs, log paths and URLs included), ``GET /dashboard`` (the node
-page over it), ``GET /healthz``, ``GET /metrics``.
+page over it), ``GET /healthz``, ``GET /metrics``, ``POST /registerLiveRunners`` (static runner apps).
+
+Runner apps (go-livepeer's Live Runner, ``-useLiveRunners`` / ``-liveRunnerConfig``): their routes
+(``/runners/...``, ``/discovery``, ``/apps/...``, ``/runner/...``, public proxy URLs) sit in front of the node's
+own (:mod:`lpnode.orchestrator.runner_apps`), their channels on the same trickle server.
 """
 
 from __future__ import annotations
@@ -52,9 +56,11 @@ from lpnode.orchestrator.live import LiveRoute
 from lpnode.orchestrator.metrics import OrchestratorMetrics
 from lpnode.orchestrator.pool import ModelStatus, ProcessSettings, RunnerBackend, RunnerPool
 from lpnode.orchestrator.remote_workers import JOB_TIMEOUT, RemoteWorkers, merge_snapshots
+from lpnode.orchestrator.runner_apps import RunnerApps, front_without_apps, not_supported
 from lpnode.orchestrator.settings import OrchestratorSettings
 from lpnode.pipelines import BATCH_PIPELINES
 from lpnode.protocol.admin_access import AdminAccess, AdminGuard
+from lpnode.protocol.asgi import ASGIApp
 from lpnode.protocol.auth_token import AuthTokens
 from lpnode.protocol.capabilities import build_capabilities
 from lpnode.protocol.certs import ensure_certificate
@@ -112,6 +118,13 @@ class Orchestrator:
             settings.service_url,
             remote=self.remote,
         )
+        # Runner apps (go-livepeer's Live Runner): None unless -useLiveRunners or -liveRunnerConfig.
+        self.runner_apps = RunnerApps.create(
+            enabled=settings.use_live_runners, config=settings.live_runner_config,
+            proxy_url=settings.live_runner_proxy_url, runner_addr=settings.live_runner_addr,
+            service_url=settings.service_url, orch_secret=settings.orch_secret, trickle=self.trickle,
+            on_chain=settings.chain is not None,
+        )  # fmt: skip
         self.live = LiveRoute(
             self.pool, self.trickle, self.tokens, self.capabilities, self.session, settings.service_url,
             self.metrics.registry,
@@ -205,7 +218,7 @@ class Orchestrator:
         info.auth_token.CopyFrom(segment.auth_token)
         return info
 
-    def http_app(self) -> Starlette:
+    def http_app(self) -> ASGIApp:
         routes = [Route(f"/{p}", self.relay.handle, methods=["POST"]) for p in BATCH_PIPELINES]
         routes += [
             stream_route(self.store),
@@ -218,7 +231,8 @@ class Orchestrator:
             *self.byoc.routes(),
             *node_routes(),
         ]
-        return Starlette(routes=[*routes, Mount("/ai/trickle", app=self.trickle)])
+        app = Starlette(routes=[*routes, Mount("/ai/trickle", app=self.trickle)])
+        return self.runner_apps.front(app) if self.runner_apps is not None else front_without_apps(app)
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -235,6 +249,8 @@ class Orchestrator:
                 Route("/status", self._admin_status),
                 Route("/healthz", self._healthz),
                 Route("/metrics", self._metrics),
+                *(self.runner_apps.admin_routes() if self.runner_apps is not None else []),
+                *([] if self.runner_apps is not None else [Route("/registerLiveRunners", not_supported)]),
                 *node_routes(),
             ]
         )
@@ -250,6 +266,7 @@ class Orchestrator:
             "byoc": self.byoc.status(),
             "workers": self.remote.status(),
             "live": self.live.status(),
+            **({"runner_apps": self.runner_apps.status()} if self.runner_apps is not None else {}),
             **({"payments": self.payments.status()} if self.payments is not None else {}),
         }
 
@@ -322,6 +339,8 @@ class Orchestrator:
                 starting.cancel()
                 return
             await register_custom_pipelines(self.byoc.registry, self.pool, s.ai_models)
+            if self.runner_apps is not None:  # runners.json problems stop the start here
+                await self.runner_apps.start()
             for problem in starting.result():
                 log_event(log, "runner not ready at start", logging.WARNING, problem=problem)
             admin_url = f"http://{s.cli_host}:{s.cli_port}" if admin_socket is not None else "-"
@@ -346,6 +365,8 @@ class Orchestrator:
             workers_closer.cancel()
             channels_closer.cancel()
             await self.live.close()
+            if self.runner_apps is not None:
+                await self.runner_apps.close()
             await self.byoc.close()
             await self.pool.close()
             await self._session.close()

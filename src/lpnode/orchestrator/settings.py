@@ -67,6 +67,14 @@ class OrchestratorSettings:
     """Required on every admin request when set."""
     chain: ChainSettings | None = None
     """The chain this node is paid on; ``None`` off-chain (the default: nothing is charged)."""
+    use_live_runners: bool = False
+    """``-useLiveRunners``: host runner apps (go-livepeer's Live Runner) registered by heartbeat."""
+    live_runner_config: Path | None = None
+    """``-liveRunnerConfig``: a static ``runners.json`` read at start (also turns runner apps on)."""
+    live_runner_proxy_url: str = ""
+    """``-liveRunnerProxyUrl``: the public proxy URL template; empty: ``{service_url}/run/{proxy}``."""
+    live_runner_addr: str = ""
+    """``-liveRunnerAddr``: the base URL runner apps use to reach this node; empty: ``service_url``."""
 
     @property
     def tls(self) -> bool:

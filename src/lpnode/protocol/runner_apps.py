@@ -21,6 +21,7 @@ Error bodies are plain text with a trailing newline (go's ``http.Error``), which
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Final
 from urllib.parse import quote
@@ -94,6 +95,13 @@ MODE_ALIASES: Final = {
 """Accepted ``mode`` values and what each means (an empty mode is persistent)."""
 READY_STATUSES: Final = frozenset({"", "ready"})
 """A runner is listed and reservable only with one of these ``status`` values."""
+STATUS_READY: Final = "ready"
+STATUS_LOADING: Final = "loading"
+STATUS_ERROR: Final = "error"
+"""The statuses an lpnode runner app reports (its ``/health`` IDLE or OK / LOADING / ERROR). Any lowercase word is
+valid on the wire; every one but ``ready`` (and empty) keeps the runner unlisted."""
+PRICE_UNITS: Final = ("hour", "720p", "fixed")
+"""The units a runner registers its USD ``price_info`` in."""
 ROUTING_RUNNER_ID: Final = "runner-id"
 ROUTING_LABEL: Final = "label"
 
@@ -237,3 +245,26 @@ def normalize_mode(mode: str) -> str | None:
 def sanitize_channel_name(name: str) -> str:
     """A session channel name as the orchestrator keeps it: trimmed, each ``/`` replaced by ``-``."""
     return name.strip().replace("/", "-")
+
+
+# --- lpnode pipelines as apps ----------------------------------------------------------------------------------------
+
+PIPELINE_APP_KEYS: Final = ("pipeline", "model_id", "path")
+"""An lpnode runner's app ``metadata`` is the compact JSON object of these: the pipeline and model it serves and
+the path to call under the app URL (``/text-to-image``; ``/stream/start`` for a live pipeline)."""
+
+
+def pipeline_app_metadata(pipeline: str, model_id: str, path: str) -> str:
+    """The ``metadata`` string an lpnode runner app advertises."""
+    return json.dumps({"pipeline": pipeline, "model_id": model_id, "path": path}, separators=(",", ":"))
+
+
+def read_pipeline_app_metadata(metadata: str) -> dict[str, str] | None:
+    """``{"pipeline", "model_id", "path"}`` from an app's ``metadata``; None when it is not an lpnode pipeline's."""
+    try:
+        value = json.loads(metadata)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) and value[k] for k in PIPELINE_APP_KEYS):
+        return None
+    return {k: value[k] for k in PIPELINE_APP_KEYS}

@@ -34,15 +34,10 @@ from typing import Any
 import aiohttp
 
 from lpnode.logs import log_event
-from lpnode.protocol.runner_apps import (
-    HEARTBEAT_PATH,
-    O2R_EVENT_RELEASED,
-    O2R_EVENT_RESERVED,
-    parse_go_duration,
-    unregister_path,
-)
+from lpnode.protocol.go_duration import parse_go_duration
+from lpnode.protocol.runner_apps import HEARTBEAT_PATH, O2R_EVENT_RELEASED, O2R_EVENT_RESERVED, unregister_path
 from lpnode.trickle import TrickleSubscriber
-from lpnode.trickle.errors import TrickleError
+from lpnode.trickle.errors import SegmentCutOffError, TrickleError
 
 log = logging.getLogger("lpnode.runner.apps")
 
@@ -193,7 +188,10 @@ class AppRegistration:
 
     async def _loop(self) -> None:
         while True:
-            await self.beat()
+            try:
+                await self.beat()
+            except Exception as exc:  # never let one bad answer end the registration for good
+                self._failed(f"runner app heartbeat failed: {_describe(exc)}", 0)
             await self._wait_next()
 
     async def _wait_next(self) -> None:
@@ -340,7 +338,10 @@ class AppRegistration:
         try:
             async with TrickleSubscriber(url, start_seq=0) as channel:
                 async for segment in channel:
-                    self._o2r_message(await segment.read())
+                    try:
+                        self._o2r_message(await segment.read())
+                    except SegmentCutOffError:
+                        continue  # a message cut short is lost; the heartbeat's session_ids make up for it
         except (TrickleError, aiohttp.ClientError, TimeoutError) as exc:
             log_event(log, "runner app O2R channel lost", logging.WARNING, reason=_describe(exc))
 
