@@ -1,8 +1,8 @@
 """What the chain answers when it fails, in words: the chain errors and revert reasons as every backend words them.
 
-    ChainError            the chain cannot be reached, or answered something unusable
-    ├── ChainRevert       a call or a transaction reverted; ``str()`` is the contract's reason in words
-    └── GasPriceTooHigh   the gas price is above ``max_gas_price``; nothing was sent
+ChainError            the chain cannot be reached, or answered something unusable
+├── ChainRevert       a call or a transaction reverted; ``str()`` is the contract's reason in words
+└── GasPriceTooHigh   the gas price is above ``max_gas_price``; nothing was sent
 """
 
 from __future__ import annotations
