@@ -18,7 +18,7 @@ import base64
 import math
 import threading
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from lpnode.payments.chain_view import ChainView
@@ -95,8 +95,8 @@ class Sender:
 
     def start_session(self, info: OrchestratorInfo) -> str:
         """Start paying with ``info.ticket_params``; the session id (``0x`` + recipientRandHash hex). Nonces belong to
-        the params: new params start at nonce 0, params already held keep theirs (starting them again would be
-        refused as replayed). SenderError when ``info`` carries no ticket params."""
+        the params: new params start at nonce 0, the very params already held keep theirs (starting them again would
+        be refused as replayed). SenderError when ``info`` carries no ticket params."""
         if not info.HasField("ticket_params"):
             raise SenderError("the orchestrator sent no ticket params")
         params = info.ticket_params
@@ -113,8 +113,9 @@ class Sender:
         )
         session_id = "0x" + session.recipient_rand_hash.hex()
         with self._lock:
-            if session_id in self._sessions:
-                return session_id
+            held = self._sessions.get(session_id)
+            if held is not None and replace(held, nonce=0) == session:
+                return session_id  # the same params: their nonces go on
             if len(self._sessions) >= MAX_SESSIONS:
                 self._drop_expired()
             self._sessions[session_id] = session
