@@ -198,6 +198,12 @@ class Orchestrator:
         s = self.settings
         if s.chain is None:
             return
+        if self.runner_apps is not None:
+            log_event(
+                log,
+                "runner apps are not charged on chain yet: their sessions and calls are served free",
+                logging.WARNING,
+            )
         from lpnode.orchestrator.payments import open_payments
 
         payments = await open_payments(s.chain, s.data_dir)
