@@ -9,7 +9,7 @@ import pytest
 
 from lpnode.orchestrator.runner_apps import AppError, AppRegistry, parse_template
 from lpnode.orchestrator.runner_apps.adverts import AdvertError, parse_advert, parse_static_document
-from lpnode.protocol.runner_apps import format_go_duration, parse_go_duration
+from lpnode.protocol.go_duration import format_go_duration, parse_go_duration
 from lpnode.trickle import TrickleServer
 
 SVC = "http://localhost:1234"

@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from lpnode.gateway.payments import GatewayPayments, PaidSession
 
 log = logging.getLogger("lpnode.gateway.live.payments")
-LIVE_UNITS = 1280 * 720 * 30
-"""Units a second of live video: go-livepeer's 720p at 30 fps (``payments.LIVE_UNITS_PER_SECOND``)."""
 PAYMENT_TIMEOUT = 10.0
 
 
@@ -115,11 +113,11 @@ class LivePayer:
         """Pay for ``seconds`` of the stream; raises with the reason when the orchestrator refuses."""
         if self.payments.params_expired(self.info):
             self.info = await self.directory.session_info(self.urls.orchestrator, PIPELINE, self.model_id)
-        from lpnode.gateway.payments import LIVE_INITIAL_SECONDS
+        from lpnode.gateway.payments import LIVE_INITIAL_SECONDS, LIVE_UNITS_PER_SECOND
 
         session = self._session()
-        fee = Fraction(round(seconds * 1000), 1000) * LIVE_UNITS * session.price
-        ahead = LIVE_INITIAL_SECONDS * LIVE_UNITS * session.price
+        fee = Fraction(round(seconds * 1000), 1000) * LIVE_UNITS_PER_SECOND * session.price
+        ahead = LIVE_INITIAL_SECONDS * LIVE_UNITS_PER_SECOND * session.price
         # Tickets bring the credit to the fee plus a minute ahead; only the fee is spent (ahead goes back below).
         staged = await self.payments.pay(session, fee + ahead)
         headers = {

@@ -48,6 +48,7 @@ from lpnode.orchestrator.runner_apps.records import (
     same_secret,
 )
 from lpnode.protocol import runner_apps as wire
+from lpnode.protocol.go_duration import format_go_duration
 from lpnode.trickle import TrickleServer
 from lpnode.trickle.channels import NEXT_SEQ
 
@@ -137,8 +138,8 @@ class AppRegistry:
         answer: dict[str, Any] = {
             "runner_id": runner.runner_id,
             "orchestrator": self.runner_url,
-            "heartbeat_interval": wire.format_go_duration(self.interval),
-            "heartbeat_ttl": wire.format_go_duration(self.ttl),
+            "heartbeat_interval": format_go_duration(self.interval),
+            "heartbeat_ttl": format_go_duration(self.ttl),
         }
         if first:
             answer["heartbeat_secret"] = runner.heartbeat_secret
