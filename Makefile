@@ -15,7 +15,7 @@ UP_ARGS ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
 # anvil (npm @foundry-rs/anvil, pinned): the local chain of `lpnode devchain`, `lpnode up --network devchain` and
@@ -32,7 +32,7 @@ up: $(STAMP) $(ANVIL_STAMP)  ## run gateway, orchestrator and runners here, offl
 
 test: $(STAMP) $(ANVIL_STAMP)  ## run the test suite (real processes on loopback; installs Chromium for the dashboard tests)
 	scripts/install-test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: $(STAMP)  ## the in-process tests only, under a minute (`make test` runs everything)
 	$(BIN)/python -m pytest -m "not processes"

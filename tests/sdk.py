@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 SDK_VERSION = "1.0.0"
 
@@ -33,15 +34,16 @@ def sdk_python() -> Path:
     venv = Path(tempfile.gettempdir()) / f"lpnode-sdk-venv-{SDK_VERSION}"
     python = venv / "bin" / "python"
     marker = venv / ".installed"
-    if not marker.exists():
-        subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True, timeout=120)
-        install = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"livepeer-gateway=={SDK_VERSION}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if install.returncode != 0:
-            pytest.skip(f"could not install livepeer-gateway {SDK_VERSION}: {install.stderr[-500:]}")
-        marker.touch()
+    with FileLock(f"{venv}.lock"):  # xdist workers: one installs, the others wait
+        if not marker.exists():
+            subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True, timeout=120)
+            install = subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", f"livepeer-gateway=={SDK_VERSION}"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if install.returncode != 0:
+                pytest.skip(f"could not install livepeer-gateway {SDK_VERSION}: {install.stderr[-500:]}")
+            marker.touch()
     return python

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 PYTRICKLE_VERSION = "0.1.6"
 
@@ -24,17 +25,18 @@ def pytrickle_python() -> Path:
     venv = Path(tempfile.gettempdir()) / f"lpnode-pytrickle-venv-{PYTRICKLE_VERSION}"
     python = venv / "bin" / "python"
     marker = venv / ".installed"
-    if not marker.exists():
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True, timeout=120
-        )
-        for packages in ([f"pytrickle=={PYTRICKLE_VERSION}", "--no-deps"], ["aiohttp>=3.8"]):
-            install = subprocess.run(
-                [str(python), "-m", "pip", "install", "-q", *packages], capture_output=True, text=True, timeout=300
+    with FileLock(f"{venv}.lock"):  # xdist workers: one installs, the others wait
+        if not marker.exists():
+            subprocess.run(
+                [sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True, timeout=120
             )
-            if install.returncode != 0:
-                pytest.skip(f"could not install pytrickle {PYTRICKLE_VERSION} from PyPI: {install.stderr[-500:]}")
-        marker.touch()
+            for packages in ([f"pytrickle=={PYTRICKLE_VERSION}", "--no-deps"], ["aiohttp>=3.8"]):
+                install = subprocess.run(
+                    [str(python), "-m", "pip", "install", "-q", *packages], capture_output=True, text=True, timeout=300
+                )
+                if install.returncode != 0:
+                    pytest.skip(f"could not install pytrickle {PYTRICKLE_VERSION} from PyPI: {install.stderr[-500:]}")
+            marker.touch()
     return python
 
 

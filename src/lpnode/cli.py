@@ -5,6 +5,7 @@
     lpnode orchestrator             serve an aiModels.json to Livepeer gateways (runner pool, gRPC, AI jobs)
     lpnode gateway                  the public AI API, routing jobs to orchestrators
     lpnode worker                   serve an orchestrator's jobs as a remote AI worker
+    lpnode livepeer -orchestrator|-gateway|-aiWorker ...  a go-livepeer start line, run as the matching command
     lpnode keys create|list|revoke  the gateway's API keys
     lpnode usage                    what the gateway served, per key, pipeline and model
     lpnode byoc register|list|serve BYOC containers: register with an orchestrator, serve one (kit)
@@ -20,13 +21,15 @@
     lpnode tickets                  an orchestrator's tickets: received, won, queued, redeemed, ETH earned
     lpnode devchain                 a local chain (anvil) with Livepeer's contracts, for development
 
-Errors an operator can fix print as one ``lpnode: error: ...`` line and exit with status 2.
+Errors an operator can fix print as one ``lpnode: error: ...`` line and exit with status 2; so does a command
+that needs a pip extra this install lacks (``lpnode.extras``), naming the ``pip install`` that adds it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,8 +173,19 @@ def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     msub = p.add_subparsers(dest="models_command", required=True, metavar="{pull,list,check,tiny}")
     dir_help = "Hugging Face cache dir [MODEL_DIR, ~/.lpnode/models]"
 
-    pull = msub.add_parser("pull", help="download a model from the Hugging Face Hub (resumable)")
-    pull.add_argument("model_id", help="Hugging Face repo id, e.g. stabilityai/sd-turbo")
+    pull = msub.add_parser("pull", help="download models from the Hugging Face Hub (resumable)")
+    pull.add_argument("model_id", nargs="?", help="Hugging Face repo id, e.g. stabilityai/sd-turbo")
+    pull.add_argument(
+        "--ai-models",
+        metavar="FILE",
+        help="fetch every model this aiModels.json needs (safety checker included) instead of one MODEL_ID",
+    )
+    pull.add_argument(
+        "--safety-checker",
+        metavar="MODEL_ID",
+        help="with --ai-models: the checker image runners load [SAFETY_CHECKER_MODEL_ID, "
+        "CompVis/stable-diffusion-safety-checker]",
+    )
     pull.add_argument("--models-dir", type=Path, help=dir_help)
     pull.add_argument(
         "--include",
@@ -196,6 +210,21 @@ def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     tiny.add_argument("--pipeline", default="all", help="pipeline to build for, or 'all' (default)")
     tiny.add_argument("--models-dir", type=Path, help=dir_help)
     tiny.add_argument("--force", action="store_true", help="rebuild models that already exist")
+
+
+def _livepeer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Only its help lives here: main() turns `lpnode livepeer ...` into the role command before parsing.
+    sub.add_parser(
+        "livepeer",
+        help="run a go-livepeer start line unchanged (-orchestrator, -gateway, -aiWorker ...)",
+        description="Run go-livepeer's command line with the binary's name changed. The role flags pick the command "
+        "with go-livepeer's precedence: -orchestrator runs `lpnode orchestrator` (its own runners only with "
+        "-aiWorker), -aiWorker alone `lpnode worker`, -gateway or -broadcaster `lpnode gateway`. Flags come from the "
+        "command line, LP_<NAME> environment variables and the -config file; every go-livepeer flag is accepted, "
+        "and one that has no effect here is named in one warning line. lpnode's own --options may follow.",
+        epilog="Example: lpnode livepeer -orchestrator -aiWorker -aiModels aiModels.json -aiModelsDir ~/models "
+        "-serviceAddr 127.0.0.1:8935 -orchSecret secret.txt -monitor -v 6 (docs/compatibility.md lists every flag)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_orchestrator_parser(sub)
     add_worker_parser(sub)
     add_gateway_parser(sub)
+    _livepeer_parser(sub)
     add_keys_parser(sub)
     add_usage_parser(sub)
     add_dashboard_parsers(sub)
@@ -250,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_runner(args: argparse.Namespace) -> int:
+    from lpnode.extras import RUNNER, require
+
+    require(RUNNER, "lpnode runner")  # before anything loads: one line, not a traceback from deep in a pipeline
     from lpnode.logs import configure_logging
     from lpnode.runner.app import resolve_pipeline
     from lpnode.runner.config import config_from_env
@@ -348,8 +381,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     models_dir = (args.models_dir or store.models_dir_default()).expanduser()
     if args.models_command == "pull":
-        path = store.pull(args.model_id, models_dir, args.include, args.exclude, args.revision, args.token)
-        print(f"{args.model_id} is in {path}")
+        from lpnode.orchestrator.model_pull import pull_command
+
+        return pull_command(args, models_dir)
     elif args.models_command == "check":
         from lpnode.orchestrator.model_check import print_check
 
@@ -384,6 +418,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
                     f"{', '.join(m.pipelines) or '-'}"
                 )
     else:
+        from lpnode.extras import RUNNER, require
+
+        require(RUNNER, "lpnode models tiny")
         from lpnode.runner import tiny
         from lpnode.runner.libraries import quiet_model_libraries
 
@@ -445,7 +482,31 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _go_style(argv: list[str]) -> list[str]:
+    """go-livepeer's flags: ``lpnode livepeer ...`` becomes its role's command; a role command's go flags are
+    spelled the way its parser reads them. Flags with no effect here are dropped with one warning line each."""
+    from lpnode.go_flags import ROLE_COMMANDS, role_args
+    from lpnode.go_starter import start_line
+
+    if argv and argv[0] == "livepeer":
+        line = start_line(argv[1:], os.environ)
+        argv, warnings = line.argv, line.warnings
+    elif argv and argv[0] in ROLE_COMMANDS:
+        rest, warnings = role_args(argv[0], argv[1:])
+        argv = [argv[0], *rest]
+    else:
+        return argv
+    for warning in warnings:
+        print(f"lpnode: warning: {warning}", flush=True)
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        argv = _go_style(list(sys.argv[1:] if argv is None else argv))
+    except LpnodeError as exc:
+        print(f"lpnode: error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     handlers = {
         "runner": _cmd_runner,

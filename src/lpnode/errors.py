@@ -2,6 +2,7 @@
 
     LpnodeError                          anything lpnode raises on purpose
     ├── ConfigError                      the operator's flags, env or files are unusable (exit, one clear line)
+    │   └── MissingExtraError            the command needs a pip extra that is not installed (names it)
     ├── SupervisedProcessError           a process `lpnode up` keeps running failed again and again; it stopped
     ├── ModelStoreError                  models dir problems
     │   ├── ModelNotFoundError           a model is not in the models dir
@@ -26,6 +27,7 @@
         ├── RequestHeaderFieldsTooLargeError  431: the request head is over its size or header count
         ├── PipelineFailedError          500: the model or an upstream failed for a reason that is not the caller's
         │   └── OutOfMemoryError         500: the device ran out of memory
+        ├── NotInstalledError            501: the route needs a pip extra this node lacks (names it)
         ├── UnavailableError             503: loading, failed to load, at capacity (``Retry-After``)
         │   ├── InsufficientCapacity     503 ``insufficient capacity``: every runner for the model is busy
         │   ├── RunnerUnavailableError   503: the runner could not be made ready in time, or is unhealthy
@@ -63,6 +65,15 @@ class LpnodeError(Exception):
 
 class ConfigError(LpnodeError):
     """The configuration given by the operator cannot be used."""
+
+
+class MissingExtraError(ConfigError):
+    """A command, flag or feature needs an optional part of lpnode (a pip extra) that is not installed. ``str()``
+    is one line naming what needs it and the ``pip install`` that adds it; ``extra`` is the extra's name."""
+
+    def __init__(self, message: str, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 class SupervisedProcessError(LpnodeError):
@@ -188,6 +199,12 @@ class TooManyRequestsError(JobError):
         super().__init__(message, retry_after=retry_after)
         self.key_id = key_id
         self.key_name = key_name
+
+
+class NotInstalledError(JobError):
+    """501: the route needs a pip extra this node does not have; ``message`` names the ``pip install``."""
+
+    status_code = 501
 
 
 class PipelineFailedError(JobError):

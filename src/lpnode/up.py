@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lpnode.errors import ConfigError, SupervisedProcessError
+from lpnode.extras import RUNNER, require
 from lpnode.logs import configure_logging, log_event
 from lpnode.pipelines import BATCH_PIPELINES
 from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV
@@ -108,6 +109,8 @@ def run_up(
 
     if network not in ("offchain", DEVCHAIN):
         raise ConfigError(f"--network {network!r}: lpnode up runs offchain (the default) or on a local {DEVCHAIN}")
+    if not ai_models:
+        require(RUNNER, "lpnode up")  # its tiny models are built and served here (with --ai-models, see its entries)
 
     orch_cli_host, orch_cli_port = cli_address(orch_cli_addr)
     if orch_cli_port is not None and not port_is_free(orch_cli_host, orch_cli_port):

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from lpnode.up import DEMO_PRICES
-from procs import LPNODE, child_env, free_port
+from procs import LPNODE, OrchestratorProcess, child_env, free_port, run_cli
 from up_stack import Stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -162,6 +162,42 @@ def test_node_page_shows_runners_and_a_killed_runner_live(stack: Stack, browser:
     sync_api.expect(row).to_contain_text(str(fresh[0]["pid"]), timeout=15_000)
     assert requests.post(f"{stack.base_url}/text-to-image", json=T2I, timeout=120).status_code == 200
     assert browser.problems == []
+
+
+def test_node_page_and_lpnode_status_show_runner_apps(
+    models_dir: Path, tmp_path: Path, browser: Browser, shots: Path
+) -> None:
+    """An orchestrator hosting runner apps: the node page and `lpnode status` list them; the runner's own URL
+    only on the admin API's view."""
+    secret = "dashboard-apps-secret"
+    node = OrchestratorProcess("", models_dir, tmp_path / "orch", "--orch-secret", secret, "-useLiveRunners")
+    try:
+        node.wait_ready(timeout=60)
+        heartbeat = {"runner_url": "http://127.0.0.1:9/private", "app": "acme/echo", "mode": "single-shot"}
+        heartbeat |= {"capacity": 2, "version": "1.2.3"}
+        registered = node.post("/runners/heartbeat", json=heartbeat, headers={"Authorization": secret}, timeout=10)
+        assert registered.status_code == 200, registered.text
+
+        page = browser.page()
+        page.goto(f"{node.base_url}/dashboard")  # the public page: no runner URL
+        row = page.locator("section[aria-label='runner apps'] tbody tr", has_text="acme/echo")
+        for text in ("single-shot", "ready", "0 / 2", "dynamic", "1.2.3"):
+            sync_api.expect(row).to_contain_text(text)
+        assert "127.0.0.1:9" not in page.locator("section[aria-label='runner apps']").inner_text()
+        page.goto(f"{node.admin_url}/dashboard")  # the operator's page
+        row = page.locator("section[aria-label='runner apps'] tbody tr", has_text="acme/echo")
+        sync_api.expect(row).to_contain_text("http://127.0.0.1:9/private")
+        sync_api.expect(row).to_contain_text(registered.json()["runner_id"])
+        page.screenshot(path=str(shots / "dashboard-node-runner-apps.png"))
+
+        shown = run_cli("status", "--orchestrator", node.admin_url, timeout=60)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        table = shown.stdout.split("runner apps:", 1)[1]
+        line = next(line for line in table.splitlines() if "acme/echo" in line)
+        assert "single-shot" in line and "ready" in line and "http://127.0.0.1:9/private" in line
+        assert browser.problems == []
+    finally:
+        node.stop()
 
 
 # --- `lpnode dashboard --from` against a go-livepeer document ------------------------------------------------

@@ -1,8 +1,9 @@
-"""The Docker runner backend: go-livepeer's image map and overrides, the container each runner gets (env,
-labels, /models mount, loopback port, GPU device request), and start/stop/stale cleanup.
+"""The Docker runner backend, in process: go-livepeer's image map and overrides, the container each runner gets
+(env, labels, read-only /models mount, loopback port, GPU device request), and start/stop/stale cleanup.
 
-Docker engine cannot run here, so the client is faked: ``FakeEngine`` stands in for ``docker.from_env()``
-and records what the backend asks of it. Everything else is the real code.
+These tests are the fast tier: ``FakeEngine`` stands in for ``docker.from_env()`` and records what the backend
+asks of it (a GPU device request, a failing image or a foreign container are easier to stage here), and the
+backend's reaper is off. tests/integration/test_docker_backend.py runs the same backend against a real engine.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def test_bad_image_overrides_are_a_one_line_config_error(text: str, message: str
 
 def test_a_gpu_slot_gets_its_gpu_and_go_livepeers_container_settings(tmp_path: Path) -> None:
     spec = RunnerSpec("text-to-image", "ByteDance/SDXL_Lightning", slot=1, optimization_flags={"SFAST": "true"})
-    config = container_config(spec, 8001, settings(tmp_path, gpus=("0", "1"), verbose_logs=True))
+    config = container_config(spec, 8001, settings(tmp_path, gpus=("0", "1"), verbose_logs=True), "run1")
     assert config["image"] == "livepeer/ai-runner:latest"
     assert config["name"] == "text-to-image_ByteDance-SDXL-Lightning_8001"
     assert config["environment"] == {
@@ -195,8 +196,8 @@ def test_a_gpu_slot_gets_its_gpu_and_go_livepeers_container_settings(tmp_path: P
         "SFAST": "true",
         "VERBOSE_LOGGING": "1",
     }
-    assert config["labels"] == {"creator": "ai-worker", "creator_id": ME}
-    assert config["volumes"] == {str(tmp_path / "models"): {"bind": "/models", "mode": "rw"}}
+    assert config["labels"] == {"creator": "ai-worker", "creator_id": ME, "lpnode.run": "run1"}
+    assert config["volumes"] == {str(tmp_path / "models"): {"bind": "/models", "mode": "ro"}}
     assert config["ports"] == {"8000/tcp": ("127.0.0.1", 8001)}
     assert config["restart_policy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert config["detach"] is True
@@ -210,7 +211,7 @@ def test_the_docker_sdk_turns_the_config_into_go_livepeers_host_config(tmp_path:
     config = container_config(RunnerSpec("llm", "m", slot=0), 8500, settings(tmp_path, gpus=("0",)))
     host_config = _create_container_args({**config, "version": "1.45"})["host_config"]
     assert host_config["PortBindings"] == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8500"}]}
-    assert host_config["Binds"] == [f"{tmp_path}/models:/models:rw"]
+    assert host_config["Binds"] == [f"{tmp_path}/models:/models:ro"]
     assert host_config["DeviceRequests"][0]["DeviceIDs"] == ["0"]
     assert host_config["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
 
@@ -234,6 +235,20 @@ def test_flags_cannot_replace_the_pipeline_or_model(tmp_path: Path) -> None:
     assert (env["PIPELINE"], env["MODEL_ID"]) == ("llm", "m")
 
 
+def test_extra_env_and_the_safety_checker_reach_the_container_below_the_contract(tmp_path: Path) -> None:
+    extra = {"TORCH_THREADS": "1", "PIPELINE": "x", "SFAST": "false"}
+    spec = RunnerSpec("text-to-image", "m", slot=0, optimization_flags={"SFAST": "true"})
+    config = container_config(spec, 8000, settings(tmp_path, env=extra, safety_checker_id="lpnode/tiny-checker"))
+    assert config["environment"] == {
+        "TORCH_THREADS": "1",
+        "PIPELINE": "text-to-image",
+        "MODEL_ID": "m",
+        "SFAST": "true",
+        "SAFETY_CHECKER_MODEL_ID": "lpnode/tiny-checker",
+    }
+    assert config["labels"] == {"creator": "ai-worker", "creator_id": ME}  # no run id: no run label
+
+
 def test_a_slot_beyond_the_gpus_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="runner slot 2 has no GPU: the GPUs are 0, 1"):
         container_config(RunnerSpec("llm", "m", slot=2), 8502, settings(tmp_path, gpus=("0", "1")))
@@ -244,7 +259,7 @@ def test_a_slot_beyond_the_gpus_is_a_config_error(tmp_path: Path) -> None:
 
 def test_start_runs_a_container_and_stop_removes_it_keeping_its_logs(tmp_path: Path) -> None:
     engine = FakeEngine()
-    backend = DockerBackend(settings(tmp_path), lambda: engine, log_dir=tmp_path / "logs")
+    backend = DockerBackend(settings(tmp_path), lambda: engine, reap_on_exit=False, log_dir=tmp_path / "logs")
 
     async def scenario() -> None:
         handle = await backend.start(T2I)
@@ -273,7 +288,7 @@ def test_the_first_start_removes_stale_containers_by_go_livepeers_rule(tmp_path:
     legacy = FakeContainer(engine, "old-legacy", {"creator": "ai-worker"})
     other = FakeContainer(engine, "other-node", {"creator": "ai-worker", "creator_id": "https://other:8935"})
     unrelated = FakeContainer(engine, "postgres", {})
-    backend = DockerBackend(settings(tmp_path), lambda: engine)
+    backend = DockerBackend(settings(tmp_path), lambda: engine, reap_on_exit=False)
 
     async def scenario() -> None:
         handle = await backend.start(T2I)
@@ -290,14 +305,14 @@ def test_the_first_start_removes_stale_containers_by_go_livepeers_rule(tmp_path:
 
 def test_a_missing_image_says_to_pull_it(tmp_path: Path) -> None:
     engine = FakeEngine(images=())
-    backend = DockerBackend(settings(tmp_path), lambda: engine)
+    backend = DockerBackend(settings(tmp_path), lambda: engine, reap_on_exit=False)
     with pytest.raises(RuntimeError, match=r"image livepeer/ai-runner:llm is not on this machine; run `docker pull "):
         run(backend.start(RunnerSpec("llm", "meta-llama/Llama-3.1-8B-Instruct", slot=0)))
 
 
 def test_a_name_clash_with_a_foreign_container_says_how_to_remove_it(tmp_path: Path) -> None:
     engine = FakeEngine()
-    backend = DockerBackend(settings(tmp_path, port_bases={"text-to-image": 18000}), lambda: engine)
+    backend = DockerBackend(settings(tmp_path, port_bases={"text-to-image": 18000}), lambda: engine, reap_on_exit=False)
     FakeContainer(engine, "text-to-image_ByteDance-SDXL-Lightning_18000", {"creator": "someone-else"})
     with pytest.raises(RuntimeError, match=r"exists already; remove it: `docker rm -f text-to-image_ByteDance"):
         run(backend.start(T2I))
@@ -306,7 +321,7 @@ def test_a_name_clash_with_a_foreign_container_says_how_to_remove_it(tmp_path: P
 def test_a_container_that_exits_while_starting_fails_fast_with_its_last_log_lines(tmp_path: Path) -> None:
     engine = FakeEngine()
     engine.exit_on_start = 1
-    backend = DockerBackend(settings(tmp_path), lambda: engine, log_dir=tmp_path / "logs")
+    backend = DockerBackend(settings(tmp_path), lambda: engine, reap_on_exit=False, log_dir=tmp_path / "logs")
     with pytest.raises(RuntimeError) as caught:
         run(backend.start(T2I))
     message = str(caught.value)
@@ -321,7 +336,7 @@ def test_a_container_that_exits_while_starting_fails_fast_with_its_last_log_line
 def test_wait_exit_reports_the_containers_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend_module, "POLL_SECONDS", 0.01)
     engine = FakeEngine()
-    backend = DockerBackend(settings(tmp_path), lambda: engine)
+    backend = DockerBackend(settings(tmp_path), lambda: engine, reap_on_exit=False)
 
     async def scenario() -> int | None:
         handle = await backend.start(T2I)
@@ -338,7 +353,7 @@ def test_wait_exit_reports_the_containers_exit_code(tmp_path: Path, monkeypatch:
 
 def test_close_stops_every_container_it_started(tmp_path: Path) -> None:
     engine = FakeEngine(images=("livepeer/ai-runner:latest", "livepeer/ai-runner:llm"))
-    backend = DockerBackend(settings(tmp_path), lambda: engine)
+    backend = DockerBackend(settings(tmp_path), lambda: engine, reap_on_exit=False)
 
     async def scenario() -> None:
         await asyncio.gather(backend.start(T2I), backend.start(RunnerSpec("llm", "m", slot=1)))
@@ -370,4 +385,4 @@ def test_without_an_engine_start_fails_and_availability_says_why(
     )
     monkeypatch.delenv("DOCKER_HOST")
     with pytest.raises(RuntimeError, match=r"^no Docker engine at unix:///var/run/docker\.sock: "):
-        run(DockerBackend(settings(tmp_path), no_engine).start(T2I))
+        run(DockerBackend(settings(tmp_path), no_engine, reap_on_exit=False).start(T2I))

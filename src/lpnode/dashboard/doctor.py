@@ -117,7 +117,10 @@ class Doctor:
         return entries
 
     def check_model_files(self, entries: list[ModelEntry], stored: Collection[str]) -> None:
+        needed_by: dict[str, list[str]] = {}  # helper models (the safety checker) -> the pipelines loading them
         for entry in entries:
+            for need in entry.needs:
+                needed_by.setdefault(need, []).append(entry.pipeline)
             name = f"model files {entry.pipeline} {entry.model_id}"
             known = PIPELINES.get(entry.pipeline)
             if entry.external_url:
@@ -130,6 +133,15 @@ class Doctor:
                 self.report(
                     name, FAIL, f"not in {self.models_dir}",
                     f"lpnode models pull {entry.model_id} --models-dir {self.models_dir} (or pass --models-dir)",
+                )  # fmt: skip
+        for need, pipelines in needed_by.items():
+            name = f"model files {need} (loaded by {', '.join(dict.fromkeys(pipelines))})"
+            if need in stored:
+                self.report(name, PASS, f"present in {self.models_dir}")
+            else:
+                self.report(
+                    name, FAIL, f"not in {self.models_dir}: every request with safety_check=true (the default) fails",
+                    f"lpnode models pull --ai-models {self.ai_models} --models-dir {self.models_dir}",
                 )  # fmt: skip
 
     # --- 3, 4: the orchestrator and its runners ---------------------------------------------------------
@@ -166,7 +178,14 @@ class Doctor:
             runners = [r for r in model.get("runners", []) if isinstance(r, dict)]
             ready = [r for r in runners if r.get("state") in READY_STATES]
             where = ", ".join(f"{r.get('device') or 'slot ' + str(r.get('slot'))} ({r.get('state')})" for r in ready)
-            if ready:
+            degraded = [str(r["problem"]) for r in ready if r.get("problem")]
+            if degraded:  # it serves, in part (the runner's /health warnings, e.g. no safety checker)
+                files = f"--ai-models {self.ai_models}" if self.ai_models else "MODEL_ID"
+                self.report(
+                    name, FAIL, f"loaded on {where}, but: {degraded[0]}",
+                    f"lpnode models pull {files} --models-dir {self.models_dir}, then restart the orchestrator",
+                )  # fmt: skip
+            elif ready:
                 self.report(name, PASS, f"loaded on {where}")
             elif model.get("error"):  # the pool gave up on it: failed to load the same way too many times
                 self.report(

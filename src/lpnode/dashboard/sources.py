@@ -104,6 +104,8 @@ class ModelEntry:
     """Not a Livepeer AI pipeline: a class of the operator's own (advertised as a BYOC capability)."""
     external_url: str = ""
     """The runner the operator runs for it; empty when the node starts the runner itself."""
+    needs: tuple[str, ...] = ()
+    """Other models its runner loads from the models dir (the image pipelines' safety checker)."""
 
 
 @dataclass(frozen=True)

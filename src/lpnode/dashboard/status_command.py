@@ -117,7 +117,8 @@ def print_orchestrator(status: dict[str, Any], out: TextIO) -> None:
     models = status.get("models", [])
     rows = [
         [
-            m.get("pipeline"), m.get("model_id"), "warm" if m.get("warm") else "cold",
+            m.get("pipeline"), m.get("model_id"),
+            "runner app" if m.get("runner_app") else "warm" if m.get("warm") else "cold",
             f"{m.get('in_use', 0)}/{m.get('capacity', 0)}", len(m.get("runners", [])), m.get("restarts", 0),
             m.get("last_error", ""),
         ]
@@ -140,7 +141,7 @@ def print_orchestrator(status: dict[str, Any], out: TextIO) -> None:
         print(file=out)
         headers = ["RUNNER", "STATE", "SLOT", "DEVICE", "IN FLIGHT", "LOAD", *(["PID"] if pids else []), "PROBLEM"]
         print(format_table(headers, runners), file=out)
-    for key, title in (("byoc", "BYOC capabilities"), ("workers", "remote AI workers")):
+    for key, title in (("runner_apps", "runner apps"), ("byoc", "BYOC capabilities"), ("workers", "remote AI workers")):
         if isinstance(status.get(key), list):
             _generic(title, status[key], out)
     if isinstance(status.get("payments"), dict):

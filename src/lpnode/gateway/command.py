@@ -1,8 +1,10 @@
 """``lpnode gateway``: its flags, with go-livepeer's spellings accepted beside ours (``-gateway``,
 ``-httpAddr``, ``-orchAddr``, ``-cliAddr``, ``-orchWebhookUrl``, ``-maxPricePerCapability``,
-``-maxPricePerUnit``, ``-dataDir``, ``-v``) and the chain flags (:func:`lpnode.payments.settings.add_chain_flags`:
-``-network``, ``-ethUrl``, ``-ethController``, ``-ethKeystorePath``, ``-ethAcctAddr``, ``-ethPassword``,
-``-maxTicketEV``, ``-maxTotalEV``, ``-depositMultiplier``, ``-livePaymentInterval``, ...); off-chain by default."""
+``-maxPricePerUnit``, ``-pixelsPerUnit``, ``-dataDir``, ``-monitor``, ``-v``) and the chain flags
+(:func:`lpnode.payments.settings.add_chain_flags`: ``-network``, ``-ethUrl``, ``-ethController``,
+``-ethKeystorePath``, ``-ethAcctAddr``, ``-ethPassword``, ``-maxTicketEV``, ``-maxTotalEV``,
+``-depositMultiplier``, ``-livePaymentInterval``, ...); off-chain by default. The other go-livepeer flags are
+read by :mod:`lpnode.go_flags`."""
 
 from __future__ import annotations
 
@@ -63,7 +65,12 @@ def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help=f"postgresql://USER:PASSWORD@HOST:PORT/DB: keys, usage and async jobs in PostgreSQL, shared with every "
         f"gateway given the same URL (default: SQLite in --data-dir) [{DB_URL_ENV}]",
     )
+    p.add_argument(
+        "--pixels-per-unit", "-pixelsPerUnit", dest="pixels_per_unit", default="1",
+        help="the cap of --max-price-per-unit is per this many units (default 1)",
+    )  # fmt: skip
     p.add_argument("-gateway", "-broadcaster", dest="role", nargs="?", const="true", default="true")
+    p.add_argument("-monitor", dest="monitor", nargs="?", const="true", default="true", help="/metrics is always on")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
     add_chain_flags(p, "gateway")
@@ -80,7 +87,10 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     cli_host, cli_port = _address(args.cli_addr, "--cli-addr")
     if (http_host, http_port) == (cli_host, cli_port):
         raise ConfigError("--http-addr and --cli-addr must differ")
+    pixels = _pixels_per_unit(getattr(args, "pixels_per_unit", "1"))
     overall, overall_usd = parse_price_currency(args.max_price) if args.max_price else (None, False)
+    if overall is not None:
+        overall /= pixels
     usd = {OVERALL} if overall_usd else set()
     per_model = parse_capability_prices(args.max_caps, overall, usd) if args.max_caps else {}
     if usd and not chain.on_chain:
@@ -155,6 +165,17 @@ def parse_capability_prices(
             usd.add(key)
         caps[key] = per_unit
     return caps
+
+
+def _pixels_per_unit(text: str) -> Fraction:
+    """``-pixelsPerUnit``: go-livepeer's divisor of ``-maxPricePerUnit``, a number above 0."""
+    try:
+        value = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        value = Fraction(0)
+    if value <= 0:
+        raise ConfigError(f"-pixelsPerUnit must be a number above 0, got {text!r}")
+    return value
 
 
 def _default_models(text: str) -> dict[str, str]:

@@ -65,6 +65,7 @@ from lpnode.results import ResultStore
 
 if TYPE_CHECKING:
     from lpnode.gateway.payments import GatewayPayments, Staged
+    from lpnode.gateway.runner_apps_jobs import AppJobs
 
 log = logging.getLogger("lpnode.gateway.forward")
 MAX_ATTEMPTS = 6
@@ -108,10 +109,14 @@ class Forwarder:
         self.session = session  # fetches result files
         self.store = store
         self.public_url = public_url.rstrip("/")
+        self.apps: AppJobs | None = None
+        """Runner apps serving what no orchestrator offers the classic way (:mod:`lpnode.gateway.runner_apps_jobs`)."""
 
     async def run(self, job: Job, request: Request | None, deadline: float, record: JobRecord) -> Response:
         """Serve ``job``; ``request`` is the caller's, watched for a disconnect (``None``: nobody waits). When every
         orchestrator offering the model is at capacity, the job waits in the capacity queue and tries again."""
+        if self.apps is not None and await self.apps.takes(job, deadline):
+            return await self.apps.run(job, request, deadline, record)
         waited = False
         if self.payments is not None and job.pipeline == "audio-to-text" and not record.units:
             from lpnode.gateway.audio_duration import upload_seconds

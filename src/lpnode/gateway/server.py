@@ -56,6 +56,9 @@ from lpnode.gateway.live.routes import LiveRoutes
 from lpnode.gateway.live.webrtc_routes import WebRtcRoutes
 from lpnode.gateway.openai_routes import OpenAIRoutes
 from lpnode.gateway.orch_client import OrchestratorClient
+from lpnode.gateway.runner_apps import AppDirectory
+from lpnode.gateway.runner_apps_jobs import AppJobs
+from lpnode.gateway.runner_apps_routes import AppRoutes
 from lpnode.gateway.selection import SELECTORS, Stats
 from lpnode.gateway.settings import GatewaySettings
 from lpnode.gateway.state import open_state
@@ -65,6 +68,7 @@ from lpnode.logs import log_event
 from lpnode.pipelines import BATCH_PIPELINES, spec
 from lpnode.protocol.admin_access import AdminAccess, AdminGuard
 from lpnode.protocol.asgi import ASGIApp
+from lpnode.protocol.go_metrics import GATEWAY_NODE, GoAIMetrics
 from lpnode.results import ResultStore, stream_route
 from lpnode.serving import QuietServer, bind_socket, run_until_stopped
 from lpnode.uvicorn_config import uvicorn_config
@@ -95,12 +99,16 @@ class Gateway:
             "lpnode_gateway_orchestrator_jobs", "Jobs per orchestrator and status.", ["orchestrator", "status"],
             registry=self.registry,
         )  # fmt: skip
+        self.go_metrics = GoAIMetrics(GATEWAY_NODE)  # go-livepeer's AI metric names, beside lpnode's
+        self.registry.register(self.go_metrics)
         self._session: aiohttp.ClientSession | None = None
         self.directory: Directory | None = None
         self.api: PublicApi | None = None
         self.openai: OpenAIRoutes | None = None
         self.forwarder: Forwarder | None = None
         self.byoc: ByocGateway | None = None
+        self.apps: AppDirectory | None = None  # runner apps the orchestrators list (/discovery)
+        self.app_routes: AppRoutes | None = None
         self.payments: GatewayPayments | None = None  # on chain, once run() opened the chain
         self.caps = settings.caps  # with the USD rate on chain, once run() opened the chain
         self.state = open_state(settings.data_dir.expanduser(), settings.db_url)  # SQLite, or PostgreSQL
@@ -119,7 +127,8 @@ class Gateway:
             return configured
         assert self.directory is not None
         # every orchestrator counts, suspended ones too: a suspension is not a reason to name another model
-        offered = sorted(self.directory.models(pipeline, suspended=True).get(pipeline, set()))
+        offered_models = self.directory.models(pipeline, suspended=True).get(pipeline, set())
+        offered = sorted(offered_models | (self.apps.models(pipeline) if self.apps is not None else set()))
         network_default = spec(pipeline).default_model
         if len(offered) == 1:
             return offered[0]
@@ -135,6 +144,9 @@ class Gateway:
         self.seconds.labels(job.pipeline).observe(seconds)
         if job.orchestrator:
             self.selected.labels(job.orchestrator, str(status)).inc()
+        self.go_metrics.job_finished(
+            job.pipeline, job.model_id, status, seconds, job.units, job.price, job.orchestrator
+        )
         self.usage.record(
             UsageRecord(
                 pipeline=job.pipeline, model_id=job.model_id, key_id=job.key_id, key_name=job.key_name,
@@ -161,7 +173,8 @@ class Gateway:
             Route("/metrics", self._metrics),
             *dashboard_routes(self, admin=False),
         ]
-        return Starlette(routes=[*routes, *self.live_routes.routes()], exception_handlers=_JSON_HTTP_ERRORS)
+        apps = self.app_routes.routes() if self.app_routes is not None else []  # /discovery, /apps/...
+        return Starlette(routes=[*routes, *apps, *self.live_routes.routes()], exception_handlers=_JSON_HTTP_ERRORS)
 
     def admin_app(self) -> AdminGuard:
         """The admin API, behind its Host, Origin and token checks (:mod:`lpnode.protocol.admin_access`)."""
@@ -193,6 +206,8 @@ class Gateway:
         ]
         live = [s.status()["gateway_status"] for s in self.live.running()]
         body: dict[str, Any] = {"orchestrators": known, "live": live, "database": self.state.where}
+        if self.apps is not None and self.apps.all():
+            body["runner_apps"] = self.apps.status()
         if self.payments is not None:
             await self.payments.funds_problem()  # fresh deposit and reserve (cached by the chain watcher)
             body["payments"] = self.payments.snapshot()
@@ -259,11 +274,17 @@ class Gateway:
         self.api = PublicApi(forwarder, self.default_model, wrapper, timeout=s.timeout, async_jobs=self.async_jobs)
         self.openai = OpenAIRoutes(forwarder, self.directory, self.default_model, wrapper, timeout=s.timeout)
         self.byoc = ByocGateway(self.directory, self._session, wrapper, transport, payments=self.payments)
+        self.apps = AppDirectory(self.directory, self._session, refresh_seconds=s.refresh_seconds)
+        forwarder.apps = AppJobs(self.apps, forwarder)
+        self.app_routes = AppRoutes(
+            self.apps, forwarder.selector, self.stats, self._session, wrapper, s.base_url, timeout=s.timeout
+        )
         self.live.attach(
             self.directory, SELECTORS[s.selector](), self.stats, self.caps, self._session, s.base_url,
             payments=self.payments, payment_interval=s.chain.live_payment_interval if s.chain is not None else 5.0,
         )  # fmt: skip
         refresher = asyncio.ensure_future(self.directory.run())
+        app_refresher = asyncio.ensure_future(self.apps.run())
         servers = [_server(self.public_app(), public_socket), _server(self.admin_app(), admin_socket)]
         serving = [asyncio.ensure_future(server.serve(sockets=[sock])) for server, sock in servers]
         log_event(
@@ -278,8 +299,9 @@ class Gateway:
             await self.live.close()  # ends live output streams, so their connections do not hold shutdown
             await asyncio.gather(*serving, return_exceptions=True)
             refresher.cancel()
+            app_refresher.cancel()
             self.async_jobs.close()
-            await asyncio.gather(refresher, return_exceptions=True)
+            await asyncio.gather(refresher, app_refresher, return_exceptions=True)
             await self.client.close()
             await self._session.close()
             if self.payments is not None:

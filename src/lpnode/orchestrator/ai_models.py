@@ -12,6 +12,11 @@ Besides the Livepeer AI pipelines, an entry may name a custom pipeline (``docs/c
 when an installed package declares it (entry-point group ``lpnode.pipelines``). Its ``model_id`` is optional
 (default: the pipeline name). The class is imported while the file is read, so a class that cannot be
 loaded is reported at start, naming the entry.
+
+``"runner_app": true`` (lpnode's own field) has the orchestrator start that entry's runner as a Live Runner app
+registered with the orchestrator itself (``-useLiveRunners`` and ``-orchSecret`` required), instead of serving
+it on the pipeline's classic route; ``{"name": "...", "price": "0.5/hour"}`` in place of ``true`` names the app
+and prices it like ``lpnode runner --app-name/--app-price`` (``docs/live-runner.md``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from lpnode.errors import ConfigError
 from lpnode.pipelines import NETWORK_PIPELINES
+from lpnode.runner.app_advert import parse_app_price
 from lpnode.runner.pipelines import BatchPipeline, installed_pipelines, load_pipeline_class
 from lpnode.runner.pipelines.custom import check_name, route_for
 from lpnode.runner.pipelines.loader import installed_target
@@ -46,12 +52,22 @@ FIELDS = (
     "pixels_per_unit",
     "currency",
     "pipeline_class",
+    "runner_app",
 )
 _ETH_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _CURRENCY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _INLINE_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _INLINE_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _CLASS_FIX = '"pipeline_class": "module:Class"'
+
+
+@dataclass(frozen=True)
+class RunnerAppOption:
+    """An entry served as a Live Runner app: its app name ("": ``<pipeline>/<model_id>``) and price ("": none),
+    written as ``lpnode runner``'s ``--app-name`` and ``--app-price``."""
+
+    name: str = ""
+    price: str = ""
 
 
 class AIModelsError(ConfigError):
@@ -78,6 +94,8 @@ class AIModelConfig:
     pixels_per_unit: Fraction = Fraction(1)
     currency: str = ""
     pipeline_class: str = ""  # "module:Class" of a custom pipeline; empty for built-in or installed ones
+    runner_app: RunnerAppOption | None = None
+    """Served only as a Live Runner app registered with this orchestrator (its runner always started, as if warm)."""
 
     @property
     def custom(self) -> bool:
@@ -274,6 +292,8 @@ def _entry(
             f'must be a currency code such as "wei", "eth" or "USD", got {_show(currency)}',
         )
 
+    runner_app = _runner_app(entry, raw.get("runner_app", False), external=bool(url))
+
     if len(problems) > before:
         return None
     return AIModelConfig(
@@ -281,7 +301,7 @@ def _entry(
         model_id=str(model_id).strip(),
         url=str(url).rstrip("/"),
         token=str(token),
-        warm=bool(warm),
+        warm=bool(warm) or runner_app is not None,  # an app is offered only while its runner runs
         capacity=int(capacity) or 1,
         optimization_flags=flags,
         gateway=str(gateway).lower() if gateway != "default" else "default",
@@ -289,7 +309,43 @@ def _entry(
         pixels_per_unit=pixels or Fraction(1),
         currency="" if str(currency).lower() == "wei" else str(currency),
         pipeline_class=str(target).strip(),
+        runner_app=runner_app,
     )
+
+
+def _runner_app(entry: _Entry, value: Any, *, external: bool) -> RunnerAppOption | None:
+    """``runner_app``: false, true, or ``{"name", "price"}`` (checked as the runner checks its flags)."""
+    if value is False:
+        return None
+    if value is not True and not isinstance(value, dict):
+        entry.problem("runner_app", f'must be true, false or {{"name": ..., "price": "0.5/hour"}}, got {_show(value)}')
+        return None
+    if external:
+        entry.problem(
+            "runner_app",
+            "applies to runners this orchestrator starts; start the runner at url with "
+            "--live-runner-orch and --orch-secret instead",
+        )
+        return None
+    option = value if isinstance(value, dict) else {}
+    for key in option:
+        if key not in ("name", "price"):
+            entry.problem(f"runner_app.{key}", 'is not known; use "name" and "price"')
+    name, price = option.get("name", ""), option.get("price", "")
+    if not isinstance(name, str) or name != name.strip():
+        entry.problem("runner_app.name", f"must be a string without surrounding spaces, got {_show(name)}")
+        return None
+    if isinstance(price, int | float | Decimal) and not isinstance(price, bool):
+        price = str(price)
+    if not isinstance(price, str):
+        entry.problem("runner_app.price", f'must be US dollars per unit such as "0.5/hour", got {_show(price)}')
+        return None
+    try:
+        parse_app_price(price)
+    except ConfigError as exc:
+        entry.problem("runner_app.price", str(exc).removeprefix("--app-price "))
+        return None
+    return RunnerAppOption(name=name, price=price.strip())
 
 
 def _check_together(source: str, configs: list[AIModelConfig], problems: list[str]) -> None:
@@ -302,6 +358,15 @@ def _check_together(source: str, configs: list[AIModelConfig], problems: list[st
                 "keep one of the two (capacities of entries with the same warm flag add up)"
             )
         warmth.setdefault(key, config.warm)
+    apps: dict[tuple[str, str], RunnerAppOption | None] = {}
+    for config in configs:
+        key = (config.pipeline, config.model_id)
+        if key in apps and apps[key] != config.runner_app:
+            problems.append(
+                f"{source}: {config.pipeline} {json.dumps(config.model_id)} has entries with different runner_app "
+                "values; a model is served either as a runner app or on its classic route, so give them the same"
+            )
+        apps.setdefault(key, config.runner_app)
     classes: dict[str, str] = {}
     for config in configs:
         if config.custom and not config.external:

@@ -103,8 +103,10 @@ class JobRelay:
                 seconds = response.headers.get("x-audio-duration") if response is not None else None
                 served = audio_units(seconds) if pipeline == AUDIO else units
                 self.payments.settle(paid, served)
-            self.metrics.jobs.labels(**labels, status=str(status)).inc()
-            self.metrics.job_seconds.labels(**labels).observe(time.perf_counter() - started)
+            self.metrics.job_finished(
+                labels["pipeline"], labels["model_id"], status, time.perf_counter() - started, units,
+                paid.price if paid is not None else None,
+            )  # fmt: skip
 
         try:
             timeout = read_timeout(request.headers.get(TIMEOUT_HEADER))

@@ -14,7 +14,6 @@ import json
 from typing import Any
 
 from lpnode.errors import PipelineFailedError
-from lpnode.orchestrator.video import encode_mp4
 from lpnode.pipelines import PIPELINES, Results
 from lpnode.results import ResultStore, decode_data_url
 
@@ -68,6 +67,8 @@ def _rehost(pipeline: str, body: bytes, store: ResultStore, request_id: str, pre
 
 
 def _videos(data: dict[str, Any], store: ResultStore, request_id: str, prefix: str) -> list[dict[str, Any]]:
+    from lpnode.orchestrator.video import encode_mp4  # PyAV: the media extra, checked at start (install_check)
+
     videos = []
     for frames in data.get("frames") or []:
         if not frames:

@@ -51,10 +51,12 @@ from lpnode.orchestrator.byoc_pipelines import register_custom_pipelines
 from lpnode.orchestrator.byoc_routes import ByocOrchestrator
 from lpnode.orchestrator.dashboard_source import annotate_models, public_status
 from lpnode.orchestrator.info import PriceBook, add_payment_terms, offers, orchestrator_info
+from lpnode.orchestrator.install_check import check_install
 from lpnode.orchestrator.job_relay import JobRelay
 from lpnode.orchestrator.live import LiveRoute
 from lpnode.orchestrator.metrics import OrchestratorMetrics
 from lpnode.orchestrator.pool import ModelStatus, ProcessSettings, RunnerBackend, RunnerPool
+from lpnode.orchestrator.pool.runner_app_env import runner_app_host
 from lpnode.orchestrator.remote_workers import JOB_TIMEOUT, RemoteWorkers, merge_snapshots
 from lpnode.orchestrator.runner_apps import RunnerApps, front_without_apps, not_supported
 from lpnode.orchestrator.settings import OrchestratorSettings
@@ -86,6 +88,10 @@ class Orchestrator:
     """One orchestrator: build with settings, then ``await run(stop)``."""
 
     def __init__(self, settings: OrchestratorSettings) -> None:
+        # A missing pip extra is one line here, not a failure in every runner it would start.
+        check_install(
+            settings.ai_models if settings.local_runners else [], process_runners=settings.runner_backend == "process"
+        )
         self.settings = settings
         self.payments: OrchestratorPayments | None = None
         """On chain, once :meth:`run` has opened the chain; ``None`` off-chain."""
@@ -100,7 +106,7 @@ class Orchestrator:
             timings=settings.timings,
             models_dir=settings.models_dir,
         )
-        self.metrics = OrchestratorMetrics(self.snapshot)
+        self.metrics = OrchestratorMetrics(self.snapshot, slots=settings.slots)
         self.remote = RemoteWorkers(settings.orch_secret, self.store, settings.service_url, self.metrics.registry)
         self.results = ResultsRoute(settings.orch_secret, self.remote.tasks, JOB_TIMEOUT)
         self._session: aiohttp.ClientSession | None = None
@@ -132,6 +138,11 @@ class Orchestrator:
 
     def _backend(self) -> ProcessSettings | RunnerBackend:
         s = self.settings
+        # aiModels.json "runner_app" entries: their runners register with this node (ConfigError if it cannot host them)
+        app_host = runner_app_host(
+            s.ai_models, use_live_runners=s.use_live_runners, orch_secret=s.orch_secret,
+            runner_addr=s.live_runner_addr, service_url=s.service_url,
+        )  # fmt: skip
         if s.runner_backend == "docker":
             from lpnode.orchestrator.pool.docker import DockerBackend, DockerSettings, docker_available
             from lpnode.orchestrator.pool.docker_images import parse_image_overrides
@@ -154,6 +165,7 @@ class Orchestrator:
             env=dict(s.runner_env),
             devices=s.slot_devices,
             safety_checker_id=s.safety_checker,
+            runner_apps=app_host,
         )
 
     def session(self) -> aiohttp.ClientSession:
@@ -264,7 +276,8 @@ class Orchestrator:
 
     def status_document(self) -> dict[str, Any]:
         """The whole node view (the admin API's ``/status``)."""
-        models: list[dict[str, Any]] = [dataclasses.asdict(s) for s in self.snapshot().values()]
+        every = merge_snapshots(self.pool.snapshot(runner_apps=True), self.remote.snapshot())
+        models: list[dict[str, Any]] = [dataclasses.asdict(s) for s in every.values()]
         return {
             "version": __version__,
             "service_url": self.settings.service_url,

@@ -49,7 +49,9 @@ def _get(app: FastAPI, path: str, **kwargs: Any) -> Callable[[_Endpoint], _Endpo
 def add_system_routes(app: FastAPI, service: RunnerService | None, pipeline: str, model_id: str, version: str) -> None:
     @_get(app, "/health", response_model=HealthCheck, operation_id="health", summary="Health")
     async def health() -> HealthCheck:
-        return HealthCheck(status=service.health() if service else "ERROR")  # type: ignore[arg-type]
+        if service is None:
+            return HealthCheck(status="ERROR")
+        return HealthCheck(status=service.health(), warnings=service.health_warnings())  # type: ignore[arg-type]
 
     @_get(
         app, "/hardware/info", response_model=HardwareInformation, operation_id="hardware_info", summary="Hardware Info"

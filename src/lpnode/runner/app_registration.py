@@ -18,7 +18,8 @@ What a caller may rely on (the wire is go-livepeer's ``POST /runners/heartbeat``
   :attr:`AppRegistration.sessions` (sent back as ``session_ids``) and call the ``on_released`` hooks, as
   does a session the orchestrator no longer lists in a heartbeat answer.
 - Leaving :meth:`AppRegistration.running` unregisters (``POST /runners/{id}/unregister``), waiting at most
-  :data:`UNREGISTER_TIMEOUT` s.
+  :data:`UNREGISTER_TIMEOUT` s. :meth:`AppRegistration.leave` does the same earlier, for good: a stopping runner
+  calls it before it drains its in-flight calls, so the orchestrator sends it no new ones meanwhile.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class AppRegistration:
         self._hooks: list[ReleasedHook] = []
         self._http: aiohttp.ClientSession | None = None
         self._o2r: asyncio.Task[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._left = False
         self._last_error = ""
         self._sent_status = ""
         self.registered = asyncio.Event()
@@ -173,18 +176,27 @@ class AppRegistration:
             timeout=self._timeout,
             headers={"Content-Type": "application/json"},
         )
-        loop = asyncio.create_task(self._loop(), name="runner-app-heartbeat")
+        self._left = False
+        self._loop_task = asyncio.create_task(self._loop(), name="runner-app-heartbeat")
         try:
             yield self
         finally:
+            await self.leave()
+            await self._http.close()
+            self._http = None
+
+    async def leave(self) -> None:
+        """Stop heartbeating and unregister (at most :data:`UNREGISTER_TIMEOUT` s), for good: nothing registers
+        this runner again until :meth:`running` is entered anew. Idempotent; never raises."""
+        self._left = True
+        loop, self._loop_task = self._loop_task, None
+        if loop is not None:
             loop.cancel()
             with contextlib.suppress(BaseException):
                 await loop
-            await self._stop_o2r()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._unregister(), UNREGISTER_TIMEOUT)
-            await self._http.close()
-            self._http = None
+        await self._stop_o2r()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._unregister(), UNREGISTER_TIMEOUT)
 
     async def _loop(self) -> None:
         while True:
@@ -210,7 +222,10 @@ class AppRegistration:
             return "error"
 
     async def beat(self) -> None:
-        """One heartbeat (a registration when not registered); failures are logged, never raised."""
+        """One heartbeat (a registration when not registered); failures are logged, never raised. Nothing
+        once :meth:`leave` has run."""
+        if self._left:
+            return
         try:
             if self._state.secret:
                 try:

@@ -7,6 +7,10 @@ from pathlib import Path
 from lpnode.errors import ModelNotFoundError
 from lpnode.runner.device import repo_folder
 
+SAFETY_CHECKED_PIPELINES = frozenset({"text-to-image", "image-to-image", "image-to-video", "upscale"})
+"""The pipelines whose runners load the image safety checker besides their model: their requests ask for
+the check unless they send ``safety_check=false`` (ai-runner's default)."""
+
 
 def pull_hint(model_id: str, model_dir: Path) -> str:
     return f"fetch it with: lpnode models pull {model_id} --models-dir {model_dir}"

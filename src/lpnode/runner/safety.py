@@ -2,8 +2,11 @@
 
 The checker model (default ``CompVis/stable-diffusion-safety-checker``, whose repo also holds the CLIP
 image processor) is read from the models dir like any other model. When it is missing, generation
-still works with ``safety_check=false``; a request that asks for the check gets a 500 that names the
-model to pull, rather than an unchecked image flagged as safe.
+still works with ``safety_check=false``; a request that asks for the check (the default) gets a 500 that
+names the model to pull, rather than an unchecked image flagged as safe. The runner says so once in its
+log when the model loads and on every ``/health`` (:attr:`SafetyChecker.problem`), so the operator hears of
+it before the first request fails. ``lpnode models pull --ai-models aiModels.json`` fetches the checker
+with the models that need it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from PIL import Image
 
 from lpnode.errors import PipelineFailedError
 from lpnode.logs import log_event
+from lpnode.runner.device import repo_folder
+from lpnode.runner.model_files import pull_hint
 from lpnode.runner.pipelines.base import LoadContext
 
 log = logging.getLogger("lpnode.runner")
@@ -35,6 +40,11 @@ class SafetyChecker:
         self._model: Any = None
         self._processor: Any = None
         self._error = ""
+
+    @property
+    def problem(self) -> str:
+        """Why the checker cannot run, with the fix; empty while it is loaded or not yet tried."""
+        return self._error
 
     def preload(self) -> None:
         """Load now; log (not raise) when the checker is unavailable."""
@@ -59,10 +69,15 @@ class SafetyChecker:
                 processor = CLIPImageProcessor.from_pretrained(self.model_id, **options)
                 model: Any = StableDiffusionSafetyChecker.from_pretrained(self.model_id, dtype=dtype, **options)
             except (OSError, ValueError) as exc:
+                where = (
+                    "could not be loaded from" if repo_folder(self._model_dir, self.model_id).is_dir() else "is not in"
+                )
                 self._error = (
-                    f"Safety checker unavailable: model {self.model_id!r} could not be loaded from the "
-                    f"models dir. The operator can fetch it with 'lpnode models pull {self.model_id}'; "
-                    "callers can send safety_check=false."
+                    f"Safety checker unavailable: model {self.model_id!r} {where} the models dir "
+                    f"{self._model_dir}, so requests with safety_check=true (the default) fail; "
+                    f"{pull_hint(self.model_id, self._model_dir)} (or all an aiModels.json needs: "
+                    f"lpnode models pull --ai-models aiModels.json --models-dir {self._model_dir}). "
+                    "Callers can send safety_check=false meanwhile."
                 )
                 log_event(
                     log,

@@ -3,10 +3,14 @@ socket bound up front, so a busy port is reported as one clear line instead of a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
+
+import uvicorn
 
 from lpnode.runner.config import RunnerConfig
 from lpnode.serving import bind_socket
@@ -46,16 +50,46 @@ def run_app(config: RunnerConfig, make_app: Callable[[], Any]) -> None:
     if not config.allow_downloads:
         # Read by huggingface_hub at import; serve what is in the models dir, never fetch silently.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import uvicorn
-
     sock = listen_socket(config.host, config.port)
     if config.exit_with_parent:
         from lpnode.runner.parent_watch import exit_with_parent
 
         exit_with_parent()
-    server = uvicorn.Server(
-        uvicorn_config(
-            make_app(), loop="uvloop", log_config=None, access_log=False, timeout_graceful_shutdown=10, lifespan="on"
-        )
+    app = make_app()
+    settings = uvicorn_config(
+        app, loop="uvloop", log_config=None, access_log=False, timeout_graceful_shutdown=10, lifespan="on"
     )
+    registration = getattr(app.state, "app_registration", None)  # a runner app (lpnode.runner.app_serving)
+    server = uvicorn.Server(settings) if registration is None else _LeavingServer(settings, registration.leave)
     server.run(sockets=[sock])
+
+
+class _LeavingServer(uvicorn.Server):
+    """A runner app's server: SIGTERM/SIGINT first unregisters it from its orchestrator (bounded), so no new call
+    is sent its way, and only then shuts down as uvicorn does (stop accepting, drain the calls in flight). A
+    second signal meanwhile stops at once."""
+
+    def __init__(self, config: uvicorn.Config, leave: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._leave = leave
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._leaving: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._leaving is not None or self.should_exit or self._loop is None:
+            super().handle_exit(sig, frame)
+            return
+        loop = self._loop
+        # A signal handler runs between two bytecodes of the loop's thread: hand the work to the loop itself.
+        self._leaving = loop.create_task(self._leave_then_exit(sig, frame))
+        loop.call_soon_threadsafe(lambda: None)  # wake the loop up now rather than at its next event
+
+    async def _leave_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            await self._leave()
+        finally:
+            super().handle_exit(sig, frame)

@@ -165,6 +165,10 @@ class RunnerService:
             return self.status
         return "OK" if self.admission.in_flight or self.admission.queued else "IDLE"
 
+    def health_warnings(self) -> list[str]:
+        """What the loaded model serves only in part (e.g. its safety checker is missing); [] before it loads."""
+        return self.pipeline.health_warnings() if self.pipeline is not None else []
+
     # -- jobs ----------------------------------------------------------------------------------
     def check_model_id(self, requested: str) -> None:
         if requested and requested != self.config.model_id:

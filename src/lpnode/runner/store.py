@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,12 @@ def pull(
     exclude: Sequence[str] = (),
     revision: str | None = None,
     token: str | None = None,
+    progress: bool | None = None,
 ) -> Path:
-    """Download ``model_id`` into ``models_dir`` (resuming partial downloads); the snapshot path."""
+    """Download ``model_id`` into ``models_dir``; the snapshot path. Files already there are kept, so an
+    interrupted pull continues where it stopped, file by file (huggingface_hub restarts a file that was cut
+    mid-way; the partial file a killed pull left behind is removed first). ``progress``: huggingface_hub's
+    progress bars on stderr; by default only when stderr is a terminal (a log gets no bar updates)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -72,10 +77,17 @@ def pull(
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+    from huggingface_hub.utils.tqdm import disable_progress_bars, enable_progress_bars
 
     if model_id.count("/") != 1:
         raise ModelStoreError(f"{model_id!r} is not a Hugging Face repo id; expected org/name")
     models_dir.mkdir(parents=True, exist_ok=True)
+    discard_interrupted(models_dir, model_id)
+    show = sys.stderr.isatty() if progress is None else progress
+    if show:
+        enable_progress_bars()
+    else:
+        disable_progress_bars()
     try:
         path = snapshot_download(
             model_id,
@@ -105,6 +117,35 @@ def pull(
     except OSError as exc:
         raise ModelStoreError(f"could not write {model_id} into {models_dir}: {exc}") from None
     return Path(path)
+
+
+def discard_interrupted(models_dir: Path, model_id: str) -> int:
+    """Remove the partial files killed pulls of ``model_id`` left in its ``blobs`` (huggingface_hub never
+    reuses them); the bytes freed. A partial file whose download is still running elsewhere (its lock is
+    held) is left alone."""
+    from filelock import FileLock, Timeout
+
+    folder = models_dir / ("models--" + model_id.replace("/", "--"))
+    freed = 0
+    for partial in sorted((folder / "blobs").glob("*.incomplete")):
+        # named <etag>.<unique>.incomplete; the download holds .locks/<folder>/<etag>.lock while it runs
+        lock = models_dir / ".locks" / folder.name / (partial.name.split(".", 1)[0] + ".lock")
+        try:
+            with FileLock(str(lock), timeout=0):
+                size = partial.stat().st_size
+                partial.unlink()
+                freed += size
+        except (Timeout, OSError):
+            continue
+    return freed
+
+
+def blob_sizes(models_dir: Path, model_id: str) -> dict[str, int]:
+    """The complete files (blobs) of ``model_id`` in ``models_dir`` and their sizes; {} when it has none."""
+    blobs = models_dir / ("models--" + model_id.replace("/", "--")) / "blobs"
+    if not blobs.is_dir():
+        return {}
+    return {p.name: p.stat().st_size for p in blobs.iterdir() if p.is_file() and not p.name.endswith(".incomplete")}
 
 
 def _pipelines_for(snapshot: Path) -> tuple[str, ...]:

@@ -37,6 +37,16 @@ class MediaURL(BaseModel):
 
 class HealthCheck(BaseModel):
     """Runner health: LOADING while the model loads, IDLE when ready and unused, OK while busy,
-    ERROR when the model failed to load."""
+    ERROR when the model failed to load.
+
+    ``warnings`` (an lpnode addition, absent when empty) names what works only in part, such as a
+    missing safety checker: the runner still serves, so ``status`` stays in ai-runner's vocabulary and a
+    go-livepeer orchestrator, which ignores unknown fields and kills a runner that says ERROR, keeps it."""
 
     status: HealthStatus = Field(..., description="The runner's state.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        # A healthy runner answers exactly ai-runner's {"status": ...}.
+        exclude_if=lambda warnings: not warnings,
+        description="What works only in part and how to fix it (lpnode only; absent when there is nothing to say).",
+    )

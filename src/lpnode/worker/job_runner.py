@@ -23,7 +23,6 @@ import aiohttp
 from lpnode.errors import BadRequestError, JobError, PipelineFailedError
 from lpnode.logs import log_event
 from lpnode.orchestrator.pool import RunnerPool
-from lpnode.orchestrator.video import encode_mp4
 from lpnode.pipelines import PIPELINES, Results, model_field
 from lpnode.protocol.ai_worker import (
     AI_RESULTS_PATH,
@@ -203,6 +202,8 @@ def _result_upload(pipeline: str, answer: bytes) -> tuple[str, bytes]:
 
 
 def _videos(data: Mapping[str, Any], files: list[ResultFile]) -> list[dict[str, Any]]:
+    from lpnode.orchestrator.video import encode_mp4  # PyAV: the media extra, checked at start (install_check)
+
     videos = []
     for frames in data.get("frames") or []:
         if not frames:

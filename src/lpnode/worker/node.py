@@ -22,6 +22,7 @@ import aiohttp
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
 from lpnode.orchestrator.info import PriceBook, hardware, offers
+from lpnode.orchestrator.install_check import check_install
 from lpnode.orchestrator.pool import ProcessSettings, RunnerPool
 from lpnode.protocol.capabilities import build_capabilities
 from lpnode.protocol.lp_rpc_pb2 import NotifyAIJob, RegisterAIWorkerRequest
@@ -41,6 +42,7 @@ class Worker:
     """One worker: build with settings, then ``await run(stop)``."""
 
     def __init__(self, settings: WorkerSettings) -> None:
+        check_install(settings.ai_models, process_runners=True)  # its runners are local processes
         self.settings = settings
         self.pool = RunnerPool(
             settings.ai_models,

@@ -1,4 +1,4 @@
-// The node page: the orchestrator's runners, models, BYOC capabilities and remote workers, from /status; on
+// The node page: the orchestrator's runners, models, runner apps, BYOC capabilities and remote workers, from /status; on
 // chain its wallet, tickets and earnings first (and the senders' balances, which only the admin API serves).
 "use strict";
 
@@ -6,6 +6,7 @@
   const { h } = LP;
   const container = document.getElementById("node");
   const STATE_CLASS = { IDLE: "ok", OK: "ok", LOADING: "warn", STARTING: "warn", ERROR: "bad", UNHEALTHY: "bad", FAILED: "bad" };
+  const APP_STATUS_CLASS = { ready: "ok", loading: "warn", unavailable: "bad", error: "bad" };
 
   function state(text) {
     return LP.badge(text || "?", STATE_CLASS[text] || "muted");
@@ -67,6 +68,24 @@
     return h("section", { class: "card", "aria-label": "payments" }, h("h2", {}, "Payments ", h("span", { class: "sub" }, "tickets on chain")), parts);
   }
 
+  // Live Runner apps (-useLiveRunners / -liveRunnerConfig). The runner's own URL and ID are in the admin API's
+  // /status only: clients reach an app through this node's URLs, never directly.
+  function runnerApps(apps) {
+    const admin = apps.some((a) => a.runner_url !== undefined);
+    const columns = [
+      { title: "App", cls: "url", value: (a) => a.app },
+      { title: "Mode", value: (a) => a.mode },
+      { title: "Status", value: (a) => LP.badge(a.status || "?", APP_STATUS_CLASS[a.status] || "muted") },
+      { title: "Sessions / capacity", num: true, value: (a) => a.capacity_used + " / " + a.capacity },
+      { title: "Registered", value: (a) => a.kind },
+      { title: "GPU", value: (a) => (a.gpu && a.gpu.name) || "" },
+      { title: "Version", value: (a) => a.version },
+      ...(admin ? [{ title: "Runner ID", cls: "url", value: (a) => a.runner_id }, { title: "Runner URL", cls: "url", value: (a) => a.runner_url }] : []),
+    ];
+    return h("section", { class: "card", "aria-label": "runner apps" }, h("h2", {}, "Runner apps ", h("span", { class: "sub" }, apps.length + " registered")),
+      apps.length ? LP.table(columns, apps, "runner apps") : h("p", { class: "empty" }, "None registered."));
+  }
+
   function build(data) {
     const models = data.models || [];
     const nodes = [];
@@ -74,7 +93,7 @@
     const modelColumns = [
       { title: "Pipeline", value: (m) => m.pipeline },
       { title: "Model", cls: "url", value: (m) => m.model_id },
-      { title: "Mode", value: (m) => LP.badge(m.warm ? "Warm" : "Cold", m.warm ? "warm" : "cold") },
+      { title: "Mode", value: (m) => (m.runner_app ? LP.badge("Runner app", "warm") : LP.badge(m.warm ? "Warm" : "Cold", m.warm ? "warm" : "cold")) },
       { title: "In use / capacity", num: true, value: (m) => m.in_use + " / " + m.capacity },
       { title: "Idle", num: true, value: (m) => m.idle },
       { title: "Runners", num: true, value: (m) => (m.runners || []).length },
@@ -101,6 +120,7 @@
     nodes.push(h("section", { class: "card", "aria-label": "runners" }, h("h2", {}, "Runners ", h("span", { class: "sub" }, runners.length + " running or starting")),
       runners.length ? LP.table(runnerColumns, runners, "runners") : h("p", { class: "empty" }, "No runner is running (cold models start on their first request).")));
 
+    if (Array.isArray(data.runner_apps)) nodes.push(runnerApps(data.runner_apps));
     if (Array.isArray(data.byoc)) {
       nodes.push(h("section", { class: "card", "aria-label": "BYOC capabilities" }, h("h2", {}, "BYOC capabilities"),
         data.byoc.length ? generic(data.byoc, "BYOC capabilities") : h("p", { class: "empty" }, "None registered.")));

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 
 from lpnode.errors import ConfigError, LpnodeError
+from lpnode.extras import MEDIA, require
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8935"
 PREFIX = "/live/video-to-video"
@@ -64,6 +65,7 @@ def add_live_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_live(args: argparse.Namespace) -> int:
     if args.live_command != "play":
         raise ConfigError(f"unknown live command {args.live_command!r}")
+    require(MEDIA, "lpnode live play")  # it encodes and decodes video (PyAV)
     if not args.file.is_file():
         raise ConfigError(f"{args.file}: no such file")
     params: Any = {}

@@ -14,6 +14,9 @@
 Responses carry permissive CORS headers so a page on another origin can publish and play, as WHIP/WHEP
 clients in browsers need. With API keys on (``--auth keys``) a WHIP offer needs ``Authorization: Bearer``;
 playback does not.
+
+WebRTC needs the ``media`` pip extra (aiortc, PyAV); without it the gateway serves everything else and these
+routes answer 501 with the ``pip install`` that adds it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -36,23 +39,19 @@ from lpnode.errors import (
     JobError,
     LpnodeError,
     NotFoundError,
+    NotInstalledError,
     UnavailableError,
     gateway_json_response,
 )
+from lpnode.extras import MEDIA, installed, missing_message
 from lpnode.gateway.key_guard import KeyAdmission
-from lpnode.gateway.live.webrtc import (
-    LiveStream,
-    LiveStreams,
-    answer,
-    check_stream_name,
-    new_peer,
-    read_offer,
-    running,
-    stop_session,
-)
-from lpnode.gateway.live.whep import WhepViewer
-from lpnode.gateway.live.whip import WhipIngest
 from lpnode.logs import log_event
+
+# aiortc and PyAV (the media extra) are imported by the handlers that use them, so a core install serves the rest.
+if TYPE_CHECKING:
+    from lpnode.gateway.live.webrtc import LiveStream, LiveStreams
+    from lpnode.gateway.live.whep import WhepViewer
+    from lpnode.gateway.live.whip import WhipIngest
 
 log = logging.getLogger("lpnode.gateway.webrtc")
 PREFIX = "/live/video-to-video"
@@ -134,6 +133,9 @@ class WebRtcRoutes:
         reserved = False
         admission: KeyAdmission | None = None
         try:
+            _require_media("WHIP ingest")
+            from lpnode.gateway.live.webrtc import check_stream_name, read_offer
+
             check_stream_name(stream)
             if stream.endswith("-out"):
                 raise BadRequestError(f"stream name {stream!r} ends in -out, which names a stream's output")
@@ -169,6 +171,9 @@ class WebRtcRoutes:
         offer: str,
         stream_id: str,
     ) -> Response:
+        from lpnode.gateway.live.webrtc import answer, new_peer, running, stop_session
+        from lpnode.gateway.live.whip import WhipIngest
+
         session = running(live, stream)
         started_here = session is None
         if session is None:
@@ -220,6 +225,10 @@ class WebRtcRoutes:
         if (early := _preflight(request)) is not None:
             return early
         try:
+            _require_media("WHEP playback")
+            from lpnode.gateway.live.webrtc import answer, check_stream_name, new_peer, read_offer
+            from lpnode.gateway.live.whep import WhepViewer
+
             spelled = check_stream_name(request.path_params["stream"])
             live = self._streams()
             offer = await read_offer(request)
@@ -270,6 +279,11 @@ class WebRtcRoutes:
         return live
 
 
+def _require_media(what: str) -> None:
+    if not installed(MEDIA):
+        raise NotInstalledError(missing_message(MEDIA, f"{what} on this gateway"))
+
+
 def _preflight(request: Request) -> Response | None:
     """The answer to OPTIONS, HEAD and PATCH, which never reach a handler's main path."""
     if request.method == "OPTIONS":
@@ -314,6 +328,8 @@ async def _start(live: LiveStreams, stream: str, pipeline: str, params: dict[str
 
 def _find_output(live: LiveStreams, spelled: str) -> tuple[str, LiveStream]:
     """The stream behind a WHEP path segment: ``name``, ``name-out`` or ``name-{request id}-out``."""
+    from lpnode.gateway.live.webrtc import running
+
     candidates = [spelled]
     if spelled.endswith("-out"):
         base = spelled.removesuffix("-out")

@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from lpnode.orchestrator.ai_models import AIModelConfig
+from lpnode.orchestrator.ai_models import AIModelConfig, RunnerAppOption
 from lpnode.orchestrator.pool.backend import RunnerHandle, RunnerSpec
 from lpnode.orchestrator.pool.health import READY_STATES
 from lpnode.orchestrator.pool.model_files import Fingerprint
@@ -68,6 +68,7 @@ class Model:
     managed_capacity: int = 0  # runners lpnode may start for this model
     flags: dict[str, str] = field(default_factory=dict)
     pipeline_class: str = ""  # custom pipelines named by import path
+    runner_app: RunnerAppOption | None = None  # served only as a Live Runner app, never leased
     externals: list[AIModelConfig] = field(default_factory=list)
     runners: list[Runner] = field(default_factory=list)
     failed_starts: int = 0  # consecutive, for the restart back-off

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from lpnode.orchestrator.ai_models import RunnerAppOption
+
 
 @dataclass(frozen=True)
 class RunnerSpec:
@@ -21,6 +23,7 @@ class RunnerSpec:
     url: str = ""
     token: str = ""
     pipeline_class: str = ""  # custom pipelines: "module:Class" the runner serves as ``pipeline``
+    runner_app: RunnerAppOption | None = None  # a Live Runner app: see :mod:`~lpnode.orchestrator.pool.runner_app_env`
 
 
 class RunnerHandle(Protocol):

@@ -2,11 +2,17 @@
 
 A runner is a container of the pipeline's image (see ``docker_images``), named like go-livepeer's
 (``<pipeline>_<model id>_<host port>``), with ``PIPELINE``, ``MODEL_ID`` and the entry's optimisation flags in
-its environment, the models dir bind-mounted at ``/models``, its port 8000 published on ``127.0.0.1:<host
-port>``, the slot's GPU as a device request (none for an emulated slot), the labels ``creator=ai-worker`` and
-``creator_id=<id>``, and restart policy on-failure (3 retries). Images are never pulled here: a missing image
-fails the start with the ``docker pull`` command to run. Before its first container, :class:`DockerBackend`
-removes the containers an earlier run left behind (:meth:`DockerBackend.remove_stale_containers`).
+its environment (with the settings' extra variables and ``SAFETY_CHECKER_MODEL_ID``), the models dir
+bind-mounted read-only at ``/models`` (a runner only reads models; ``lpnode models pull`` fills the dir), its
+port 8000 published on ``127.0.0.1:<host port>``, the slot's GPU as a device request (none for an emulated
+slot), the labels ``creator=ai-worker`` and ``creator_id=<id>`` plus ``lpnode.run=<run id>``, and restart
+policy on-failure (3 retries). Images are never pulled here: a missing image fails the start with the
+``docker pull`` command to run.
+
+No container outlives its orchestrator: ``close`` stops and removes every one; if the orchestrator dies
+without closing (SIGKILL, a crash), a small watcher process (:mod:`~lpnode.orchestrator.pool.docker_reaper`)
+removes the run's containers at once; and, as in go-livepeer, before its first container the backend removes
+the containers an earlier run left behind (:meth:`DockerBackend.remove_stale_containers`).
 
 The Docker SDK is synchronous; every call to it runs in a worker thread.
 """
@@ -19,6 +25,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +35,7 @@ import docker  # type: ignore[import-untyped]
 
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
+from lpnode.orchestrator.pool import docker_reaper
 from lpnode.orchestrator.pool.backend import RunnerSpec
 from lpnode.orchestrator.pool.docker_images import (
     DEFAULT_IMAGE,
@@ -42,6 +50,8 @@ log = logging.getLogger("lpnode.orchestrator.pool")
 ClientFactory = Callable[[], Any]
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 CREATOR_LABEL, CREATOR, CREATOR_ID_LABEL = "creator", "ai-worker", "creator_id"
+RUN_LABEL = "lpnode.run"  # one backend's containers (its run id): what the reaper removes
+REAPER_EXIT_SECONDS = 15.0  # for the reaper to finish after a close (it removes nothing then)
 POLL_SECONDS = 0.5  # how often a container's state is read while it starts and while it runs
 LOG_TAIL_LINES = 5  # log lines quoted in a failed start's message
 _GONE = ("exited", "dead", "removed")
@@ -51,7 +61,8 @@ _GONE = ("exited", "dead", "removed")
 class DockerSettings:
     """How runner containers are made. ``gpus`` holds one GPU id per slot (``"0"``, ``"1"``, or go-livepeer's
     ``colocated-<i>-<gpu>``/``emulated-<n>``); empty means emulated slots with no GPU. ``default_image`` is
-    ``-aiRunnerImage``: used when ``image_overrides.default`` is empty."""
+    ``-aiRunnerImage``: used when ``image_overrides.default`` is empty. ``env`` adds variables to every
+    container (the process backend's ``env``: e.g. ``TORCH_THREADS``); the contract's own variables win."""
 
     models_dir: Path
     image_overrides: ImageOverrides = field(default_factory=ImageOverrides)
@@ -63,6 +74,8 @@ class DockerSettings:
     stop_timeout: float = 8.0
     port_bases: Mapping[str, int] = field(default_factory=lambda: dict(PORT_BASES))
     start_timeout: float = 180.0  # for the container to be running; the pool then waits for /health
+    env: Mapping[str, str] = field(default_factory=dict)
+    safety_checker_id: str = ""  # SAFETY_CHECKER_MODEL_ID of the runners ("": the image's default)
 
 
 def slot_gpu(slot: int | None, gpus: Sequence[str]) -> str | None:
@@ -76,10 +89,13 @@ def slot_gpu(slot: int | None, gpus: Sequence[str]) -> str | None:
     return None if gpu.startswith("emulated-") else gpu
 
 
-def container_config(spec: RunnerSpec, port: int, settings: DockerSettings) -> dict[str, Any]:
-    """The keyword arguments of ``client.containers.create(...)`` (or ``run``) for ``spec`` on host ``port``."""
+def container_config(spec: RunnerSpec, port: int, settings: DockerSettings, run_id: str = "") -> dict[str, Any]:
+    """The keyword arguments of ``client.containers.create(...)`` (or ``run``) for ``spec`` on host ``port``;
+    ``run_id`` (the backend's) becomes the ``lpnode.run`` label."""
     gpu = slot_gpu(spec.slot, settings.gpus)
-    environment = {**spec.optimization_flags, "PIPELINE": spec.pipeline, "MODEL_ID": spec.model_id}
+    environment = {**settings.env, **spec.optimization_flags, "PIPELINE": spec.pipeline, "MODEL_ID": spec.model_id}
+    if settings.safety_checker_id:
+        environment["SAFETY_CHECKER_MODEL_ID"] = settings.safety_checker_id
     if spec.pipeline_class:  # a custom pipeline: the image must hold lpnode and the class's package
         environment["PIPELINE_CLASS"] = spec.pipeline_class
     if settings.verbose_logs:
@@ -87,12 +103,15 @@ def container_config(spec: RunnerSpec, port: int, settings: DockerSettings) -> d
     limits = os.environ.get(LIMITS_ENV, "").strip()
     if limits:  # the operator's request limits; a file's path would not exist in the container: its contents
         environment[LIMITS_ENV] = limits if limits.startswith(("{", "[")) else _read_limits(limits)
+    labels = {CREATOR_LABEL: CREATOR, CREATOR_ID_LABEL: settings.creator_id}
+    if run_id:
+        labels[RUN_LABEL] = run_id
     config: dict[str, Any] = {
         "image": container_image(spec.pipeline, spec.model_id, settings.image_overrides, settings.default_image),
         "name": runner_name(spec.pipeline, spec.model_id, str(port)),
         "environment": environment,
-        "labels": {CREATOR_LABEL: CREATOR, CREATOR_ID_LABEL: settings.creator_id},
-        "volumes": {str(settings.models_dir.expanduser().absolute()): {"bind": "/models", "mode": "rw"}},
+        "labels": labels,
+        "volumes": {str(settings.models_dir.expanduser().absolute()): {"bind": "/models", "mode": "ro"}},
         "ports": {"8000/tcp": (settings.host, port)},
         "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 3},
         "detach": True,
@@ -196,15 +215,26 @@ class DockerHandle:
 
 class DockerBackend:
     """Starts runners as containers. The first ``start`` removes stale containers first (once); the orchestrator
-    may call :meth:`remove_stale_containers` itself at boot, and ``start`` then does not repeat it."""
+    may call :meth:`remove_stale_containers` itself at boot, and ``start`` then does not repeat it. With
+    ``reap_on_exit`` (the default) the first start also starts the reaper, which removes this backend's
+    containers if this process dies without :meth:`close`; its output goes to ``<log dir>/docker-reaper.log``."""
 
     managed = True
 
     def __init__(
-        self, settings: DockerSettings, client_factory: ClientFactory = client_from_env, *, log_dir: Path | None = None
+        self,
+        settings: DockerSettings,
+        client_factory: ClientFactory = client_from_env,
+        *,
+        log_dir: Path | None = None,
+        reap_on_exit: bool = True,
     ) -> None:
         self.settings = settings
         self.log_dir = log_dir
+        self.run_id = uuid.uuid4().hex[:12]
+        self._reap_on_exit = reap_on_exit
+        self._reaper: asyncio.subprocess.Process | None = None
+        self._reaper_pipe: int | None = None  # the write end; closing it (or dying) tells the reaper to act
         self._client_factory = client_factory
         self._client: Any = None
         self._cleaned = False
@@ -224,11 +254,13 @@ class DockerBackend:
             client = await self._connect()
             if not self._cleaned:
                 await self._remove_stale(client)
+            if self._reap_on_exit and self._reaper is None:
+                await self._start_reaper()
         settings, taken = self.settings, {h.port for h in self._live} | self._reserved
         port = pick_port(spec.pipeline, spec.slot or 0, host=settings.host, taken=taken, bases=settings.port_bases)
         self._reserved.add(port)
         try:
-            config = container_config(spec, port, settings)
+            config = container_config(spec, port, settings, self.run_id)
             container = await self._create(client, config)
         finally:
             self._reserved.discard(port)
@@ -262,6 +294,43 @@ class DockerBackend:
             client, self._client = self._client, None
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(client.close)
+        await self._stop_reaper()
+
+    async def _start_reaper(self) -> None:  # the caller holds self._lock
+        read_end, write_end = os.pipe()  # not inherited by other children: only this process holds the write end
+        out: Any = asyncio.subprocess.DEVNULL
+        try:
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(self.log_dir / "docker-reaper.log", "ab")  # noqa: ASYNC230, SIM115  # a local append
+            self._reaper = await asyncio.create_subprocess_exec(
+                *docker_reaper.command(f"{RUN_LABEL}={self.run_id}"),
+                stdin=read_end,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C or a signal to this process group leaves it to do its job
+            )
+        except Exception:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+            if out is not asyncio.subprocess.DEVNULL:
+                out.close()
+        self._reaper_pipe = write_end
+
+    async def _stop_reaper(self) -> None:
+        if self._reaper_pipe is not None:
+            pipe, self._reaper_pipe = self._reaper_pipe, None
+            os.close(pipe)
+        if self._reaper is not None:
+            reaper, self._reaper = self._reaper, None
+            try:
+                await asyncio.wait_for(reaper.wait(), REAPER_EXIT_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    reaper.kill()
+                await reaper.wait()
 
     async def _connect(self) -> Any:  # the caller holds self._lock
         if self._client is None:

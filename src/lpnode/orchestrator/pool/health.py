@@ -14,10 +14,12 @@ UNKNOWN_VERSION = "0.0.0"  # what go-livepeer assumes when /version cannot be re
 
 @dataclass(frozen=True)
 class Health:
-    """``status`` is the runner's own word (IDLE, OK, LOADING, ERROR), or None with ``problem`` set."""
+    """``status`` is the runner's own word (IDLE, OK, LOADING, ERROR), or None with ``problem`` set.
+    ``warnings``: what an lpnode runner serves only in part (e.g. its safety checker is missing)."""
 
     status: str | None
     problem: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 async def probe(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], timeout: float) -> Health:
@@ -35,7 +37,10 @@ async def probe(session: aiohttp.ClientSession, url: str, headers: Mapping[str, 
     status = body.get("status") if isinstance(body, dict) else None
     if not isinstance(status, str):
         return Health(None, f"/health answered {str(body)[:100]!r}, not a status")
-    return Health(status)
+    warnings = body.get("warnings")  # lpnode's addition; ai-runner sends none
+    return Health(
+        status, warnings=tuple(w for w in warnings if isinstance(w, str)) if isinstance(warnings, list) else ()
+    )
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -114,6 +114,7 @@ class RunnerPool:
                 model.managed_capacity += config.capacity
                 model.flags.update(config.optimization_flags)
                 model.pipeline_class = model.pipeline_class or config.pipeline_class
+                model.runner_app = model.runner_app or config.runner_app
         warm = sum(m.managed_capacity for m in self._models.values() if m.warm)
         if warm > slots:
             raise PoolConfigError(
@@ -207,6 +208,10 @@ class RunnerPool:
         if model is None:
             served = ", ".join(f"{p} {m}" for p, m in self._models) or "nothing"
             raise UnknownModelError(f"{pipeline} model {model_id!r} is not served here (aiModels.json has: {served})")
+        if model.runner_app is not None:
+            raise UnknownModelError(
+                f"{pipeline} model {model_id!r} is served here only as a runner app: find it in GET /discovery"
+            )
         deadline = time.monotonic() + self.timings.start_timeout if deadline is None else deadline
         runner = self._reserve(model)
         try:
@@ -292,7 +297,12 @@ class RunnerPool:
         # Optimisation flags apply to warm runners only, as in go-livepeer.
         flags = {} if cold else model.flags
         return RunnerSpec(
-            model.pipeline, model.model_id, slot=slot, optimization_flags=flags, pipeline_class=model.pipeline_class
+            model.pipeline,
+            model.model_id,
+            slot=slot,
+            optimization_flags=flags,
+            pipeline_class=model.pipeline_class,
+            runner_app=model.runner_app,
         )
 
     def _spawn(
@@ -354,6 +364,9 @@ class RunnerPool:
             health = await probe(self._session, runner.handle.url, runner.handle.headers, self.timings.health_timeout)
             if health.status in READY_STATES:
                 runner.state = health.status or STARTING
+                if health.warnings:  # it serves, in part: say so once, and show it in /status
+                    runner.problem = "; ".join(health.warnings)
+                    log_event(log, "runner degraded", logging.WARNING, runner=runner.label, problem=runner.problem)
                 return
             if health.status == "ERROR":
                 reason = await self._reason(runner)
@@ -491,6 +504,7 @@ class RunnerPool:
             if runner.state == UNHEALTHY:
                 log_event(log, "external runner healthy again", runner=runner.label)
             runner.state, runner.failures, runner.loading_since = health.status or STARTING, 0, None
+            runner.problem = "; ".join(health.warnings)  # a healthy runner's problem: only what it still lacks
             return
         if health.status == "ERROR":
             runner.failures = self.timings.failures_to_restart  # no second chance, as in go-livepeer
@@ -510,9 +524,12 @@ class RunnerPool:
 
     # --- status ----------------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[ModelKey, ModelStatus]:
-        """Per (pipeline, model_id): warm flag, capacity, in use, idle, version and every runner's state."""
-        return {key: model_status(model) for key, model in self._models.items()}
+    def snapshot(self, *, runner_apps: bool = False) -> dict[ModelKey, ModelStatus]:
+        """Per (pipeline, model_id): warm flag, capacity, in use, idle, version and every runner's state. Models
+        served only as runner apps are left out (nothing offers them on a classic route) unless ``runner_apps``."""
+        return {
+            key: model_status(model) for key, model in self._models.items() if runner_apps or model.runner_app is None
+        }
 
     def _task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -2,7 +2,8 @@
 
 Each runner gets ``PIPELINE``, ``MODEL_ID``, ``MODEL_DIR``, ``HOST``/``PORT``, ``PIPELINE_CLASS`` for a
 custom pipeline named by import path, the entry's optimisation flags as ``KEY=value`` and
-``RUNNER_EXIT_WITH_PARENT=1``, so it stops when this process dies, even by SIGKILL. Its output is appended
+``RUNNER_EXIT_WITH_PARENT=1``, so it stops when this process dies, even by SIGKILL; a runner-app entry's runner
+also gets :func:`~lpnode.orchestrator.pool.runner_app_env.runner_app_env`'s variables. Its output is appended
 to ``<log_dir>/<name>.log``. Stopping is SIGTERM, then SIGKILL after ``stop_grace`` seconds.
 """
 
@@ -23,13 +24,17 @@ from lpnode.logs import log_event
 from lpnode.orchestrator.pool.backend import RunnerSpec
 from lpnode.orchestrator.pool.external import runner_name
 from lpnode.orchestrator.pool.ports import PORT_BASES, claim_port
+from lpnode.orchestrator.pool.runner_app_env import APP_ENV_VARS, RunnerAppHost, runner_app_env
 from lpnode.orchestrator.pool.runner_log import START_MARKER
 from lpnode.runner.server import LISTEN_FD_VAR
 
 log = logging.getLogger("lpnode.orchestrator.pool")
 KILL_WAIT_SECONDS = 5.0
 # Variables of the ai-runner contract that must come from the spec, never from our own environment.
-_CONTRACT_VARS = ("PIPELINE", "PIPELINE_CLASS", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN", "PORT", "HOST", LISTEN_FD_VAR)
+_CONTRACT_VARS = (
+    *("PIPELINE", "PIPELINE_CLASS", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN", "PORT", "HOST", LISTEN_FD_VAR),
+    *APP_ENV_VARS,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class ProcessSettings:
     port_bases: Mapping[str, int] = field(default_factory=lambda: dict(PORT_BASES))
     devices: Sequence[str] = ()
     """GPU ids by slot (``CUDA_VISIBLE_DEVICES`` of a slot's runner); empty for emulated CPU slots."""
+    runner_apps: RunnerAppHost | None = None
+    """Where runner-app entries' runners register (this orchestrator); None when it hosts no runner apps."""
 
 
 class ProcessHandle:
@@ -125,6 +132,7 @@ class ProcessBackend:
             env["SAFETY_CHECKER_MODEL_ID"] = self.settings.safety_checker_id
         if self.settings.version:
             env["VERSION"] = self.settings.version
+        env.update(runner_app_env(spec, self.settings.runner_apps))
         return env
 
     async def start(self, spec: RunnerSpec) -> ProcessHandle:

@@ -48,6 +48,8 @@ class ModelStatus:
     last_error: str = ""
     last_error_at: float | None = None  # unix time
     error: str = ""
+    runner_app: bool = False
+    """Served only as a Live Runner app (aiModels.json ``runner_app``): not offered on the classic route."""
 
 
 def model_status(model: Model) -> ModelStatus:
@@ -104,4 +106,5 @@ def model_status(model: Model) -> ModelStatus:
         last_error=model.last_error,
         last_error_at=model.last_error_at,
         error=model.stopped,
+        runner_app=model.runner_app is not None,
     )

@@ -120,6 +120,13 @@ class BatchPipeline(ABC, Generic[ParamsT]):
     def run(self, params: ParamsT, job: Job) -> BaseModel:
         """Serve one request. Runs in a worker thread, never on the event loop."""
 
+    def health_warnings(self) -> list[str]:
+        """What this loaded pipeline can do only in part, each with its fix, for ``/health``; empty when all is
+        well. By default: the image safety checker held as ``self.safety`` (see :mod:`lpnode.runner.safety`)
+        when it could not be loaded. Called on the event loop: must not block."""
+        problem = getattr(getattr(self, "safety", None), "problem", "")
+        return [problem] if isinstance(problem, str) and problem else []
+
     async def close(self) -> None:
         """Release what the pipeline holds besides memory (connections); called at shutdown."""
 
