@@ -1,13 +1,17 @@
 """The rest of the nine batch pipelines (audio-to-text, text-to-speech, image-to-text, segment-anything-2, llm)
 served by single-shot runner apps behind an lpnode orchestrator with no classic runners, called through the
-gateway's normal routes with the ``livepeer-ai`` SDK: real processes on loopback, API keys off.
+gateway's normal routes with the ``livepeer-ai`` SDK, and one app by name through the gateway with the
+``livepeer-gateway`` SDK: real processes on loopback, API keys off.
 
 The first four pipelines and the generic ``/apps/...`` route: test_gateway_runner_apps.py.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +20,7 @@ from livepeer_ai import Livepeer
 
 from gateway_apps import fetched, gateway, orchestrator, png, start_pipeline_apps, wav
 from procs import GatewayProcess, OrchestratorProcess
+from sdk import sdk_python
 
 PIPELINES = ("audio-to-text", "text-to-speech", "image-to-text", "segment-anything-2", "llm")
 
@@ -39,7 +44,7 @@ def sdk(gw: GatewayProcess) -> Iterator[Livepeer]:
         yield client
 
 
-def test_audio_and_speech_through_apps(sdk: Livepeer, gw: GatewayProcess) -> None:
+def test_audio_and_speech_through_apps(sdk: Any, gw: GatewayProcess) -> None:
     text = sdk.generate.audio_to_text(request={"audio": {"file_name": "a.wav", "content": wav(2.0)}}).text_response
     assert text.text.strip() == "hello world"  # the tiny Whisper's answer to anything
     audio = sdk.generate.text_to_speech(request={"text": "Hello there."}).audio_response.audio
@@ -50,7 +55,7 @@ def test_audio_and_speech_through_apps(sdk: Livepeer, gw: GatewayProcess) -> Non
     assert metered["audio-to-text"]["units"] == 2000  # the runner's X-Audio-Duration, as on the classic path
 
 
-def test_vision_through_apps(sdk: Livepeer) -> None:
+def test_vision_through_apps(sdk: Any) -> None:
     caption = sdk.generate.image_to_text(request={"image": {"file_name": "in.png", "content": png()}})
     assert isinstance(caption.image_to_text_response.text, str)
     request: Any = {
@@ -62,7 +67,7 @@ def test_vision_through_apps(sdk: Livepeer) -> None:
     assert masks.masks.startswith("[")
 
 
-def test_llm_through_an_app_whole_and_streamed(sdk: Livepeer, gw: GatewayProcess) -> None:
+def test_llm_through_an_app_whole_and_streamed(sdk: Any, gw: GatewayProcess) -> None:
     reply = sdk.generate.llm(request={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
     assert reply.llm_response.choices[0].message.content is not None
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
@@ -77,3 +82,29 @@ def test_gateway_status_lists_the_apps(gw: GatewayProcess) -> None:
     apps = {a["app"]: a for a in status["runner_apps"]}
     assert set(apps) == {f"{p}/lpnode/tiny-{p}" for p in PIPELINES}
     assert all(a["mode"] == "single-shot" and a["ready"] for a in apps.values())
+
+
+SDK_SCRIPT = """
+import asyncio, json, sys
+from livepeer_gateway import call_runner, discover_runners
+
+async def main():
+    found = await discover_runners(discovery_url=sys.argv[1] + "/discovery", app=sys.argv[2])
+    url = found[0]["runners"][0]["url"]
+    result = await call_runner(url + "/text-to-speech", payload={"text": "hi"})
+    print(json.dumps({"url": url, "answer": result.data}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_livepeer_gateway_sdk_calls_apps_through_the_gateway(gw: GatewayProcess, tmp_path: Path) -> None:
+    python = sdk_python()
+    script = tmp_path / "sdk_call.py"
+    script.write_text(SDK_SCRIPT)
+    app = "text-to-speech/lpnode/tiny-text-to-speech"
+    done = subprocess.run([str(python), str(script), gw.base_url, app], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["url"] == f"{gw.base_url}/apps/{app}/app"  # discovered on the gateway, called through it
+    assert out["answer"]["audio"]["url"].startswith("data:audio/")  # the runner's own answer, unchanged
