@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import statistics
@@ -41,13 +42,17 @@ DOC_TEXT = """`benchmarks/install_profiles.py` builds three throwaway venvs from
 pin, then `pip install '.[all]'`: the `runner` and `media` extras too; `make up` adds only the dev tools). Size
 is the bytes under `site-packages`. Start-up is the wall time of a fresh process, in interleaved rounds after one
 warm-up each: `lpnode --help`, and importing the server module each long-running role loads before it binds a
-port. The venvs are deleted at the end."""
+port; for reference, importing torch, and aiortc + PyAV + NumPy, in the full venv: what each of those start-ups
+would add if a core module imported them at the top (`tests/unit/test_install_profiles.py` keeps them out). The
+venvs are deleted at the end."""
 PROBES = {
     "lpnode --help": None,
     "import lpnode.gateway.server": "lpnode.gateway.server",
     "import lpnode.orchestrator.server": "lpnode.orchestrator.server",
     "import lpnode.worker.node": "lpnode.worker.node",
 }
+REFERENCES = {"import torch": "torch", "import aiortc, av, numpy": "aiortc, av, numpy"}
+"""Timed in the full venv only: what a core path would pay if it imported the extras' libraries."""
 
 
 def site_packages(venv: Path) -> Path:
@@ -91,6 +96,23 @@ def _has(venv: Path, module: str) -> bool:
     return subprocess.run([str(venv / "bin/python"), "-c", code], check=False).returncode == 0
 
 
+LARGEST = """
+import importlib.metadata as md, json, sys
+from pathlib import Path
+site = Path(sys.argv[1])
+sizes = {d.metadata["Name"]: sum((site / f).stat().st_size for f in d.files or [] if (site / f).is_file())
+         for d in md.distributions(path=[str(site)])}
+print(json.dumps(sorted(sizes.items(), key=lambda item: -item[1])))
+"""
+
+
+def largest(venv: Path, skip: tuple[str, ...] = ("pip", "setuptools")) -> list[tuple[str, int]]:
+    """The venv's distributions by size, largest first (pip and setuptools left out)."""
+    site = site_packages(venv)
+    done = subprocess.run([str(venv / "bin/python"), "-c", LARGEST, str(site)], capture_output=True, text=True)
+    return [(name, size) for name, size in json.loads(done.stdout) if name not in skip]
+
+
 def mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB"
 
@@ -111,14 +133,19 @@ def main() -> int:
         base = tree_bytes(site_packages(venvs["empty"]))
         size = {name: tree_bytes(site_packages(venvs[name])) - base for name in ("core", "full")}
         heavy = {name: heavy_present(venvs[name]) for name in ("core", "full")}
+        core_largest = largest(venvs["core"])[:10]
         times: dict[tuple[str, str], list[float]] = {(p, n): [] for p in PROBES for n in ("core", "full")}
         for module in PROBES.values():  # one warm-up each: the first run also compiles bytecode
             for name in ("core", "full"):
                 start_seconds(venvs[name], module)
+        for module in REFERENCES.values():
+            start_seconds(venvs["full"], module)
         for _ in range(args.rounds):
             for probe, module in PROBES.items():
                 for name in ("core", "full"):
                     times[probe, name].append(start_seconds(venvs[name], module))
+            for probe, module in REFERENCES.items():
+                times.setdefault((probe, "full"), []).append(start_seconds(venvs["full"], module))
 
     lines = [
         "| profile | install | site-packages (less an empty venv) | model-stack modules present | pip install time |",
@@ -135,8 +162,13 @@ def main() -> int:
             f"| `{probe}` | {statistics.median(core) * 1e3:.0f} | {statistics.median(full) * 1e3:.0f} | "
             f"{min(core) * 1e3:.0f} | {min(full) * 1e3:.0f} |"
         )
+    for probe in REFERENCES:
+        full = times[probe, "full"]
+        lines.append(f"| `{probe}` (reference) | – | {statistics.median(full) * 1e3:.0f} | – | {min(full) * 1e3:.0f} |")
     ratio = size["core"] / size["full"]
     lines += ["", f"- size, core / full: **{ratio:.3f}** ({mb(size['core'])} of {mb(size['full'])})"]
+    lines += ["- the core's largest: " + ", ".join(f"{name} {mb(size)}" for name, size in core_largest)]
+    lines += ["- install times come from pip's warm cache on this machine: they compare, they do not predict"]
     table = "\n".join(lines)
     print(table)
     if args.write_docs:

@@ -4,13 +4,20 @@
 @title RoundsManager
 @notice Rounds of `roundLength` blocks. A round must be initialised (`initializeRound`) before tickets can be
         redeemed in it; initialising stores the hash of the block before it, which tickets of that round carry
-        in their auxData. A new round length takes effect at the next initialised round, as in Livepeer's.
+        in their auxData, fixes the round's total active stake (BondingManager) and sets the round's mintable
+        reward tokens (Minter). A new round length takes effect at the next initialised round, as in Livepeer's.
 """
 
 interface IController:
     def getContract(_id: bytes32) -> address: view
     def paused() -> bool: view
     def owner() -> address: view
+
+interface IBondingManager:
+    def setCurrentRoundTotalActiveStake(): nonpayable
+
+interface IMinter:
+    def setCurrentRewardTokens(): nonpayable
 
 event NewRound:
     round: indexed(uint256)
@@ -80,6 +87,9 @@ def initializeRound():
     self.lastInitializedRound = curr_round
     block_hash: bytes32 = self._block_hash(block.number - 1)
     self._blockHashForRound[curr_round] = block_hash
+    controller: IController = IController(self.controller)
+    extcall IBondingManager(staticcall controller.getContract(keccak256("BondingManager"))).setCurrentRoundTotalActiveStake()
+    extcall IMinter(staticcall controller.getContract(keccak256("Minter"))).setCurrentRewardTokens()
     if self.pendingRoundLength != 0 and self.pendingRoundLength != self.roundLength:
         self.lastRoundLengthUpdateStartBlock = self._current_round_start_block()
         self.lastRoundLengthUpdateRound = curr_round

@@ -57,6 +57,11 @@ class DockerEngine:
             assert done.returncode == 0, f"docker {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
+    def logs(self, container: str) -> str:
+        """A container's output (its standard output and error)."""
+        done = subprocess.run(["docker", "logs", container], capture_output=True, text=True, env=self.env(), timeout=60)
+        return done.stdout + done.stderr
+
     def client(self) -> Any:
         """A Docker SDK client for the engine (close it)."""
         import docker  # type: ignore[import-untyped]

@@ -20,6 +20,7 @@
     lpnode deposit                  a gateway's deposit and reserve on the TicketBroker: show, fund, unlock, withdraw
     lpnode tickets                  an orchestrator's tickets: received, won, queued, redeemed, ETH earned
     lpnode devchain                 a local chain (anvil) with Livepeer's contracts, for development
+    lpnode chain status|bond|...    an orchestrator on chain: stake, activation, service URI, rewards, fees
 
 Errors an operator can fix print as one ``lpnode: error: ...`` line and exit with status 2; so does a command
 that needs a pip extra this install lacks (``lpnode.extras``), naming the ``pip install`` that adds it.
@@ -47,8 +48,10 @@ from lpnode.gateway.command import add_gateway_parser
 from lpnode.gateway.keys_command import add_keys_parser, add_usage_parser, run_keys, run_usage
 from lpnode.gateway.live.play import add_live_parser, run_live
 from lpnode.orchestrator.command import add_orchestrator_parser
+from lpnode.payments.chain_command import add_chain_parser, run_chain
 from lpnode.payments.command import add_payment_parsers, run_deposit, run_tickets, run_wallet
 from lpnode.payments.devchain_command import add_devchain_parser, run_devchain
+from lpnode.signer.command import add_signer_parser
 from lpnode.trickle.command import add_trickle_parser, run_trickle
 from lpnode.worker.command import add_worker_parser
 
@@ -263,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_orchestrator_parser(sub)
     add_worker_parser(sub)
     add_gateway_parser(sub)
+    add_signer_parser(sub)
     _livepeer_parser(sub)
     add_keys_parser(sub)
     add_usage_parser(sub)
@@ -272,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_parser(sub)
     add_payment_parsers(sub)
     add_devchain_parser(sub)
+    add_chain_parser(sub)
     _models_parser(sub)
     oa = sub.add_parser("openapi", help="write the runner's OpenAPI document")
     oa.add_argument("--output", type=Path, default=DEFAULT_OPENAPI_PATH, help=f"default {DEFAULT_OPENAPI_PATH}")
@@ -333,7 +338,7 @@ def _cmd_runner(args: argparse.Namespace) -> int:
 
 def _cmd_orchestrator(args: argparse.Namespace) -> int:
     from lpnode.logs import configure_logging
-    from lpnode.orchestrator.command import log_level, settings_from_args
+    from lpnode.orchestrator.command import duty_flags, log_level, settings_from_args
     from lpnode.orchestrator.server import run_orchestrator
     from lpnode.schemas.limits import configured as configured_limits
 
@@ -344,7 +349,7 @@ def _cmd_orchestrator(args: argparse.Namespace) -> int:
         from lpnode.runner.parent_watch import exit_with_parent
 
         exit_with_parent()
-    run_orchestrator(settings)
+    run_orchestrator(settings, duty_flags(args))
     return 0
 
 
@@ -373,6 +378,17 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     configured_limits()  # a bad LPNODE_LIMITS stops the gateway here, not every request later
     configure_logging(log_level(args))
     run_gateway(settings)
+    return 0
+
+
+def _cmd_signer(args: argparse.Namespace) -> int:
+    from lpnode.logs import configure_logging
+    from lpnode.signer.command import log_level, settings_from_args
+    from lpnode.signer.server import run_signer
+
+    settings = settings_from_args(args)
+    configure_logging(log_level(args))
+    run_signer(settings)
     return 0
 
 
@@ -437,6 +453,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_openapi(args: argparse.Namespace) -> int:
+    from lpnode.extras import RUNNER, require
+
+    require(RUNNER, "lpnode openapi")  # the document is built from the runner's pipeline classes
     from lpnode.runner.app import openapi_document
 
     text = json.dumps(openapi_document(), indent=2, sort_keys=False) + "\n"
@@ -513,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "orchestrator": _cmd_orchestrator,
         "gateway": _cmd_gateway,
         "worker": _cmd_worker,
+        "signer": _cmd_signer,
         "keys": run_keys,
         "usage": run_usage,
         "byoc": run_byoc,
@@ -522,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "deposit": run_deposit,
         "tickets": run_tickets,
         "devchain": run_devchain,
+        "chain": run_chain,
         "models": _cmd_models,
         "openapi": _cmd_openapi,
         "up": _cmd_up,

@@ -1,11 +1,12 @@
 """The optional parts of lpnode (pip extras), and the one-line answer when a command needs one that is missing.
 
 ``pip install lpnode`` is the core: gateway, orchestrator with external (``url``) and Docker runners, the remote
-worker's link, BYOC, trickle, payments, signer, dashboards, keys and usage, status and doctor. Two extras add
-the rest (``all`` is both):
+worker's link, BYOC, trickle, payments, the remote signer, dashboards, keys and usage, status and doctor. Two
+extras add the rest (``all`` is both; ``docs/install.md``):
 
 - ``runner``: the model stack (torch, diffusers, transformers, accelerate, peft, PyAV, NumPy): ``lpnode runner``,
-  the runner processes an orchestrator or worker starts itself, ``lpnode up``'s tiny models;
+  the runner processes an orchestrator or worker starts itself, ``lpnode up``'s tiny models, ``lpnode models
+  tiny``, ``lpnode openapi``;
 - ``media``: video encoding and WebRTC (PyAV, aiortc, NumPy): the gateway's WHIP/WHEP routes, ``lpnode live
   play``, image-to-video results encoded as MP4 on an orchestrator or worker.
 

@@ -1,8 +1,8 @@
 """go-livepeer's command-line flags: the one table of every flag its starter takes, and how lpnode reads them.
 
 Every flag of go-livepeer's ``cmd/livepeer`` (``starter/flags.go`` and ``livepeer.go``, version 0.9) is in
-:data:`FLAGS` with its Go type and the lpnode commands (``orchestrator``, ``gateway``, ``worker``) in which it
-takes effect. A flag given to a command it has no effect in is dropped with one warning line saying why
+:data:`FLAGS` with its Go type and the lpnode commands (``orchestrator``, ``gateway``, ``worker``, ``signer``)
+in which it takes effect. A flag given to a command it has no effect in is dropped with one warning line saying why
 (:func:`ignored_line`); a name that is not a go-livepeer flag is a :class:`~lpnode.errors.ConfigError` naming the
 closest one (:func:`unknown_flag`).
 
@@ -25,12 +25,14 @@ from lpnode.protocol.go_duration import parse_go_duration
 ORCHESTRATOR = "orchestrator"
 GATEWAY = "gateway"
 WORKER = "worker"
-ROLE_COMMANDS = (ORCHESTRATOR, GATEWAY, WORKER)
+SIGNER = "signer"
+ROLE_COMMANDS = (ORCHESTRATOR, GATEWAY, WORKER, SIGNER)
 
 BOOL, STRING, INT, FLOAT, DURATION = "bool", "string", "int", "float", "duration"
 
 _O, _G, _W = frozenset({ORCHESTRATOR}), frozenset({GATEWAY}), frozenset({WORKER})
 _OG, _OW, _GW, _OGW = _O | _G, _O | _W, _G | _W, _O | _G | _W
+_S = frozenset({SIGNER})  # lpnode signer: go-livepeer's -remoteSigner node
 _NONE: frozenset[str] = frozenset()
 
 
@@ -50,11 +52,10 @@ def _group(kind: str, names: str, roles: frozenset[str] = _NONE, why: str = "") 
 
 
 _VIDEO = "lpnode does not transcode video"
-_SELECTION = "the gateway orders orchestrators with --selection (latency, price, random, round-robin)"
+_SELECTION = "the gateway orders orchestrators with --selection (latency, go-livepeer, stake)"
 _CHAIN_TUNING = "lpnode sets its transactions' gas, timeouts and polling itself"
 _TELEMETRY = "lpnode reports through /metrics (Prometheus) and its log only"
 _LIVE_EXTRAS = "lpnode's live video has no such setting"
-_REMOTE_SIGNER = "lpnode's gateway pays with its own keystore wallet"
 _PRICES = "AI prices come from aiModels.json (price_per_unit, pixels_per_unit, currency)"
 
 _TABLE: list[GoFlag] = [
@@ -65,20 +66,20 @@ _TABLE: list[GoFlag] = [
     GoFlag("aiWorker", BOOL, _OW),
     GoFlag("transcoder", BOOL, _NONE, _VIDEO),
     GoFlag("redeemer", BOOL, _NONE, "an lpnode orchestrator redeems its own winning tickets"),
-    GoFlag("remoteSigner", BOOL, _NONE, "lpnode does not run a remote signer"),
-    GoFlag("reward", BOOL, _NONE, "lpnode does not call reward; use livepeer_cli or go-livepeer for that"),
-    GoFlag("initializeRound", BOOL, _NONE, "lpnode does not initialize rounds"),
+    GoFlag("remoteSigner", BOOL, _S),
+    GoFlag("reward", BOOL, _O),
+    GoFlag("initializeRound", BOOL, _O),
     GoFlag("initializeRoundMaxDelay", DURATION, _NONE, "lpnode does not initialize rounds"),
     # Network and addresses
-    GoFlag("network", STRING, _OGW),
-    GoFlag("cliAddr", STRING, _OG, "a remote AI worker has no CLI API"),
-    GoFlag("httpAddr", STRING, _OG),
+    GoFlag("network", STRING, _OGW | _S),
+    GoFlag("cliAddr", STRING, _OG, "remote AI workers and signers have no CLI API"),
+    GoFlag("httpAddr", STRING, _OG | _S),
     GoFlag("serviceAddr", STRING, _O),
-    GoFlag("orchAddr", STRING, _GW),
-    GoFlag("orchWebhookUrl", STRING, _G),
+    GoFlag("orchAddr", STRING, _GW | _S),
+    GoFlag("orchWebhookUrl", STRING, _G | _S),
     GoFlag("orchSecret", STRING, _OW),
-    GoFlag("dataDir", STRING, _OGW),
-    GoFlag("datadir", STRING, _OGW),  # go-livepeer's deprecated spelling of -dataDir
+    GoFlag("dataDir", STRING, _OGW | _S),
+    GoFlag("datadir", STRING, _OGW | _S),  # go-livepeer's deprecated spelling of -dataDir
     GoFlag("httpIngest", BOOL, _NONE, "the gateway always serves the AI routes"),
     GoFlag("gatewayHost", STRING, _NONE, "the gateway's result URLs come from --public-url"),
     GoFlag("nodes", STRING, _NONE, "lpnode advertises one service address"),
@@ -94,13 +95,12 @@ _TABLE: list[GoFlag] = [
     GoFlag("maxAttempts", INT, _NONE, _VIDEO),
     GoFlag("maxSessions", STRING, _NONE, "AI capacity comes from aiModels.json (capacity) and the runner slots"),
     # Gateway selection and prices
-    GoFlag("maxPricePerUnit", STRING, _G),
-    GoFlag("maxPricePerCapability", STRING, _G),
-    GoFlag("pixelsPerUnit", STRING, _G, _PRICES),
+    GoFlag("maxPricePerUnit", STRING, _G | _S),
+    GoFlag("maxPricePerCapability", STRING, _G | _S),
+    GoFlag("pixelsPerUnit", STRING, _G | _S, _PRICES),
     *_group(STRING, "orchBlocklist orchMinLivepeerVersion orchPerfStatsUrl region", why=_SELECTION),
-    *_group(
-        FLOAT, "selectRandFreq selectStakeWeight selectPriceWeight selectPriceExpFactor minPerfScore", why=_SELECTION
-    ),
+    *_group(FLOAT, "selectRandFreq selectStakeWeight selectPriceWeight selectPriceExpFactor", _G),
+    GoFlag("minPerfScore", FLOAT, _NONE, _SELECTION),
     GoFlag("ignoreMaxPriceIfNeeded", BOOL, _NONE, "the gateway never exceeds its price caps"),
     GoFlag("discoveryTimeout", DURATION, _NONE, "the gateway asks orchestrators for offers in the background"),
     GoFlag("aiProcessingRetryTimeout", DURATION, _NONE, "the gateway's --timeout bounds a whole job, retries included"),
@@ -128,16 +128,17 @@ _TABLE: list[GoFlag] = [
         "liveAIHeartbeatHeaders liveAIAuthWebhookUrl liveAICapRefreshModels",
         why=_LIVE_EXTRAS,
     ),
-    *_group(DURATION, "liveAIHeartbeatInterval liveOutSegmentTimeout liveAICapReportInterval", why=_LIVE_EXTRAS),
+    *_group(DURATION, "liveAIHeartbeatInterval liveOutSegmentTimeout", why=_LIVE_EXTRAS),
+    GoFlag("liveAICapReportInterval", DURATION, _S),
     GoFlag("liveAISaveNSegments", INT, _NONE, _LIVE_EXTRAS),
     # On chain
-    *_group(STRING, "ethUrl ethController ethKeystorePath ethAcctAddr ethPassword priceFeedAddr", _OG),
-    GoFlag("maxGasPrice", INT, _OG),
+    *_group(STRING, "ethUrl ethController ethKeystorePath ethAcctAddr ethPassword priceFeedAddr", _OG | _S),
+    GoFlag("maxGasPrice", INT, _OG | _S),
     GoFlag("ticketEV", STRING, _O),
     GoFlag("maxFaceValue", STRING, _O),
-    GoFlag("maxTicketEV", STRING, _G),
-    GoFlag("maxTotalEV", STRING, _G),
-    GoFlag("depositMultiplier", INT, _G),
+    GoFlag("maxTicketEV", STRING, _G | _S),
+    GoFlag("maxTotalEV", STRING, _G | _S),
+    GoFlag("depositMultiplier", INT, _G | _S),
     GoFlag("pricePerUnit", STRING, _NONE, _PRICES),
     GoFlag("pricePerGateway", STRING, _NONE, _PRICES),
     GoFlag("pricePerBroadcaster", STRING, _NONE, _PRICES),
@@ -147,13 +148,13 @@ _TABLE: list[GoFlag] = [
     GoFlag("ignoreSenderReserve", BOOL, _NONE, "the gateway always keeps its reserve"),
     *_group(INT, "maxTransactionReplacements gasLimit minGasPrice blockPollingInterval", why=_CHAIN_TUNING),
     GoFlag("transactionTimeout", DURATION, _NONE, _CHAIN_TUNING),
-    GoFlag("remoteSignerUrl", STRING, _NONE, _REMOTE_SIGNER),
-    GoFlag("remoteDiscovery", BOOL, _NONE, _REMOTE_SIGNER),
-    *_group(STRING, "remoteSignerWebhookUrl remoteSignerWebhookHeaders", why="lpnode does not run a remote signer"),
-    GoFlag("remoteSignerAllowNoAuth", BOOL, _NONE, "lpnode does not run a remote signer"),
+    *_group(STRING, "remoteSignerUrl remoteSignerHeaders", _G),
+    GoFlag("remoteDiscovery", BOOL, _S),
+    *_group(STRING, "remoteSignerWebhookUrl remoteSignerWebhookHeaders", _S),
+    GoFlag("remoteSignerAllowNoAuth", BOOL, _S),
     # Metrics, logs, storage
     GoFlag("monitor", BOOL, _OG, "a remote AI worker serves no /metrics"),
-    GoFlag("v", STRING, _OGW),
+    GoFlag("v", STRING, _OGW | _S),
     *_group(BOOL, "metricsPerStream metricsClientIP", why=_TELEMETRY),
     *_group(
         STRING,

@@ -3,9 +3,9 @@
 The role comes from go-livepeer's role flags with its precedence (redeemer > remoteSigner > orchestrator >
 transcoder > aiWorker > gateway/broadcaster) and picks the lpnode command that runs: ``-orchestrator`` runs
 ``lpnode orchestrator`` (with its own runners only with ``-aiWorker``, as in go-livepeer; without it, the models
-are served by remote AI workers), ``-aiWorker`` alone ``lpnode worker``, ``-gateway`` or ``-broadcaster``
-``lpnode gateway``. Flags come, as in go-livepeer, from the command line, then ``LP_<NAME>`` environment
-variables, then the ``-config`` file (``name value`` lines); the first that sets a flag wins.
+are served by remote AI workers), ``-remoteSigner`` ``lpnode signer``, ``-aiWorker`` alone ``lpnode worker``,
+``-gateway`` or ``-broadcaster`` ``lpnode gateway``. Flags come, as in go-livepeer, from the command line, then
+``LP_<NAME>`` environment variables, then the ``-config`` file (``name value`` lines); the first that sets a flag wins.
 
 Each flag that takes effect in the chosen command is passed to it; each that does not is dropped with one
 warning line (:func:`lpnode.go_flags.ignored_line`). lpnode's own ``--kebab-case`` options may follow and pass
@@ -24,6 +24,7 @@ from lpnode.go_flags import (
     FLAGS,
     GATEWAY,
     ORCHESTRATOR,
+    SIGNER,
     WORKER,
     check_value,
     flag_name,
@@ -139,7 +140,7 @@ def _role(values: Mapping[str, str]) -> str:
         raise ConfigError("-redeemer: lpnode has no ticket redemption service; an lpnode orchestrator redeems its "
                           "own winning tickets")  # fmt: skip
     if on("remoteSigner"):
-        raise ConfigError("-remoteSigner: lpnode does not run a remote signer")
+        return SIGNER
     if on("orchestrator"):
         return ORCHESTRATOR
     if on("transcoder"):

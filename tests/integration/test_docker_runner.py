@@ -40,7 +40,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start(engine: DockerEngine, models: Path, data: Path) -> OrchestratorProcess:
     (data / "aiModels.json").parent.mkdir(parents=True, exist_ok=True)
     (data / "aiModels.json").write_text(json.dumps([{"pipeline": PIPELINE, "model_id": MODEL, "warm": True}]))
-    overrides = json.dumps({"default": engine.runner_image})
+    overrides = json.dumps({"batch": {PIPELINE: engine.runner_image}})  # llm has an image of its own upstream
     return OrchestratorProcess(
         data / "aiModels.json", models, data, "--runner-backend", "docker", "-aiRunnerImageOverrides", overrides,
         plain=True, env=child_env(DOCKER_HOST=engine.host),
@@ -52,7 +52,9 @@ def wait_idle(node: OrchestratorProcess, timeout: float = 120) -> dict[str, Any]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert node.proc.poll() is None, node.log()
-        runners = [r for m in node.status() for r in m["runners"] if r["state"] == "IDLE"]
+        runners = [r for m in node.status() for r in m["runners"]]
+        assert not [r for r in runners if r["state"] == "ERROR"], f"{runners}\n{node.log()}"
+        runners = [r for r in runners if r["state"] == "IDLE"]
         if runners:
             runner: dict[str, Any] = runners[0]
             return runner
@@ -121,7 +123,7 @@ def test_the_orchestrator_runs_its_runner_as_go_livepeer_runs_ai_runner(
         answer = node.post("/llm", json=JOB, headers=job_headers(token))
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["role"] == "assistant"
-        assert "job finished" in engine.docker("logs", runner["name"])
+        assert "job finished" in engine.logs(runner["name"])
 
         assert node.stop() == 0, node.log()
         assert engine.containers(f"creator_id={service}") == []

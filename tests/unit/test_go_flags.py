@@ -17,7 +17,8 @@ from lpnode.go_flags import BOOL, DURATION, FLAGS, FLOAT, INT, ROLE_COMMANDS, ro
 from lpnode.go_starter import start_line
 
 SAMPLE = {BOOL: "true", INT: "1", FLOAT: "0.5", DURATION: "1s"}
-ROLE_LINE = {"orchestrator": ["-orchestrator", "-aiWorker"], "gateway": ["-gateway"], "worker": ["-aiWorker"]}
+ROLE_LINE = {"orchestrator": ["-orchestrator", "-aiWorker"], "gateway": ["-gateway"], "worker": ["-aiWorker"],
+             "signer": ["-remoteSigner"]}  # fmt: skip
 STARTER_ONLY = {"config", "version", "redeemer", "remoteSigner", "transcoder", "orchestrator", "gateway",
                 "broadcaster", "aiWorker"}  # fmt: skip
 
@@ -112,7 +113,7 @@ def test_a_flag_with_no_meaning_warns_once_without_its_value() -> None:
     assert line.warnings == [
         "-transcoder: ignored: lpnode does not transcode video",
         "-kafkaPassword: ignored: lpnode reports through /metrics (Prometheus) and its log only",
-        "-orchAddr: ignored: only gateways and workers use it; this node is an orchestrator",
+        "-orchAddr: ignored: only gateways, workers and signers use it; this node is an orchestrator",
         "-maxSessions: ignored: AI capacity comes from aiModels.json (capacity) and the runner slots",
     ]
     assert not any("s3cret" in part for part in [*line.argv, *line.warnings])
@@ -147,7 +148,6 @@ def test_an_orchestrator_runs_its_own_runners_only_with_ai_worker() -> None:
     ("flags", "message"),
     [
         (["-redeemer", "-orchestrator"], "-redeemer: lpnode has no ticket redemption service"),
-        (["-remoteSigner"], "-remoteSigner: lpnode does not run a remote signer"),
         (["-transcoder"], "-transcoder: lpnode does not transcode video"),
         (["-monitor", "-v", "6"], "no role given: add -orchestrator, -gateway or -aiWorker"),
     ],
@@ -155,6 +155,11 @@ def test_an_orchestrator_runs_its_own_runners_only_with_ai_worker() -> None:
 def test_roles_lpnode_does_not_run_are_refused_in_one_line(flags: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match="^" + message):
         start_line(flags, {})
+
+
+def test_remote_signer_runs_lpnode_signer_and_wins_over_orchestrator() -> None:
+    line = start_line(["-remoteSigner", "-orchestrator", "-httpAddr", "127.0.0.1:7936", "-network", "x"], {})
+    assert line.argv[0] == "signer" and {"-httpAddr=127.0.0.1:7936", "-network=x"} <= set(line.argv)
 
 
 def test_flags_come_from_the_command_line_then_lp_env_then_the_config_file(tmp_path: Path) -> None:

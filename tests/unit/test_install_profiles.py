@@ -43,6 +43,8 @@ CORE_ENTRY_MODULES = (
     "lpnode.orchestrator.model_check",
     "lpnode.orchestrator.pool.docker",
     "lpnode.worker.node",
+    "lpnode.signer.server",
+    "lpnode.go_starter",
     "lpnode.byoc.command",
     "lpnode.dashboard.command",
     "lpnode.trickle.command",
@@ -126,6 +128,7 @@ def test_the_core_runs_without_the_extras_and_each_command_names_the_extra_it_ne
     hints = [
         ["up", "--data-dir", str(tmp_path / "up")],
         ["models", "tiny", "--models-dir", str(tmp_path / "models")],
+        ["openapi", "--output", str(tmp_path / "runner.json")],
         orchestrator,
         ["live", "play", str(video), "--pipeline", "noop"],
     ]
@@ -141,12 +144,13 @@ def test_the_core_runs_without_the_extras_and_each_command_names_the_extra_it_ne
     assert {argv: (status, err) for argv, (status, _, err) in report["hints"].items()} == {
         " ".join(hints[0]): (2, f"lpnode: error: lpnode up {stack}\n"),
         " ".join(hints[1]): (2, f"lpnode: error: lpnode models tiny {stack}\n"),
-        " ".join(hints[2]): (
+        " ".join(hints[2]): (2, f"lpnode: error: lpnode openapi {stack}\n"),
+        " ".join(hints[3]): (
             2,
             f'lpnode: error: the local runner of text-to-image "stabilityai/sd-turbo" {stack} '
             '(or give the entry a "url", or use --runner-backend docker)\n',
         ),
-        " ".join(hints[3]): (
+        " ".join(hints[4]): (
             2,
             "lpnode: error: lpnode live play needs video encoding and WebRTC: pip install 'lpnode[media]'\n",
         ),

@@ -10,7 +10,9 @@
 On chain (the orchestrator's ``/status`` has ``payments``) the ``GetOrchestrator`` of 5 is signed with the
 gateway's wallet (or skipped, saying so, without one), and :mod:`lpnode.dashboard.doctor_chain` adds: the
 orchestrator is active on chain (after 3), it gave the wallet ticket params (after 5), and the gateway pays on
-chain from a deposit and reserve that are not empty (after 6).
+chain from a deposit and reserve that are not empty (after 6). With the orchestrator's ``operator`` block,
+:mod:`lpnode.dashboard.doctor_operator` adds: registered (after active), its service URI on chain is the address
+5 reached, and reward was called this round (after 5).
 
 A failing check prints its likely cause and the fix. The exit status is 1 when any check fails.
 
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lpnode.dashboard.doctor_chain import NO_WALLET, WALLET_FIX, check_active, check_gateway_funds, check_ticket_params
+from lpnode.dashboard.doctor_operator import check_registered, check_reward, check_service_uri
 from lpnode.dashboard.doctor_requests import SMALL_REQUESTS, small_request
 from lpnode.dashboard.fetch import Unreachable, base_url, get_json, request
 from lpnode.dashboard.network_view import pipeline_name
@@ -39,6 +42,7 @@ from lpnode.pipelines import PIPELINES
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 READY_STATES = ("IDLE", "OK")
 REQUEST_TIMEOUT = 120.0
+ADVERTISED = "advertised from outside (GetOrchestrator)"
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,15 @@ class Doctor:
         chain = status.get("payments") if status and isinstance(status.get("payments"), dict) else None
         if status is not None:
             self.check_runners(status, configs)
+        operator = chain.get("operator") if chain is not None else None
         if chain is not None:
             check_active(self.report, chain)
+        if isinstance(operator, dict):
+            check_registered(self.report, operator)
         self.check_advertised(service_url, status, chain)
+        if isinstance(operator, dict):
+            check_service_uri(self.report, operator, self._answered())
+            check_reward(self.report, operator)
         offers = self.check_gateway(service_url)
         if chain is not None and self.gateway_data is not None:
             check_gateway_funds(self.report, self.gateway_data.get("payments"))
@@ -95,6 +105,14 @@ class Doctor:
             file=self.out,
         )
         return 1 if failed else 0
+
+    def _answered(self) -> bool | None:
+        """Whether the service address answered the GetOrchestrator of check 5 (None: not tried)."""
+        assert self.checks is not None
+        check = next((c for c in reversed(self.checks) if c.name == ADVERTISED), None)
+        if check is None or check.outcome == SKIP:
+            return None
+        return check.outcome == PASS or " advertises " in check.detail
 
     # --- 1, 2: the configuration ------------------------------------------------------------------------
 
@@ -208,7 +226,7 @@ class Doctor:
     def check_advertised(
         self, service_url: str, status: dict[str, Any] | None, chain: dict[str, Any] | None = None
     ) -> None:
-        name = "advertised from outside (GetOrchestrator)"
+        name = ADVERTISED
         target = service_url or self.orchestrator
         if chain is not None and self.wallet is None:
             self.report(name, SKIP, NO_WALLET, WALLET_FIX)

@@ -3,20 +3,31 @@
 ``-maxPricePerUnit``, ``-pixelsPerUnit``, ``-dataDir``, ``-monitor``, ``-v``) and the chain flags
 (:func:`lpnode.payments.settings.add_chain_flags`: ``-network``, ``-ethUrl``, ``-ethController``,
 ``-ethKeystorePath``, ``-ethAcctAddr``, ``-ethPassword``, ``-maxTicketEV``, ``-maxTotalEV``,
-``-depositMultiplier``, ``-livePaymentInterval``, ...); off-chain by default. The other go-livepeer flags are
-read by :mod:`lpnode.go_flags`."""
+``-depositMultiplier``, ``-livePaymentInterval``, ...); off-chain by default. On chain without ``-orchAddr`` or
+a webhook, orchestrators come from the chain's pool and are chosen by stake (``--selection stake``, weighed with
+go's ``-selectStakeWeight``, ``-selectPriceWeight``, ``-selectRandFreq`` and ``-selectPriceExpFactor``). The other
+go-livepeer flags are read by :mod:`lpnode.go_flags`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lpnode.errors import ConfigError
-from lpnode.gateway.settings import OVERALL, SELECTOR_NAMES, GatewaySettings, PriceCaps, parse_price_currency
+from lpnode.gateway.settings import (
+    OVERALL,
+    SELECTOR_NAMES,
+    STAKE_SELECTOR,
+    GatewaySettings,
+    PriceCaps,
+    SelectionWeights,
+    parse_price_currency,
+)
 from lpnode.gateway.state import DB_URL_ENV, check_db_url
 from lpnode.logs import command_log_level
 from lpnode.payments.settings import add_chain_flags, chain_settings
@@ -49,7 +60,22 @@ def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--max-price-per-capability", "-maxPricePerCapability", dest="max_caps", default="", help="JSON or a file"
     )
     p.add_argument("--auth", choices=("none", "keys"), default="none", help="keys: require `lpnode keys` API keys")
-    p.add_argument("--selection", choices=SELECTOR_NAMES, default="latency", help="default latency")
+    p.add_argument(
+        "--selection",
+        choices=SELECTOR_NAMES,
+        default="",
+        help="default: stake when orchestrators come from the chain, else latency",
+    )
+    weights = SelectionWeights()
+    for kebab, flag, dest, default, what in (
+        ("--select-stake-weight", "-selectStakeWeight", "select_stake", weights.stake, "weight of stake"),
+        ("--select-price-weight", "-selectPriceWeight", "select_price", weights.price, "weight of price"),
+        ("--select-rand-freq", "-selectRandFreq", "select_random", weights.random, "weight of chance"),
+        ("--select-price-exp-factor", "-selectPriceExpFactor", "select_exp", weights.price_exp_factor, "price scale"),
+    ):
+        p.add_argument(
+            kebab, flag, dest=dest, type=float, default=default, help=f"--selection stake: {what} ({default:g})"
+        )
     p.add_argument("--default-models", default="", help='JSON {"pipeline": "model id"} for requests naming none')
     p.add_argument(
         "--timeout", type=float, default=600.0, help="seconds a job may take, its whole answer included (then 504)"
@@ -74,15 +100,49 @@ def add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("-v", dest="verbosity", type=int, help="go-livepeer verbosity (5 or more: debug)")
     add_chain_flags(p, "gateway")
+    p.add_argument(
+        "--remote-signer-url", "-remoteSignerUrl", dest="remote_signer_url", default="",
+        help="pay on-chain orchestrators through this remote signer (http://HOST:PORT), with no Ethereum flags",
+    )  # fmt: skip
+    p.add_argument(
+        "--remote-signer-headers", "-remoteSignerHeaders", dest="remote_signer_headers", default="",
+        help="headers for the remote signer only: 'Key:Value,Key2:Value2'",
+    )  # fmt: skip
+
+
+def _signer_url(text: str) -> str:
+    if not text.strip():
+        return ""
+    from lpnode.gateway.remote_signer import signer_url
+
+    return signer_url(text)
+
+
+def _signer_headers(text: str) -> dict[str, str]:
+    from lpnode.gateway.remote_signer import signer_headers
+
+    return signer_headers(text)
 
 
 def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     chain = chain_settings(args)
     orchestrators = [a.strip() for a in args.orch_addr.split(",") if a.strip()]
-    if not orchestrators and not args.webhook:
+    signer = _signer_url(getattr(args, "remote_signer_url", "") or "")
+    if signer and chain.on_chain:
         raise ConfigError(
-            "give --orch-addr HOST:PORT[,...] or --orch-webhook-url URL so the gateway finds orchestrators"
+            "-remoteSignerUrl pays with the signer's key: drop -network and the Ethereum flags (the gateway itself "
+            "runs off-chain)"
         )
+    if not orchestrators and not args.webhook and not chain.on_chain and not signer:
+        raise ConfigError(
+            "give --orch-addr HOST:PORT[,...] or --orch-webhook-url URL so the gateway finds orchestrators "
+            "(on chain, with -network, they come from the chain's pool)"
+        )
+    selector = args.selection or (
+        STAKE_SELECTOR if chain.on_chain and not orchestrators and not args.webhook else "latency"
+    )
+    if selector == STAKE_SELECTOR and not chain.on_chain:
+        raise ConfigError("--selection stake weighs orchestrators by their stake on chain: give -network too")
     http_host, http_port = _address(args.http_addr, "--http-addr")
     cli_host, cli_port = _address(args.cli_addr, "--cli-addr")
     if (http_host, http_port) == (cli_host, cli_port):
@@ -107,7 +167,8 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         public_url=args.public_url,
         data_dir=args.data_dir.expanduser(),
         caps=PriceCaps(overall, per_model, frozenset(usd)),
-        selector=args.selection,
+        selector=selector,
+        weights=selection_weights(args),
         default_models=_default_models(args.default_models),
         timeout=args.timeout,
         queue_size=_at_least(args.queue_size, 0, "--queue-size"),
@@ -115,8 +176,33 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         auth=getattr(args, "auth", "none"),
         admin_token=read_admin_token(getattr(args, "admin_token", "")),
         chain=chain if chain.on_chain else None,
+        remote_signer_url=signer,
+        remote_signer_headers=_signer_headers(getattr(args, "remote_signer_headers", "") or ""),
+        live_payment_interval=chain.live_payment_interval,
         db_url=check_db_url(args.db_url) if getattr(args, "db_url", "") else "",
     )
+
+
+def selection_weights(args: argparse.Namespace) -> SelectionWeights:
+    """go-livepeer's selection flags, checked as go checks them: the three weights sum to 1."""
+    defaults = SelectionWeights()
+    weights = SelectionWeights(
+        stake=float(getattr(args, "select_stake", defaults.stake)),
+        price=float(getattr(args, "select_price", defaults.price)),
+        random=float(getattr(args, "select_random", defaults.random)),
+        price_exp_factor=float(getattr(args, "select_exp", defaults.price_exp_factor)),
+    )
+    parts = (weights.stake, weights.price, weights.random)
+    if any(not math.isfinite(w) or w < 0 for w in parts):
+        raise ConfigError("-selectStakeWeight, -selectPriceWeight and -selectRandFreq must be 0 or more")
+    if abs(sum(parts) - 1.0) > 0.0001:
+        raise ConfigError(
+            f"-selectStakeWeight ({weights.stake:g}), -selectPriceWeight ({weights.price:g}) and -selectRandFreq "
+            f"({weights.random:g}) must sum to 1"
+        )
+    if not math.isfinite(weights.price_exp_factor) or weights.price_exp_factor <= 0:
+        raise ConfigError(f"-selectPriceExpFactor must be above 0, got {weights.price_exp_factor:g}")
+    return weights
 
 
 def parse_capability_prices(

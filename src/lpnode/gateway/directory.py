@@ -2,7 +2,9 @@
 refreshed on a period and on demand, and which of them are suspended after failures.
 
 Orchestrators come from ``--orch-addr`` and/or ``--orch-webhook-url`` (go-livepeer's discovery webhook: a
-GET answering ``[{"address": "https://o:8935", ...}]``). Each is asked ``GetOrchestrator`` without
+GET answering ``[{"address": "https://o:8935", ...}]``), or on chain from the pool of active orchestrators
+(``discover``, :mod:`lpnode.gateway.chain_directory`), whose every answer replaces the list: an orchestrator gone
+from it is dropped. Each is asked ``GetOrchestrator`` without
 capabilities, so its answer carries every model it serves, with prices and hardware. An orchestrator's
 auth token is fetched again before it expires (in the last tenth of its validity, as go-livepeer does).
 A failed orchestrator is suspended, for longer each time it fails again (10 s doubling up to 5 min), and
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -101,8 +103,12 @@ class Directory:
         timeout: float = DISCOVERY_TIMEOUT,
         request: Callable[[Capabilities | None], OrchestratorRequest] | None = None,
         expired: Callable[[OrchestratorInfo], bool] | None = None,
+        discover: Callable[[], Awaitable[Sequence[str] | None]] | None = None,
     ) -> None:
         self.client = client
+        self.discover = discover
+        """Where the rest of the orchestrators come from (on chain: the pool), asked at each refresh: its answer
+        replaces the list (``addresses`` stay); ``None`` keeps the list as it is (the source could not be read)."""
         self.request = request
         """On chain: the signed ``GetOrchestrator`` request (with a job's capabilities, or ``None``)."""
         self.expired = expired
@@ -138,10 +144,29 @@ class Directory:
     async def _refresh(self) -> None:
         for url in await self._webhook_addresses():
             self.orchestrators.setdefault(url, KnownOrchestrator(url))
+        if self.discover is not None:
+            self._replace(await self.discover())
         await asyncio.gather(*(self._fetch(o) for o in list(self.orchestrators.values())))
         self.last_refresh = time.time()
         usable = sum(1 for o in self.orchestrators.values() if o.info is not None and not o.suspended)
         log_event(log, "orchestrators refreshed", known=len(self.orchestrators), usable=usable)
+
+    def _replace(self, found: Sequence[str] | None) -> None:
+        if found is None:
+            return
+        wanted = {normalize_address(url) for url in found} | set(self.static)
+        for url in [u for u in self.orchestrators if u not in wanted]:
+            del self.orchestrators[url]
+            log_event(log, "orchestrator dropped", url=url, reason="no longer listed")
+        for url in sorted(wanted - set(self.orchestrators)):
+            self.orchestrators[url] = KnownOrchestrator(url)
+            log_event(log, "orchestrator listed", url=url)
+
+    def _listed(self, url: str) -> KnownOrchestrator:
+        orch = self.orchestrators.get(url)
+        if orch is None:  # dropped from the list since the job picked it
+            raise OrchestratorUnreachable(f"{url} is no longer listed")
+        return orch
 
     async def _webhook_addresses(self) -> list[str]:
         if not self.webhook_url or self.session is None:
@@ -178,7 +203,7 @@ class Directory:
 
     async def token(self, url: str) -> AuthToken:
         """A valid auth token for ``url``, fetching a new one when the current one is in its last tenth."""
-        orch = self.orchestrators[url]
+        orch = self._listed(url)
         info = orch.info
         if info is None or _expiring(info.auth_token, orch.fetched_at):
             await self._fetch(orch)
@@ -190,8 +215,9 @@ class Directory:
     async def session_info(self, url: str, pipeline: str, model_id: str) -> OrchestratorInfo:
         """On chain: ``url``'s info asked with (pipeline, model_id), whose ``price_info`` is that model's price
         and whose ticket params are made for it; fetched again when its token nears expiry or its ticket params
-        expired. Raises :class:`OrchestratorUnreachable` when the orchestrator does not answer."""
-        orch = self.orchestrators[url]
+        expired. Raises :class:`OrchestratorUnreachable` when the orchestrator does not answer (or is no longer
+        listed)."""
+        orch = self._listed(url)
         key = (pipeline, model_id)
         async with orch.lock:
             held = orch.sessions.get(key)

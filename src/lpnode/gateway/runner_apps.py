@@ -53,6 +53,10 @@ class AppOffer:
     pipeline: str = ""
     model_id: str = ""
     path: str = ""
+    price_wei: int = 0
+    """On chain: the app's price in wei per :attr:`price_unit` (0: not priced)."""
+    price_unit: str = ""
+    """``seconds``, ``720p-pixel-seconds`` or ``fixed`` (what a remote signer is asked to pay by)."""
 
     @property
     def single_shot(self) -> bool:
@@ -246,10 +250,20 @@ def _offers(orchestrator: str, entry: Any) -> list[AppOffer]:
                 capacity=_int(runner.get("capacity")), capacity_used=_int(runner.get("capacity_used")),
                 version=str(runner.get("version") or ""), metadata=metadata or "",
                 pipeline=described.get("pipeline", ""), model_id=described.get("model_id", ""),
-                path=described.get("path", ""),
+                path=described.get("path", ""), **_price(runner.get("price_info")),
             )
         )  # fmt: skip
     return offers
+
+
+def _price(value: Any) -> dict[str, Any]:
+    """``price_wei`` and ``price_unit`` from a discovery ``price_info`` in wei (nothing for anything else)."""
+    if not isinstance(value, dict) or str(value.get("currency", "")).lower() != "wei":
+        return {}
+    price, unit = value.get("price"), value.get("unit")
+    if not isinstance(price, int) or isinstance(price, bool) or not isinstance(unit, str):
+        return {}
+    return {"price_wei": price, "price_unit": unit}
 
 
 def _int(value: Any) -> int:

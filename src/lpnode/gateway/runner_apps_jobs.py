@@ -16,16 +16,20 @@ result handling differs: an image-to-video answer is encoded into MP4 here
 
 What an orchestrator's answer for an app means: 400/413/415/422 go back to the caller; 503 (``no capacity
 available for runner``) tries the next app or waits for capacity; 404 ``runner not found`` (the app left) drops
-it until the next refresh; anything else, or no answer, suspends that app. On chain, runner apps are served free
-for now: nothing is paid and the usage row has no price.
+it until the next refresh; anything else, or no answer, suspends that app. An app on an on-chain orchestrator
+answers 402 with a payment challenge: a gateway paying through a remote signer (``-remoteSignerUrl``) pays it and
+sends the job again; the usage row has no price.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Collection
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -45,6 +49,9 @@ from lpnode.pipelines import Results, spec
 from lpnode.protocol import runner_apps as wire
 from lpnode.protocol.job_hop import ERROR_BODY_LIMIT, FINAL_STATUSES, answer_error, error_message
 
+if TYPE_CHECKING:
+    from lpnode.gateway.remote_signer import SignerPayments
+
 log = logging.getLogger("lpnode.gateway.runner_apps")
 GONE_MESSAGES = frozenset({wire.RUNNER_NOT_FOUND, wire.SESSION_NOT_FOUND, wire.NOT_SUPPORTED})
 """An orchestrator's 404 texts that mean the app is no longer there (not the app's own 404)."""
@@ -57,6 +64,8 @@ class AppJobs:
     def __init__(self, apps: AppDirectory, forwarder: Forwarder) -> None:
         self.apps = apps
         self.forwarder = forwarder
+        self.signer: SignerPayments | None = None
+        """Set when the gateway pays through a remote signer: an app's 402 challenge is paid through it."""
 
     async def takes(self, job: Job, deadline: float) -> bool:
         """Whether ``job`` goes to a runner app. When neither path offers it, both are refreshed once first."""
@@ -131,7 +140,7 @@ class AppJobs:
         answer: HopAnswer | None = None
         try:
             try:
-                answer = await first_of(self.forwarder.transport.send(hop), asyncio.Event(), gone(request))
+                answer = await first_of(self._send(app, hop), asyncio.Event(), gone(request))
                 if answer.status != 200:
                     error = await answer.read(ERROR_BODY_LIMIT)
                     await answer.close()
@@ -160,6 +169,33 @@ class AppJobs:
                 self._ended(offer, None, freed=answer is None or answer.status != 503)
                 if answer is not None:
                     await answer.close()
+
+    async def _send(self, app: AppOffer, hop: HopRequest) -> HopAnswer:
+        """Send ``hop``; through a remote signer an app's 402 challenge is paid and the job sent once more (the
+        call's one payment: the signer bills a fixed price once, a metered one for its opening seconds)."""
+        transport = self.forwarder.transport
+        if self.signer is None:
+            return await transport.send(hop)
+        from lpnode.gateway.remote_signer import SignerRefusal
+
+        payer = {wire.PAYER_HEADER: self.signer.checksum_address}
+        answer = await transport.send(replace(hop, headers={**hop.headers, **payer}))
+        if answer.status != 402:
+            return answer
+        try:
+            challenge = json.loads(await answer.read(ERROR_BODY_LIMIT))
+        except ValueError:
+            challenge = None
+        await answer.close()
+        if not isinstance(challenge, dict) or not all(k in challenge for k in wire.CHALLENGE_FIELDS):
+            self.apps.suspend(app, "answered 402 without a payment challenge")
+            raise Retry("answered 402 without a payment challenge")
+        try:
+            paid, _ = await self.signer.pay_challenge(challenge, app.app, app.price_unit, app.price_wei or None)
+        except SignerRefusal as exc:
+            self.apps.suspend(app, f"cannot pay it: {exc}")
+            raise Retry(f"cannot pay it: {exc}") from None
+        return await transport.send(replace(hop, headers={**hop.headers, **paid}))
 
     def _refusal(self, app: AppOffer, status: int, body: bytes, retry_after: str | None) -> JobError:
         """The caller's error for an app's error answer (returned), or a :class:`Retry` (raised)."""

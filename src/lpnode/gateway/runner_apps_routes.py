@@ -33,6 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 import aiohttp
@@ -63,6 +64,9 @@ from lpnode.protocol import runner_apps as wire
 from lpnode.protocol.asgi import Receive, Scope, Send
 from lpnode.protocol.job_hop import ERROR_BODY_LIMIT, answer_error, error_message
 
+if TYPE_CHECKING:
+    from lpnode.gateway.remote_signer import AppFunding, SignerPayments
+
 log = logging.getLogger("lpnode.gateway.runner_apps")
 MAX_BODY_BYTES = 100 * 1024 * 1024
 MAX_SESSIONS = 10_000
@@ -86,6 +90,8 @@ class _Session:
     control_url: str
     key_id: int | None
     model_id: str
+    funding: AppFunding | None = None
+    """Through a remote signer: the payments keeping a metered session going."""
 
 
 class AppRoutes:
@@ -111,6 +117,8 @@ class AppRoutes:
         self.timeout = timeout
         """Seconds an app's orchestrator has to start answering (the answer itself may stream for longer)."""
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.signer: SignerPayments | None = None
+        """Set when the gateway pays through a remote signer: apps answering 402 are paid through it."""
 
     def routes(self) -> list[BaseRoute]:
         return [Route(wire.DISCOVERY_PATH, self.discovery, methods=["GET"]), Mount(wire.APPS_PREFIX, app=self)]
@@ -245,18 +253,22 @@ class AppRoutes:
         self.stats.started(measured)
         started = time.monotonic()
         try:
-            upstream = await self._send(offer, method, offer.url + suffix, headers, body or None)
+            upstream, funding = await self._send_paid(offer, method, offer.url + suffix, headers, body or None)
             refused = await self._refused(offer, upstream)
         except Retry:
             self.stats.finished(measured, None)
             raise
         job.orchestrator, job.model_id = offer.orchestrator, offer.model_id
         if refused is not None:
+            if funding is not None:
+                await funding.stop()
             self.stats.finished(measured, time.monotonic() - started)
             return refused
         self.apps.succeeded(offer)
 
         async def ended(status: int) -> None:
+            if funding is not None:  # a metered call is paid while its answer streams
+                await funding.stop()
             self.stats.finished(measured, time.monotonic() - started if status < 500 else None)
 
         return relayed(upstream, ended)
@@ -276,6 +288,31 @@ class AppRoutes:
             problem = f"no answer ({exc or type(exc).__name__})"
         self.apps.suspend(offer, problem)
         raise Retry(problem)
+
+    async def _send_paid(
+        self,
+        offer: AppOffer,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        *,
+        funded: bool = True,
+    ) -> tuple[aiohttp.ClientResponse, AppFunding | None]:
+        """:meth:`_send`; through a remote signer, an app's 402 challenge is paid and the request sent again
+        (a metered app's payments then go on until the call or session ends)."""
+        if self.signer is None:
+            return await self._send(offer, method, url, headers, body), None
+        from lpnode.gateway.remote_signer import SignerRefusal, paid_app_request
+
+        try:
+            return await paid_app_request(
+                self.signer, self.session, lambda sent: self._send(offer, method, url, sent, body), headers,
+                offer.app, offer.price_unit, offer.price_wei or None, funded=funded,
+            )  # fmt: skip
+        except SignerRefusal as exc:
+            self.apps.suspend(offer, f"cannot pay it: {exc}")
+            raise Retry(f"cannot pay it: {exc}") from None
 
     async def _refused(self, offer: AppOffer, upstream: aiohttp.ClientResponse) -> Response | None:
         """Raises :class:`Retry` when the orchestrator could not give the call to this instance; returns a whole
@@ -307,14 +344,18 @@ class AppRoutes:
         return await tries.run(lambda offer: self._reserve_on(offer, target.app, job))
 
     async def _reserve_on(self, offer: AppOffer, app: str, job: JobRecord) -> Response:
-        upstream = await self._send(offer, "POST", offer.url, [], None)
+        upstream, funding = await self._send_paid(offer, "POST", offer.url, [], None)
         refused = await self._refused(offer, upstream)
         if refused is not None:
+            if funding is not None:
+                await funding.stop()
             return refused
         try:
             body = await upstream.content.read(ERROR_BODY_LIMIT)
         finally:
             await release(upstream)
+        if upstream.status != 200 and funding is not None:
+            await funding.stop()
         if upstream.status != 200:
             if 400 <= upstream.status < 500:
                 raise answer_error(upstream.status, body)
@@ -328,9 +369,13 @@ class AppRoutes:
             raise Retry("its session answer is not {session_id, app_url, control_url}") from None
         self.apps.succeeded(offer)
         job.orchestrator, job.model_id = offer.orchestrator, offer.model_id
-        self.sessions[sid] = _Session(app, offer.orchestrator, app_url, control_url, job.key_id, offer.model_id)
+        self.sessions[sid] = _Session(
+            app, offer.orchestrator, app_url, control_url, job.key_id, offer.model_id, funding
+        )
         while len(self.sessions) > MAX_SESSIONS:
-            self.sessions.popitem(last=False)
+            _, dropped = self.sessions.popitem(last=False)
+            if dropped.funding is not None:
+                await dropped.funding.stop()
         base = f"{self.public_url}/apps/{quote(app, safe='/')}/session/{quote(sid, safe='')}"
         log_event(log, "runner app session reserved", app=app, session=sid, orchestrator=offer.orchestrator)
         return JSONResponse({"session_id": sid, "app_url": base + "/app", "control_url": base})
@@ -347,6 +392,8 @@ class AppRoutes:
             return Response(status_code=204)  # as go-livepeer: stopping an unknown session is not an error
         del self.sessions[target.session_id]
         job.orchestrator, job.model_id = held.orchestrator, held.model_id
+        if held.funding is not None:
+            await held.funding.stop()
         try:
             async with asyncio.timeout(self.timeout):
                 async with self.session.post(held.control_url + "/stop", ssl=False) as answer:

@@ -9,7 +9,9 @@ and ``GET /dashboard/usage``.
 
 On chain (``-network`` names one), the gateway opens the chain and its wallet before it serves and pays every
 job (:mod:`lpnode.gateway.payments`); ``/status`` then shows its address, deposit, reserve and what it sent
-each orchestrator, and ``/metrics`` counts the tickets.
+each orchestrator, and ``/metrics`` counts the tickets. Without ``-orchAddr`` or a webhook, its orchestrators are
+the chain's active ones (:mod:`lpnode.gateway.chain_directory`), chosen by stake
+(:mod:`lpnode.gateway.selection_chain`); ``/status`` then shows the pool as last read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -60,7 +62,7 @@ from lpnode.gateway.runner_apps import AppDirectory
 from lpnode.gateway.runner_apps_jobs import AppJobs
 from lpnode.gateway.runner_apps_routes import AppRoutes
 from lpnode.gateway.selection import SELECTORS, Stats
-from lpnode.gateway.settings import GatewaySettings
+from lpnode.gateway.settings import STAKE_SELECTOR, GatewaySettings
 from lpnode.gateway.state import open_state
 from lpnode.gateway.transport import AiohttpTransport
 from lpnode.gateway.usage import UsageLog, UsageRecord, fee_wei
@@ -74,7 +76,9 @@ from lpnode.serving import QuietServer, bind_socket, run_until_stopped
 from lpnode.uvicorn_config import uvicorn_config
 
 if TYPE_CHECKING:
+    from lpnode.gateway.chain_directory import ChainDirectory
     from lpnode.gateway.payments import GatewayPayments
+    from lpnode.gateway.selection import Selector
 
 log = logging.getLogger("lpnode.gateway")
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -110,6 +114,7 @@ class Gateway:
         self.apps: AppDirectory | None = None  # runner apps the orchestrators list (/discovery)
         self.app_routes: AppRoutes | None = None
         self.payments: GatewayPayments | None = None  # on chain, once run() opened the chain
+        self.chain_directory: ChainDirectory | None = None  # the chain's pool, when it lists or weighs orchestrators
         self.caps = settings.caps  # with the USD rate on chain, once run() opened the chain
         self.state = open_state(settings.data_dir.expanduser(), settings.db_url)  # SQLite, or PostgreSQL
         self.guard = KeyGuard(KeyStore(self.state)) if settings.auth == "keys" else None
@@ -211,7 +216,54 @@ class Gateway:
         if self.payments is not None:
             await self.payments.funds_problem()  # fresh deposit and reserve (cached by the chain watcher)
             body["payments"] = self.payments.snapshot()
+        if self.chain_directory is not None:
+            body["chain_pool"] = self._pool_status(self.chain_directory)
         return JSONResponse(body)
+
+    def _pool_status(self, pool: ChainDirectory) -> dict[str, Any]:
+        """The chain's pool as last read: its round and members (address, stake, active, service URI)."""
+        read = pool.last
+        members = [
+            {
+                "address": m.checksum_address, "stake": str(m.stake), "active": m.active, "in_pool": m.in_pool,
+                "service_uri": m.service_uri,
+            }
+            for m in (read.members if read is not None else ())
+        ]  # fmt: skip
+        return {"round": read.round if read is not None else None, "orchestrators": members, "problem": pool.problem}
+
+    async def _open_pool(self) -> None:
+        """On chain, when orchestrators come from the chain or are chosen by stake: read the pool once (a
+        ``ConfigError`` line when the chain has none to read)."""
+        from lpnode.gateway.chain_directory import ChainDirectory
+        from lpnode.payments.chain_errors import ChainError
+        from lpnode.payments.transcoder_pool import TranscoderPool
+
+        s = self.settings
+        assert s.chain is not None
+        try:
+            pool = TranscoderPool(s.chain.eth_url, s.chain.controller)
+        except ChainError as exc:
+            raise ConfigError(f"-network {s.chain.network}: {exc}") from None
+        self.chain_directory = ChainDirectory(pool, poll_seconds=s.chain_poll_seconds)
+        try:
+            found = await self.chain_directory.read()
+        except ChainError as exc:
+            await self.chain_directory.close()
+            self.chain_directory = None
+            raise ConfigError(f"-network {s.chain.network}: cannot read the orchestrator pool: {exc}") from None
+        log_event(log, "orchestrators from the chain", round=found.round, active=len(found.active))
+
+    def _selector(self) -> Selector:
+        """The ``--selection`` algorithm (a new one each call: batch jobs, runner apps and live keep their own)."""
+        s = self.settings
+        if s.selector == STAKE_SELECTOR:
+            from lpnode.gateway.selection_chain import StakeSelector
+
+            pool, directory = self.chain_directory, self.directory
+            assert pool is not None
+            return StakeSelector(lambda url: pool.stake(url, directory), s.weights)
+        return SELECTORS[s.selector]()
 
     async def _open_payments(self) -> None:
         """Open the chain and the wallet (a ``ConfigError`` line when they are unusable) and count payments in
@@ -240,9 +292,20 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         public_socket = bind_socket(s.http_host, s.http_port, flag="--http-addr")
+        discover: Callable[[], Awaitable[Sequence[str] | None]] | None = None
         admin_socket = bind_socket(s.cli_host, s.cli_port, flag="--cli-addr")
         if s.chain is not None:
             await self._open_payments()
+            if s.chain_discovery or s.selector == STAKE_SELECTOR:
+                await self._open_pool()
+        elif s.remote_signer_url:  # off-chain itself, paying on-chain orchestrators with the signer's key
+            from lpnode.gateway.remote_signer import SignerPayments
+
+            self.payments = signer = await SignerPayments.connect(s.remote_signer_url, s.remote_signer_headers)
+            if not s.orchestrators and not s.webhook_url:
+                discover = signer.discover  # the signer's /discover-orchestrators lists them
+        if self.chain_directory is not None and s.chain_discovery:
+            discover = self.chain_directory.discover
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), connector=aiohttp.TCPConnector(limit=0)
         )
@@ -254,11 +317,12 @@ class Gateway:
             refresh_seconds=s.refresh_seconds,
             request=self.payments.orchestrator_request if self.payments is not None else None,
             expired=self.payments.params_expired if self.payments is not None else None,
+            discover=discover,
         )
         transport = AiohttpTransport(self._session)
         forwarder = Forwarder(
             self.directory,
-            SELECTORS[s.selector](),
+            self._selector(),
             self.stats,
             self.caps,
             transport,
@@ -279,12 +343,21 @@ class Gateway:
         self.app_routes = AppRoutes(
             self.apps, forwarder.selector, self.stats, self._session, wrapper, s.base_url, timeout=s.timeout
         )
+        if s.remote_signer_url and s.chain is None:  # runner apps' 402 challenges are paid through the signer
+            from lpnode.gateway.remote_signer import SignerPayments
+
+            assert isinstance(self.payments, SignerPayments)
+            self.app_routes.signer = forwarder.apps.signer = self.payments
         self.live.attach(
-            self.directory, SELECTORS[s.selector](), self.stats, self.caps, self._session, s.base_url,
-            payments=self.payments, payment_interval=s.chain.live_payment_interval if s.chain is not None else 5.0,
+            self.directory, self._selector(), self.stats, self.caps, self._session, s.base_url,
+            payments=self.payments,
+            payment_interval=s.chain.live_payment_interval if s.chain is not None else s.live_payment_interval,
         )  # fmt: skip
         refresher = asyncio.ensure_future(self.directory.run())
         app_refresher = asyncio.ensure_future(self.apps.run())
+        background = [refresher, app_refresher]
+        if self.chain_directory is not None:
+            background.append(asyncio.ensure_future(self.chain_directory.run(self.directory)))
         servers = [_server(self.public_app(), public_socket), _server(self.admin_app(), admin_socket)]
         serving = [asyncio.ensure_future(server.serve(sockets=[sock])) for server, sock in servers]
         log_event(
@@ -298,10 +371,12 @@ class Gateway:
             await self.webrtc.close()  # WHIP/WHEP peers
             await self.live.close()  # ends live output streams, so their connections do not hold shutdown
             await asyncio.gather(*serving, return_exceptions=True)
-            refresher.cancel()
-            app_refresher.cancel()
+            for task in background:
+                task.cancel()
             self.async_jobs.close()
-            await asyncio.gather(refresher, app_refresher, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)
+            if self.chain_directory is not None:
+                await self.chain_directory.close()
             await self.client.close()
             await self._session.close()
             if self.payments is not None:

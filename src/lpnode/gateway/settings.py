@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from lpnode.gateway.directory import Offer
     from lpnode.payments.settings import ChainSettings
 
-SELECTOR_NAMES = ("latency", "go-livepeer")
+SELECTOR_NAMES = ("latency", "go-livepeer", "stake")
+STAKE_SELECTOR = "stake"
+"""go-livepeer's on-chain selection (:mod:`lpnode.gateway.selection_chain`): the default when orchestrators come
+from the chain."""
 OVERALL = ("", "")
 """The key of ``-maxPricePerUnit`` in :attr:`PriceCaps.usd`."""
 
@@ -54,6 +57,17 @@ class PriceCaps:
 
 
 @dataclass(frozen=True)
+class SelectionWeights:
+    """go-livepeer's ``-selectStakeWeight``, ``-selectPriceWeight``, ``-selectRandFreq`` (they sum to 1) and
+    ``-selectPriceExpFactor``, with go's defaults."""
+
+    stake: float = 0.7
+    price: float = 0.0
+    random: float = 0.3
+    price_exp_factor: float = 100.0
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     orchestrators: list[str]
     http_host: str = "127.0.0.1"
@@ -75,6 +89,16 @@ class GatewaySettings:
     admin_token: str = ""  # required on the admin API when set (lpnode.protocol.admin_access)
     chain: ChainSettings | None = None  # None: off-chain (no payments); else the chain the gateway pays on
     db_url: str = field(default="", repr=False)  # PostgreSQL for keys, usage, async jobs, limits ("": SQLite)
+    weights: SelectionWeights = field(default_factory=SelectionWeights)  # the "stake" selection's
+    chain_poll_seconds: float = 5.0  # on chain, how often the pool's contracts are checked for changes
+    remote_signer_url: str = ""  # -remoteSignerUrl: pay on-chain orchestrators through this signer (off-chain)
+    remote_signer_headers: dict[str, str] = field(default_factory=dict, repr=False)  # sent to the signer only
+    live_payment_interval: float = 5.0  # -livePaymentInterval, for streams paid through the signer
+
+    @property
+    def chain_discovery(self) -> bool:
+        """Orchestrators come from the chain's pool: on chain, with neither ``-orchAddr`` nor a webhook."""
+        return self.chain is not None and not self.orchestrators and not self.webhook_url
 
     @property
     def base_url(self) -> str:

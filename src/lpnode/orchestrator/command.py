@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lpnode.errors import ConfigError
@@ -36,6 +37,9 @@ from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
 from lpnode.protocol.orch_secret import read_secret
 from lpnode.runner.pipelines import pipeline_names
+
+if TYPE_CHECKING:
+    from lpnode.orchestrator.chain_duties import DutyFlags
 
 _TRUE = {"1", "t", "true", "yes", "on"}
 _FALSE = {"0", "f", "false", "no", "off"}
@@ -133,6 +137,15 @@ def add_orchestrator_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
         help="base URL runner apps use to reach this node (default: the service address)",
     )  # fmt: skip
     add_chain_flags(p, "orchestrator")
+    duties = p.add_argument_group("duties on chain (with -network)")
+    duties.add_argument(
+        "--reward", "-reward", dest="reward", nargs="?", const=True, default=True, type=_go_bool,
+        help="call reward once per round while in the active set (default true; -reward=false: off)",
+    )  # fmt: skip
+    duties.add_argument(
+        "--initialize-round", "-initializeRound", dest="initialize_round", nargs="?", const=True, default=False,
+        type=_go_bool, help="initialise each round that nobody has initialised yet (default false)",
+    )  # fmt: skip
 
 
 def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
@@ -235,6 +248,13 @@ def _check_live_runner_addr(value: str) -> None:
         raise ConfigError("invalid -liveRunnerAddr: must be an absolute URL")
     if parts.scheme not in ("http", "https"):
         raise ConfigError("invalid -liveRunnerAddr: scheme must be http or https")
+
+
+def duty_flags(args: argparse.Namespace) -> DutyFlags:
+    """``-reward`` and ``-initializeRound`` (they only act on chain)."""
+    from lpnode.orchestrator.chain_duties import DutyFlags  # loads the chain code: only when running one
+
+    return DutyFlags(reward=bool(args.reward), initialize_round=bool(args.initialize_round))
 
 
 def log_level(args: argparse.Namespace) -> str:

@@ -19,18 +19,17 @@ from lpnode.pipelines import PIPELINES, Results
 _VIDEO_PIPELINES = frozenset(name for name, p in PIPELINES.items() if p.results is Results.VIDEO)
 
 
-def check_install(entries: Sequence[AIModelConfig], *, process_runners: bool) -> None:
+def check_install(entries: Sequence[AIModelConfig], *, process_runners: bool, docker_option: bool = True) -> None:
     """Return when this install can serve ``entries``; else raise :class:`MissingExtraError` naming the first
     entry that cannot be served, the extra it needs and what else would do. ``process_runners``: entries
-    without a ``url`` run as local processes (not Docker containers)."""
+    without a ``url`` run as local processes (not Docker containers); ``docker_option``: the command has
+    ``--runner-backend docker`` to offer instead."""
     local = [entry for entry in entries if not entry.external] if process_runners else []
     if local and not installed(RUNNER):
         first = local[0]
         what = f'the local runner of {first.pipeline} "{first.model_id}"'
-        raise MissingExtraError(
-            f'{missing_message(RUNNER, what)} (or give the entry a "url", or use --runner-backend docker)',
-            RUNNER.name,
-        )
+        instead = ", or use --runner-backend docker" if docker_option else ""
+        raise MissingExtraError(f'{missing_message(RUNNER, what)} (or give the entry a "url"{instead})', RUNNER.name)
     video = [entry for entry in entries if entry.pipeline in _VIDEO_PIPELINES]
     if video and not installed(VIDEO_ENCODING):
         first = video[0]

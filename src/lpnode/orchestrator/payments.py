@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from lpnode.errors import BadRequestError, ConfigError, ForbiddenError
 from lpnode.logs import log_event
+from lpnode.orchestrator.chain_duties import ChainDuties, DutyFlags
 from lpnode.payments.balances import Balances
 from lpnode.payments.chain_errors import ChainError
 from lpnode.payments.recipient import PaymentError, Recipient, RecipientSettings
@@ -96,6 +97,8 @@ class OrchestratorPayments:
         self.redeemer = redeemer
         self.address: bytes = chain.wallet.address
         self.totals = _Totals()
+        self.duties: ChainDuties | None = None
+        """Reward, round initialisation and the active-set warning (:mod:`lpnode.orchestrator.chain_duties`)."""
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -111,6 +114,8 @@ class OrchestratorPayments:
     def start(self) -> None:
         """Run the redeemer and the balance sweep in the background until :meth:`close`."""
         self._tasks = [asyncio.ensure_future(self.redeemer.run()), asyncio.ensure_future(self._sweep())]
+        if self.duties is not None:
+            self._tasks.append(asyncio.ensure_future(self.duties.run()))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -253,6 +258,7 @@ class OrchestratorPayments:
             "balances": self.balances.snapshot(),
             "chain": self.chain.watcher.snapshot(),
             "price_feed": self.chain.price_feed.snapshot() if self.chain.price_feed is not None else None,
+            **({"operator": self.duties.snapshot()} if self.duties is not None else {}),
         }
 
     def _active(self) -> bool:
@@ -298,9 +304,14 @@ class _PaymentsCollector(Collector):
         yield from (tickets, queued, wei, earned, refused)
 
 
-async def open_payments(settings: ChainSettings, data_dir: Path) -> OrchestratorPayments:
+async def open_payments(
+    settings: ChainSettings, data_dir: Path, service_url: str = "", duties: DutyFlags | None = None
+) -> OrchestratorPayments:
     """Open the chain and everything a paid orchestrator needs; ConfigError (one line) when the chain, the
-    keystore or the password is wrong. A node not active on chain gets a warning, not a refusal."""
+    keystore or the password is wrong. A node not active on chain gets a warning, not a refusal.
+
+    With ``service_url`` (the node's ``-serviceAddr``) it also does its duties on chain (``duties``, by default
+    go-livepeer's: reward each round): ConfigError when the service URI on chain is another one."""
     chain = await open_chain(settings, data_dir)
     try:
         address = chain.wallet.address
@@ -335,6 +346,13 @@ async def open_payments(settings: ChainSettings, data_dir: Path) -> Orchestrator
         await chain.close()
         raise
     payments = OrchestratorPayments(chain, settings, recipient, balances, queue, redeemer)
+    if service_url:
+        payments.duties = ChainDuties(chain, service_url, duties or DutyFlags())
+        try:
+            await payments.duties.check_service_uri()
+        except BaseException:
+            await payments.close()
+            raise
     if not active:
         log_event(
             log, "this orchestrator is not active on chain: gateways' payments will be refused", logging.WARNING,

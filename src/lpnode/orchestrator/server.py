@@ -77,6 +77,7 @@ from lpnode.trickle import TrickleServer, TrickleSettings
 from lpnode.uvicorn_config import uvicorn_config
 
 if TYPE_CHECKING:
+    from lpnode.orchestrator.chain_duties import DutyFlags
     from lpnode.orchestrator.payments import OrchestratorPayments
 
 log = logging.getLogger("lpnode.orchestrator")
@@ -87,12 +88,14 @@ RUNNER_IDLE_SECONDS = 2.0
 class Orchestrator:
     """One orchestrator: build with settings, then ``await run(stop)``."""
 
-    def __init__(self, settings: OrchestratorSettings) -> None:
+    def __init__(self, settings: OrchestratorSettings, duties: DutyFlags | None = None) -> None:
         # A missing pip extra is one line here, not a failure in every runner it would start.
         check_install(
             settings.ai_models if settings.local_runners else [], process_runners=settings.runner_backend == "process"
         )
         self.settings = settings
+        self.duties = duties
+        """On chain: ``-reward`` and ``-initializeRound`` (:mod:`lpnode.orchestrator.chain_duties`)."""
         self.payments: OrchestratorPayments | None = None
         """On chain, once :meth:`run` has opened the chain; ``None`` off-chain."""
         self.tokens = AuthTokens(validity_seconds=settings.auth_token_ttl)
@@ -210,19 +213,15 @@ class Orchestrator:
         s = self.settings
         if s.chain is None:
             return
-        if self.runner_apps is not None:
-            log_event(
-                log,
-                "runner apps are not charged on chain yet: their sessions and calls are served free",
-                logging.WARNING,
-            )
         from lpnode.orchestrator.payments import open_payments
 
-        payments = await open_payments(s.chain, s.data_dir)
+        payments = await open_payments(s.chain, s.data_dir, s.service_url, self.duties)
         self.payments = payments
         self.prices = PriceBook(s.ai_models, payments.wei_per)
         self.relay.payments, self.relay.prices = payments, self.prices
         self.live.use_payments(payments, self.prices, s.chain.live_payment_interval, self.paid_info)
+        if self.runner_apps is not None:  # sessions and calls answer 402 until paid, then are metered
+            self.runner_apps.use_payments(payments, self.tokens, s.chain.live_payment_interval)
         self.byoc.payments = payments
         self.byoc.registry.wei_per = payments.wei_per  # BYOC prices in USD, converted with the price feed
         self.metrics.registry.register(payments.collector())
@@ -404,11 +403,11 @@ class Orchestrator:
                 await asyncio.to_thread(self.store.sweep)
 
 
-def run_orchestrator(settings: OrchestratorSettings) -> None:
-    """Blocking: run an orchestrator until SIGTERM/SIGINT."""
+def run_orchestrator(settings: OrchestratorSettings, duties: DutyFlags | None = None) -> None:
+    """Blocking: run an orchestrator until SIGTERM/SIGINT. ``duties``: on chain, ``-reward``/``-initializeRound``."""
 
     async def main(stop: asyncio.Event) -> None:
-        await Orchestrator(settings).run(stop)
+        await Orchestrator(settings, duties).run(stop)
 
     run_until_stopped(main, loop_factory=new_event_loop)
 

@@ -100,6 +100,7 @@ class ChainClient:
         self.max_gas_price = max_gas_price
         self._receipt_timeout = receipt_timeout
         self._contracts: dict[str, Any] = {}
+        self._extra_abis: dict[str, abi.ABI] = {}
         self._contracts_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._chain_id: int | None = None
@@ -153,10 +154,37 @@ class ChainClient:
             "RoundsManager": abi.ROUNDS_MANAGER,
             "BondingManager": abi.BONDING_MANAGER,
         }
-        contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abis[name])
+        known = _merged(abis.get(name, []), self._extra_abis.get(name, []))
+        contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=known)
         with self._contracts_lock:
             self._contracts[name] = contract
         return contract
+
+    def use_abi(self, name: str, contract_abi: abi.ABI) -> None:
+        """Know more functions of the Controller's contract ``name`` (any contract it registers, e.g.
+        ``ServiceRegistry``) for :meth:`read`, :meth:`estimate_gas` and :meth:`transact`."""
+        with self._contracts_lock:
+            self._extra_abis[name] = _merged(self._extra_abis.get(name, []), contract_abi)
+            self._contracts.pop(name, None)
+
+    async def read(self, name: str, function: str, *args: Any) -> Any:
+        """A view ``function`` of the Controller's contract ``name``; a revert is :class:`ChainRevert`."""
+        return await self._call(name, function, *args)
+
+    async def estimate_gas(self, name: str, function: str, *args: Any, value: int = 0) -> int:
+        """The gas ``name.function(*args)`` sent from the wallet would use now. It runs the call, so a transaction
+        that would revert raises :class:`ChainRevert` here, with nothing signed or sent."""
+
+        def run() -> int:
+            call = getattr(self._contract(name).functions, function)(*args)
+            return int(call.estimate_gas({"from": self._own_checksum(), "value": value}))
+
+        return await self._run(run, f"{name}.{function}")
+
+    async def transact(self, name: str, function: str, *args: Any, value: int = 0) -> str:
+        """Send ``name.function(*args)`` from the wallet and wait for its receipt; the transaction hash. Checks
+        and failures as every send here (:class:`GasPriceTooHigh`, :class:`ChainRevert`)."""
+        return await self._send(name, function, *args, value=value)
 
     def _read(self, name: str, function: str, *args: Any) -> Any:
         return getattr(self._contract(name).functions, function)(*args).call()
@@ -438,6 +466,16 @@ def _l1_block(block: Any) -> int:
         return int(block["number"])
     # web3 leaves keys it does not know as the node sent them: a hex string.
     return int(l1, 16) if isinstance(l1, str) else int(str(l1))
+
+
+def _merged(first: abi.ABI, more: abi.ABI) -> abi.ABI:
+    """``first`` and the entries of ``more`` it lacks (same name and input types): web3 refuses duplicates."""
+
+    def key(entry: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        return str(entry.get("name")), tuple(str(i.get("type")) for i in entry.get("inputs", []))
+
+    seen = {key(e) for e in first}
+    return [*first, *(e for e in more if key(e) not in seen)]
 
 
 def _short(exc: BaseException) -> str:

@@ -1,10 +1,13 @@
 """A local EVM with the project's Livepeer contracts deployed: the chain for development and tests.
 
-:func:`start_devchain` starts anvil on 127.0.0.1, deploys the contracts of ``contracts/`` (Controller, Minter,
-RoundsManager, BondingManager, ServiceRegistry, TicketBroker), registers them in the Controller under Livepeer's
-names (the TicketBroker also as ``JobsManager``, as on Arbitrum One), sets a ticket validity period and an unlock
-period of 2 rounds, unpauses the Controller and initialises the first round. Code that reads the chain through
-the Controller's address runs unchanged against it and against Livepeer's deployed contracts.
+:func:`start_devchain` starts anvil on 127.0.0.1, deploys the contracts of ``contracts/`` (Controller,
+LivepeerToken, Minter, RoundsManager, BondingManager, ServiceRegistry, TicketBroker), registers them in the
+Controller under Livepeer's names (the TicketBroker also as ``JobsManager``, as on Arbitrum One), sets a ticket
+validity period and an unlock period of 2 rounds, a pool of 100 orchestrators and an unbonding period of 2 rounds,
+mints the deployer 10 million LPT, unpauses the Controller and initialises the first round. Orchestrators join
+through the real path (``lpnode.payments.devchain_network``) or the :meth:`DevChain.activate` shortcut.
+Code that reads the chain through the Controller's address runs unchanged against it and against Livepeer's
+deployed contracts.
 
 The chain is short-lived and small on purpose: rounds of 20 blocks by default (anvil mines more slowly as the
 chain grows). Blocks are mined when transactions arrive, or every ``block_time`` seconds; :meth:`DevChain.mine`
@@ -48,9 +51,27 @@ ANVIL_VERSION = "1.7.1"
 ANVIL_TOOLS_PATH = Path(".tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 _ANVIL_TOOLS_GLOB = ".tools/node_modules/@foundry-rs/anvil-*/bin/anvil"
 #: The contracts deployed, in deployment order; each is registered in the Controller under this name.
-CONTRACTS = ("Controller", "Minter", "RoundsManager", "BondingManager", "ServiceRegistry", "TicketBroker")
+CONTRACTS = (
+    "Controller",
+    "LivepeerToken",
+    "Minter",
+    "RoundsManager",
+    "BondingManager",
+    "ServiceRegistry",
+    "TicketBroker",
+)
 DEFAULT_ROUND_LENGTH = 20
 DEFAULT_STAKE = 10**18
+#: The dev network's parameters: Livepeer's pool size on Arbitrum One, a short unbonding period (Livepeer's is 7
+#: rounds) and the Minter's inflation (parts per billion per round: 0.1% of the supply, moving by 0.00005% a round
+#: towards 50% bonded).
+NUM_ACTIVE_TRANSCODERS = 100
+UNBONDING_PERIOD = 2
+INFLATION = 1_000_000
+INFLATION_CHANGE = 500
+TARGET_BONDING_RATE = 500_000_000
+#: LPT minted to the deployer at deployment, so that rewards (a share of the supply) are worth seeing.
+INITIAL_SUPPLY = 10_000_000 * 10**18
 
 _READY_TIMEOUT = 20.0
 _TX_TIMEOUT = 60.0
@@ -214,21 +235,33 @@ class DevChain:
             raise DevChainError(f"transaction {tx_hash.hex()} failed")
         return receipt
 
-    def _call_sync(self, name: str, fn: str, *args: Any, key: bytes | None = None, value: int = 0) -> TxReceipt:
+    def _call_sync(
+        self, name: str, fn: str, *args: Any, key: bytes | None = None, value: int = 0, gas: int | None = None
+    ) -> TxReceipt:
         function = self.contract(name).functions[fn](*args)
 
         def build(base: Any) -> Any:
-            return function.build_transaction(cast(TxParams, {**base, "value": value}))
+            params: dict[str, Any] = {**base, "value": value}
+            if gas is not None:
+                params["gas"] = gas
+            return function.build_transaction(cast(TxParams, params))
 
         return self._send_sync(key or self.deployer.key, build)
 
     async def transact(
-        self, name: str, fn: str, *args: Any, key: bytes | str | _HasKey | None = None, value: int = 0
+        self,
+        name: str,
+        fn: str,
+        *args: Any,
+        key: bytes | str | _HasKey | None = None,
+        value: int = 0,
+        gas: int | None = None,
     ) -> TxReceipt:
         """Send ``name.fn(*args)`` from ``key`` (default: the deployer) and wait for it to be mined. Raises
-        :class:`DevChainError` with the revert string when it would revert."""
+        :class:`DevChainError` with the revert string when it would revert. ``gas``: the gas limit (default:
+        estimated, which is too little for calls that catch an inner call running out of gas)."""
         signer = _as_key(key) if key is not None else None
-        return await asyncio.to_thread(self._call_sync, name, fn, *args, key=signer, value=value)
+        return await asyncio.to_thread(self._call_sync, name, fn, *args, key=signer, value=value, gas=gas)
 
     async def call(self, name: str, fn: str, *args: Any) -> Any:
         """``name.fn(*args)`` as a read-only call at the latest block; :class:`DevChainError` on a revert."""
@@ -260,7 +293,9 @@ class DevChain:
 
     async def activate(self, address: bytes | str, stake: int = DEFAULT_STAKE) -> None:
         """Make ``address`` a registered, active orchestrator with ``stake`` from this round on (so winning
-        tickets can credit it fees and it may claim from reserves)."""
+        tickets can credit it fees and it may claim from reserves), keeping all its fees: a shortcut past bonding
+        (no LPT moves) through ``devSetActiveTranscoder``. The real path is
+        :func:`lpnode.payments.devchain_network.register_orchestrator`."""
         await self.transact("BondingManager", "devSetActiveTranscoder", _as_address(address), stake)
 
     async def block_number(self) -> int:
@@ -318,7 +353,7 @@ class DevChain:
 
     # --- deployment ------------------------------------------------------------------------------------------
 
-    def _deploy_sync(self, ticket_validity_period: int, unlock_period: int) -> None:
+    def _deploy_sync(self, ticket_validity_period: int, unlock_period: int, active_transcoders: int) -> None:
         self.chain_id = int(self.w3.eth.chain_id)
         key = self.deployer.key
 
@@ -330,7 +365,8 @@ class DevChain:
             return address
 
         controller = deploy("Controller")
-        deploy("Minter", controller)
+        deploy("LivepeerToken", controller)
+        deploy("Minter", controller, INFLATION, INFLATION_CHANGE, TARGET_BONDING_RATE)
         deploy("RoundsManager", controller, self.round_length)
         deploy("BondingManager", controller)
         deploy("ServiceRegistry", controller)
@@ -341,6 +377,9 @@ class DevChain:
             self._call_sync("Controller", "setContractInfo", contract_id(name), address, bytes(20))
         self._call_sync("TicketBroker", "setTicketValidityPeriod", ticket_validity_period)
         self._call_sync("TicketBroker", "setUnlockPeriod", unlock_period)
+        self._call_sync("BondingManager", "setNumActiveTranscoders", active_transcoders)
+        self._call_sync("BondingManager", "setUnbondingPeriod", UNBONDING_PERIOD)
+        self._call_sync("LivepeerToken", "mint", self.deployer.checksum_address, INITIAL_SUPPLY)
         self._call_sync("Controller", "unpause")
 
 
@@ -355,13 +394,15 @@ async def start_devchain(
     unlock_period: int = 2,
     anvil: str | None = None,
     base_fee: int | None = None,
+    active_transcoders: int = NUM_ACTIVE_TRANSCODERS,
 ) -> DevChain:
     """Start anvil on 127.0.0.1:``port`` (0: a free port), deploy and wire the contracts, and initialise round 1.
 
     ``block_time``: mine a block every so many seconds as well (default: only when a transaction arrives).
     ``base_fee``: the first block's base fee in wei, with no minimum priority fee, so ``eth_gasPrice`` is the base
     fee (0: gas costs nothing until someone sets it with ``anvil_setNextBlockBaseFeePerGas``); default anvil's
-    own (1 gwei, falling as empty blocks pass, plus a suggested 1 gwei tip).
+    own (1 gwei, falling as empty blocks pass, plus a suggested 1 gwei tip). ``active_transcoders``: the pool's
+    maximum size (1 to 256).
     Raises :class:`ConfigError` when anvil is missing or does not start.
 
     anvil is killed when the thread that started it ends (Linux's parent-death signal follows the thread):
@@ -384,7 +425,7 @@ async def start_devchain(
             if attempt == attempts - 1:
                 raise
     try:
-        await asyncio.to_thread(chain._deploy_sync, ticket_validity_period, unlock_period)
+        await asyncio.to_thread(chain._deploy_sync, ticket_validity_period, unlock_period, active_transcoders)
         await chain.advance_round()
         if interval:
             await chain.rpc("evm_setIntervalMining", [interval])

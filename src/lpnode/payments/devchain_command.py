@@ -46,13 +46,26 @@ def add_devchain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
 
 
-def describe(chain: DevChain) -> str:
-    """What a user needs to use the chain: its URL, chain id, Controller, contracts and funded accounts."""
+def describe(chain: DevChain, network: dict[str, int] | None = None) -> str:
+    """What a user needs to use the chain: its URL, chain id, Controller, contracts, the network's parameters
+    (``network``, from :func:`lpnode.payments.devchain_network.network_parameters`) and funded accounts."""
     lines = [
         f"dev chain at {chain.url} (chain id {chain.chain_id}, rounds of {chain.round_length} blocks)",
         f"  -network devchain -ethUrl {chain.url} -ethController {chain.controller}",
         "contracts:",
         *(f"  {name:<16} {address}" for name, address in chain.addresses.items()),
+    ]
+    if network:
+        lpt = 10**18
+        lines += [
+            "network:",
+            f"  round {network['round']}; transcoder pool {network['pool_size']} of at most "
+            f"{network['pool_max_size']}; unbonding period {network['unbonding_period']} rounds",
+            f"  LPT supply {network['lpt_supply'] / lpt:,.0f} (the deployer holds it and mints more); "
+            f"inflation {network['inflation'] / 1e7:g}% a round, "
+            f"{network['mintable_this_round'] / lpt:,.2f} LPT mintable this round",
+        ]
+    lines += [
         "accounts (anvil's public development keys; the first owns the Controller):",
         *(f"  {a.checksum_address}  {a.key_hex}" for a in chain.accounts),
     ]
@@ -69,10 +82,11 @@ def run_devchain(args: argparse.Namespace) -> int:
 
     async def main(stop: asyncio.Event) -> None:
         from lpnode.payments.devchain import start_devchain
+        from lpnode.payments.devchain_network import network_parameters
 
         chain = await start_devchain(args.port, block_time=args.block_time, round_length=args.round_length)
         try:
-            print(describe(chain), flush=True)
+            print(describe(chain, await network_parameters(chain)), flush=True)
             keeper = asyncio.create_task(chain.keep_rounds())
             await stop.wait()
             keeper.cancel()

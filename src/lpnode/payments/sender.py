@@ -93,10 +93,11 @@ class Sender:
     def address(self) -> bytes:
         return self.wallet.address
 
-    def start_session(self, info: OrchestratorInfo) -> str:
+    def start_session(self, info: OrchestratorInfo, *, nonce: int | None = None) -> str:
         """Start paying with ``info.ticket_params``; the session id (``0x`` + recipientRandHash hex). Nonces belong to
         the params: new params start at nonce 0, the very params already held keep theirs (starting them again would
-        be refused as replayed). SenderError when ``info`` carries no ticket params."""
+        be refused as replayed). ``nonce`` sets the last nonce used (go's ``StartSessionWithNonce``: a remote signer
+        resumes a session from its client's state). SenderError when ``info`` carries no ticket params."""
         if not info.HasField("ticket_params"):
             raise SenderError("the orchestrator sent no ticket params")
         params = info.ticket_params
@@ -114,7 +115,9 @@ class Sender:
         session_id = "0x" + session.recipient_rand_hash.hex()
         with self._lock:
             held = self._sessions.get(session_id)
-            if held is not None and replace(held, nonce=0) == session:
+            if nonce is not None:
+                session.nonce = nonce % 2**32
+            elif held is not None and replace(held, nonce=0) == session:
                 return session_id  # the same params: their nonces go on
             if len(self._sessions) >= MAX_SESSIONS:
                 self._drop_expired()
@@ -125,6 +128,10 @@ class Sender:
         """Forget a session (its orchestrator was dropped or gave new params)."""
         with self._lock:
             self._sessions.pop(session, None)
+
+    def nonce(self, session: str) -> int:
+        """The last nonce ``session`` used (0 before its first ticket); SenderError for an unknown session."""
+        return self._session(session).nonce % 2**32
 
     def expected_value(self, session: str) -> Fraction:
         """The EV of one ticket of ``session`` in wei; SenderError for an unknown session."""

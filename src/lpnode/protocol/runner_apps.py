@@ -224,3 +224,39 @@ def read_pipeline_app_metadata(metadata: str) -> dict[str, str] | None:
     if not isinstance(value, dict) or not all(isinstance(value.get(k), str) and value[k] for k in PIPELINE_APP_KEYS):
         return None
     return {k: value[k] for k in PIPELINE_APP_KEYS}
+
+
+# --- payments on chain (research live-runner.md §12–§13) ---------------------------------------------------------
+
+PAYMENT_PATH_TAIL: Final = "/payment"
+"""``POST /apps/{route}/session/{sid}/payment``: a metered session's follow-up payment (:func:`payment_path`)."""
+REFRESH_PAYMENT_PATH: Final = "/refresh-payment"
+"""``POST /refresh-payment`` ``{"sender", "manifest_id"}``: fresh payment terms for a paid session."""
+GENERIC_PAYMENT_PATH: Final = "/payment"
+CHALLENGE_FIELDS: Final = ("payment_params", "orchestrator", "manifest_id", "payment_url")
+"""A 402 challenge's JSON keys: ``payment_params`` is base64 of a protobuf ``OrchestratorInfo``."""
+UNIT_SECONDS: Final = "seconds"
+UNIT_720P: Final = "720p-pixel-seconds"
+UNIT_FIXED: Final = "fixed"
+ADVERTISED_UNITS: Final = {"hour": UNIT_SECONDS, "720p": UNIT_720P, "fixed": UNIT_FIXED}
+"""The wei unit advertised (discovery, the signer's ``maxPrice.unit``) for each registered USD unit."""
+USD_DIVISORS: Final = {"hour": 3600, "720p": 3600 * 1280 * 720 * 30, "fixed": 1}
+"""Billing units in one registered unit: a USD price per ``hour`` is per 3,600 seconds, per ``720p`` hour per
+99,532,800,000 pixel-seconds, ``fixed`` per call."""
+UNITS_PER_SECOND: Final = {UNIT_SECONDS: 1, UNIT_720P: 1280 * 720 * 30}
+"""Metered units a second of a session (a ``fixed`` session is not metered)."""
+SIGNER_TYPES: Final = {UNIT_SECONDS: "live", UNIT_720P: "lv2v", UNIT_FIXED: "fixed", "hour": "live", "720p": "lv2v"}
+"""The remote signer's payment ``type`` for an advertised (or registered) unit."""
+
+INVALID_PAYER: Final = "invalid live runner payment signer address"
+MISMATCHED_MANIFEST: Final = "mismatched manifest and auth token"
+MISMATCHED_SESSION: Final = "mismatched session and payment manifest"
+PRICE_MISMATCH: Final = "payment price does not match live runner price"
+FIXED_NO_FOLLOW_UP: Final = "fixed-price live runner sessions do not accept follow-up payments"
+PRICE_UNAVAILABLE: Final = "live runner price unavailable"
+FIXED_PRICE_NOT_FOUND: Final = "fixed price not found for session"
+
+
+def payment_path(route: str, session_id: str) -> str:
+    """``/apps/{route}/session/{sid}/payment``: where a paid session's follow-up payments go (``payment_url``)."""
+    return control_path(route, session_id) + PAYMENT_PATH_TAIL

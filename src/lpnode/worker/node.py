@@ -42,7 +42,7 @@ class Worker:
     """One worker: build with settings, then ``await run(stop)``."""
 
     def __init__(self, settings: WorkerSettings) -> None:
-        check_install(settings.ai_models, process_runners=True)  # its runners are local processes
+        check_install(settings.ai_models, process_runners=True, docker_option=False)  # its runners are processes
         self.settings = settings
         self.pool = RunnerPool(
             settings.ai_models,

@@ -15,6 +15,11 @@ give or take the seconds of one interval that one side has counted and the other
 As in go-livepeer, a failed payment is logged and the stream goes on: the orchestrator stops the stream when
 its balance runs out, which the media loops see as closed channels. :attr:`LivePayer.last_problem` keeps the
 reason for the stream's status.
+
+Through a remote signer (:class:`~lpnode.gateway.remote_signer.SignerPayments`) the signer works out what is due
+from the time since the stream's last payment (its state, carried on from the start's): each interval asks it for
+a payment with the stream's manifest id; 480 fetches fresh orchestrator info and asks again, 482 (nothing due)
+skips the round.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from lpnode.protocol.lp_rpc_pb2 import OrchestratorInfo, PaymentResult
 
 if TYPE_CHECKING:
     from lpnode.gateway.payments import GatewayPayments, PaidSession
+    from lpnode.gateway.remote_signer import SignerPayments
 
 log = logging.getLogger("lpnode.gateway.live.payments")
 PAYMENT_TIMEOUT = 10.0
@@ -73,7 +79,20 @@ class LivePayer:
 
     def start(self) -> None:
         self._last = time.monotonic()
+        if self._signer() is not None:
+            from lpnode.gateway.payments import manifest_for
+
+            signer = self._signer()
+            assert signer is not None
+            signer.take_start_state(
+                self.urls.orchestrator, manifest_for(PIPELINE, self.model_id), self.urls.manifest_id
+            )
         self._task = asyncio.ensure_future(self._run())
+
+    def _signer(self) -> SignerPayments | None:
+        from lpnode.gateway.remote_signer import SignerPayments
+
+        return self.payments if isinstance(self.payments, SignerPayments) else None
 
     def view(self) -> dict[str, object]:
         """For the stream's status: seconds paid, failed payments and the last failure's reason."""
@@ -111,6 +130,10 @@ class LivePayer:
 
     async def pay(self, seconds: float) -> None:
         """Pay for ``seconds`` of the stream; raises with the reason when the orchestrator refuses."""
+        signer = self._signer()
+        if signer is not None:
+            await self._pay_through(signer, seconds)
+            return
         if self.payments.params_expired(self.info):
             self.info = await self.directory.session_info(self.urls.orchestrator, PIPELINE, self.model_id)
         from lpnode.gateway.payments import LIVE_INITIAL_SECONDS, LIVE_UNITS_PER_SECOND
@@ -147,6 +170,37 @@ class LivePayer:
         self.payments.settle(staged)
         if staged.ev > 0:
             self.payments.balances.restore(staged.key, ahead)
+        self.paid_seconds += seconds
+        self.last_problem = ""
+        self._fresh_params(body)
+
+    async def _pay_through(self, signer: SignerPayments, seconds: float) -> None:
+        from lpnode.gateway.remote_signer import MAX_REFRESHES, SignerRefusal
+        from lpnode.protocol.remote_signer import STATUS_REFRESH_SESSION
+
+        for _ in range(MAX_REFRESHES + 1):
+            try:
+                answer = await signer.live_payment(self.info, self.urls.manifest_id)
+                break
+            except SignerRefusal as exc:
+                if exc.status != STATUS_REFRESH_SESSION:
+                    raise
+                self.directory.forget_session(self.urls.orchestrator)
+                self.info = await self.directory.session_info(self.urls.orchestrator, PIPELINE, self.model_id)
+        else:
+            raise RuntimeError("too many consecutive session refreshes")
+        if answer is None:  # nothing due yet: the credit covers the time so far
+            self.paid_seconds += seconds
+            return
+        headers = {PAYMENT_HEADER: answer.payment, SEGMENT_HEADER: answer.seg_creds}
+        async with self.http.post(
+            f"{self.urls.transcoder}/payment", headers=headers, timeout=aiohttp.ClientTimeout(total=PAYMENT_TIMEOUT),
+            ssl=False,
+        ) as reply:  # fmt: skip
+            body = await reply.content.read(ERROR_BODY_LIMIT)
+            status = reply.status
+        if status != 200:
+            raise RuntimeError(f"{self.urls.transcoder}/payment answered {status}: {error_message(body)}")
         self.paid_seconds += seconds
         self.last_problem = ""
         self._fresh_params(body)

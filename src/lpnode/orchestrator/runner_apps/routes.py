@@ -8,6 +8,7 @@ else to the wrapped app. With the feature off (no registry) the Live Runner path
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -17,7 +18,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from lpnode.logs import log_event
-from lpnode.orchestrator.runner_apps.admission import Admission
+from lpnode.orchestrator.runner_apps.admission import Admission, JsonRefusal, PaymentRoutes
 from lpnode.orchestrator.runner_apps.app_proxy import AppProxy
 from lpnode.orchestrator.runner_apps.records import AppRunner, AppSession
 from lpnode.orchestrator.runner_apps.registry import AppError, AppRegistry
@@ -51,12 +52,19 @@ class RunnerAppsFront:
     """ASGI: runner-app routes and public proxy URLs before ``app``."""
 
     def __init__(
-        self, app: ASGIApp, registry: AppRegistry | None, admission: Admission | None, proxy: AppProxy | None
+        self,
+        app: ASGIApp,
+        registry: AppRegistry | None,
+        admission: Admission | None,
+        proxy: AppProxy | None,
+        payments: PaymentRoutes | None = None,
     ) -> None:
         self.app = app
         self.registry = registry
         self.admission = admission
         self.proxy = proxy
+        self.payments = payments
+        """On chain: the payment routes and discovery's prices (None off-chain)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -65,6 +73,9 @@ class RunnerAppsFront:
         parts = _segments(scope)
         head = parts[0] if parts else ""
         ours = head in ("runners", "apps", "runner") or scope["path"] == wire.DISCOVERY_PATH
+        if self.payments is not None and scope["path"] == wire.REFRESH_PAYMENT_PATH:
+            await self._guard(self._refresh_payment, scope, receive, send)
+            return
         if self.registry is not None:
             host = HTTPConnection(scope).headers.get("host", "")
             matched = self.registry.proxy_template.match(host, scope["path"])
@@ -82,6 +93,8 @@ class RunnerAppsFront:
     async def _guard(self, handler: Any, scope: Scope, receive: Receive, send: Send, *args: Any) -> None:
         try:
             response = await handler(scope, receive, send, *args)
+        except JsonRefusal as exc:
+            response = JSONResponse(exc.document, status_code=exc.status)
         except AppError as exc:
             response = text(exc.status, exc.message)
         if response is not None:
@@ -100,7 +113,7 @@ class RunnerAppsFront:
         n = len(parts)
         head = parts[0]
         if head == "discovery" and n == 1:
-            return _only(method, "GET") or JSONResponse(self._registry.discovery())
+            return _only(method, "GET") or JSONResponse(self._discovery())
         if head == "runners":
             if parts[1:] == ["heartbeat"]:
                 return _only(method, "POST") or await self._heartbeat(scope, receive)
@@ -121,7 +134,7 @@ class RunnerAppsFront:
                 if n == 5 and parts[4] == "stop":
                     return _only(method, "POST") or self._client_stop(route, sid)
                 if n == 5 and parts[4] == "payment":
-                    return _only(method, "POST") or self._payment(route, sid)
+                    return _only(method, "POST") or await self._payment(scope, route, sid)
         if head == "runner" and n == 5 and parts[2] == "session":
             return await self._callback(scope, receive, parts[1], parts[3], parts[4])
         return text(404, "404 page not found")
@@ -169,11 +182,34 @@ class RunnerAppsFront:
             self.admission.done(runner, session)
         return Response(status_code=204)
 
-    def _payment(self, route: str, session_id: str) -> Response:
+    async def _payment(self, scope: Scope, route: str, session_id: str) -> Response:
+        if self.payments is not None:
+            return await self.payments.session_payment(HTTPConnection(scope), route, session_id)
         runner = self._registry.runner(route)
         if session_id not in runner.sessions:
             raise AppError(404, wire.SESSION_NOT_FOUND)
         raise AppError(400, "this orchestrator runs off-chain: runner app sessions take no payments")
+
+    async def _refresh_payment(self, scope: Scope, receive: Receive, send: Send) -> Response:
+        assert self.payments is not None
+        if scope.get("method") != "POST":
+            return text(405, "Method Not Allowed")
+        return await self.payments.refresh_payment(await _read(scope, receive))
+
+    def _discovery(self) -> list[dict[str, Any]]:
+        """``GET /discovery``; on chain each runner carries its price in wei (go's ``price_info``)."""
+        registry = self._registry
+        document = registry.discovery()
+        if self.payments is None or not document[0].get("runners"):
+            return document
+        now = registry.clock()
+        # The registry lists ready runners in its own order: the same walk pairs each entry with its runner.
+        ready = [r for r in registry.runners() if r.ready(now, registry.ttl)]
+        for entry, runner in zip(document[0]["runners"], ready, strict=False):
+            price = self.payments.discovery_price(runner)
+            if price is not None:
+                entry["price_info"] = price
+        return document
 
     async def _session_app(
         self, scope: Scope, receive: Receive, send: Send, route: str, session_id: str, app_path: str
@@ -191,8 +227,19 @@ class RunnerAppsFront:
         if not runner.single_shot:
             raise AppError(400, wire.NOT_SINGLE_SHOT)
         session = await self._admit(scope, runner, single_shot=True)
+        assert self.admission is not None
+        relay = asyncio.ensure_future(
+            self._relay(scope, receive, send, runner, session, runner.advert.runner_url, app_path)
+        )
+        self.admission.bind(runner, session, relay)
         try:
-            await self._relay(scope, receive, send, runner, session, runner.advert.runner_url, app_path)
+            await asyncio.shield(relay)
+        except asyncio.CancelledError:
+            if not relay.cancelled():  # this request itself was cancelled: so is its relay
+                relay.cancel()
+                raise
+            # Released under the call (its payment ran out): the client sees the connection drop.
+            log_event(log, "runner app call cut off: its session was released", runner_id=runner.runner_id)
         finally:
             if self._registry.release(runner, session.id) and self.admission is not None:
                 self.admission.done(runner, session)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from starlette.requests import Request
@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
-from lpnode.orchestrator.runner_apps.admission import FreeAdmission
+from lpnode.orchestrator.runner_apps.admission import Admission, FreeAdmission, PaymentRoutes
 from lpnode.orchestrator.runner_apps.adverts import AdvertError, decode_json, parse_static_document
 from lpnode.orchestrator.runner_apps.app_proxy import AppProxy
 from lpnode.orchestrator.runner_apps.proxy_urls import parse_template
@@ -35,6 +35,11 @@ from lpnode.protocol import runner_apps as wire
 from lpnode.protocol.asgi import ASGIApp
 from lpnode.trickle import TrickleServer
 
+if TYPE_CHECKING:
+    from lpnode.orchestrator.payments import OrchestratorPayments
+    from lpnode.orchestrator.runner_apps.payments import PaidAdmission
+    from lpnode.protocol.auth_token import AuthTokens
+
 log = logging.getLogger("lpnode.orchestrator.runner_apps")
 
 
@@ -42,7 +47,9 @@ class RunnerApps:
     def __init__(self, registry: AppRegistry, config: Path | None) -> None:
         self.registry = registry
         self.config = config
-        self.admission = FreeAdmission(registry)
+        self.admission: Admission = FreeAdmission(registry)
+        self.paid: PaidAdmission | None = None
+        """On chain, after :meth:`use_payments`: sessions and calls are charged (research §13)."""
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self.proxy = AppProxy(self.http)
@@ -80,6 +87,14 @@ class RunnerApps:
             on_chain=on_chain,
         )
         return cls(registry, config)
+
+    def use_payments(self, payments: OrchestratorPayments, tokens: AuthTokens, interval: float) -> None:
+        """Charge for every session and call from now on: the 402 challenge, metering every ``interval`` seconds
+        (``-livePaymentInterval``), fixed prices once, and the payment routes."""
+        from lpnode.orchestrator.runner_apps.payments import PaidAdmission
+
+        self.paid = PaidAdmission(self.registry, payments, tokens, interval)
+        self.admission = self.paid
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -125,7 +140,8 @@ class RunnerApps:
             await self._http.close()
 
     def front(self, app: ASGIApp) -> ASGIApp:
-        return RunnerAppsFront(app, self.registry, self.admission, self.proxy)
+        routes: PaymentRoutes | None = self.paid
+        return RunnerAppsFront(app, self.registry, self.admission, self.proxy, routes)
 
     def admin_routes(self) -> list[Route]:
         return [Route(wire.STATIC_UPSERT_PATH, self.upsert, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])]
@@ -143,6 +159,10 @@ class RunnerApps:
 
     def status(self) -> list[dict[str, Any]]:
         return self.registry.status()
+
+    def payments_status(self) -> dict[str, Any] | None:
+        """Paid sessions and metered wei (None off-chain)."""
+        return self.paid.status() if self.paid is not None else None
 
 
 def front_without_apps(app: ASGIApp) -> ASGIApp:
