@@ -161,6 +161,7 @@ def build_runner_image(engine: DockerEngine) -> float:
     args = ["build", "-q", "-f", "docker/runner.Dockerfile", "-t", engine.runner_image]
     args += ["--build-arg", "BASE_IMAGE=python:3.11-slim", *_torch_build_args(), *_pin_versions(), str(REPO)]
     engine.docker(*args, timeout=900)
+    engine.docker("image", "prune", "-f")  # the image this build replaced: its layers would pile up run after run
     return time.monotonic() - started
 
 

@@ -57,7 +57,7 @@ class Env:
         return self.run(self.chain.call(name, fn, *args))
 
     def nonce(self, account: DevAccount) -> int:
-        return int(self.w3.eth.get_transaction_count(account.checksum_address))
+        return int(self.w3.eth.get_transaction_count(Web3.to_checksum_address(account.checksum_address)))
 
     def close(self) -> None:
         self.run(self.chain.close())
@@ -276,7 +276,9 @@ def test_a_running_orchestrator_calls_reward_once_per_round(env: Env) -> None:
         time.sleep(6)  # another poll period: no second call in the same round
     finally:
         node.stop()
-    bonding = env.w3.eth.contract(address=env.chain.addresses["BondingManager"], abi=_reward_event())
+    bonding = env.w3.eth.contract(
+        address=Web3.to_checksum_address(env.chain.addresses["BondingManager"]), abi=_reward_event()
+    )
     events = bonding.events.Reward.get_logs(from_block=0, argument_filters={"transcoder": op.checksum_address})
     rounds_manager = env.chain.contract("RoundsManager").functions.currentRound()
     by_round = [rounds_manager.call(block_identifier=e["blockNumber"]) for e in events]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,22 @@ def test_busy_port_is_refused_before_any_runner_starts(models_dir: Path, tmp_pat
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
     assert not (tmp_path / "logs").exists(), "no runner may start when the port is taken"
+
+
+def test_a_stop_while_an_external_runner_is_unreachable_is_clean(tmp_path: Path) -> None:
+    """SIGTERM while the pool still waits for a `url` runner that never answers: a clean exit, no traceback."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    path = tmp_path / "aiModels.json"
+    path.write_text(json.dumps([{"pipeline": "text-to-image", "model_id": "a/b", "url": f"http://127.0.0.1:{dead}"}]))
+    node = OrchestratorProcess(path, tmp_path / "models", tmp_path / "data", plain=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "Started server process" not in node.log():  # up, with the pool still waiting for the runner
+            assert node.proc.poll() is None and time.monotonic() < deadline, node.log()
+            time.sleep(0.1)
+    finally:
+        code = node.stop(signal.SIGTERM)
+    assert code == 0, node.log()
+    assert "Traceback" not in node.log() and "never retrieved" not in node.log(), node.log()

@@ -132,6 +132,16 @@ def t2i_caps() -> Capabilities:
     return caps
 
 
+def ev_of(info: OrchestratorInfo) -> Fraction:
+    """The EV of one ticket of ``info``'s params (a little over -ticketEV: the win probability rounds up)."""
+    params = info.ticket_params
+    return Fraction(int.from_bytes(params.face_value, "big") * int.from_bytes(params.win_prob, "big"), MAX_WIN_PROB)
+
+
+def tickets_in(answer: requests.Response) -> int:
+    return len(Payment.FromString(base64.b64decode(answer.json()["payment"])).ticket_sender_params)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -227,7 +237,8 @@ def test_tickets_are_credited_by_the_orchestrator_and_a_winner_is_redeemed_on_ch
     payment = Payment.FromString(base64.b64decode(answer.json()["payment"]))
     assert len(payment.ticket_sender_params) == 10
     assert [t.sender_nonce for t in payment.ticket_sender_params] == list(range(1, 11))
-    assert decoded_state(answer)["Balance"] == "0"
+    ev = ev_of(info)
+    assert Fraction(decoded_state(answer)["Balance"]) == 10 * ev - 10 * TICKET_EV
     credited = stack.orchestrator.post(
         "/payment",
         headers={"Livepeer-Payment": answer.json()["payment"], "Livepeer-Segment": answer.json()["segCreds"]},
@@ -236,15 +247,15 @@ def test_tickets_are_credited_by_the_orchestrator_and_a_winner_is_redeemed_on_ch
     assert PaymentResult.FromString(credited.content).info.ticket_params.recipient
     status = stack.orchestrator.admin_get("/status").json()["payments"]
     mine = [b for b in status["balances"] if b["sender"] == stack.address and b["manifest"] == "paid-1"]
-    assert mine and Fraction(mine[0]["balance"]) == 10 * TICKET_EV
+    assert mine and int(mine[0]["balance"]) == int(10 * ev)
     # Each ticket wins with probability 1/2: the orchestrator redeems the winners on chain.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status = stack.orchestrator.admin_get("/status").json()["payments"]
-        if status.get("redeemed", 0) >= 1:
+        tickets = stack.orchestrator.admin_get("/status").json()["payments"]["tickets"]
+        if tickets["redeemed"] >= 1:
             break
         time.sleep(0.5)
-    assert status.get("redeemed", 0) >= 1, status
+    assert tickets["redeemed"] >= 1 and tickets["failed"] == 0, tickets
     metrics = requests.get(stack.signer.url + "/metrics", timeout=5).text
     assert 'lpnode_signer_payments_total{status="200"}' in metrics and "lpnode_signer_tickets_total" in metrics
 
@@ -255,7 +266,8 @@ def test_fixed_pays_one_unit_and_the_state_carries_the_nonce_on(stack: Stack) ->
     assert first.status_code == 200, first.text
     state = decoded_state(first)
     assert state["SequenceNumber"] == 0 and state["Type"] == "fixed" and state["SenderNonce"] == 1
-    assert Fraction(state["Balance"]) == TICKET_EV - PRICE  # one unit at the price, not inPixels
+    ev = ev_of(info)
+    assert Fraction(state["Balance"]) == ev - PRICE  # one unit at the price, not inPixels
     assert set(state) == {"StateID", "PMSessionID", "LastUpdate", "OrchestratorAddress", "App", "AuthExpiry",
                           "SenderNonce", "Balance", "InitialPricePerUnit", "InitialPixelsPerUnit", "Type",
                           "SequenceNumber", "AuthID"}  # fmt: skip
@@ -263,35 +275,45 @@ def test_fixed_pays_one_unit_and_the_state_carries_the_nonce_on(stack: Stack) ->
     assert again.status_code == 200, again.text
     nxt = decoded_state(again)
     assert nxt["SequenceNumber"] == 1 and nxt["StateID"] == state["StateID"]
-    assert Fraction(nxt["Balance"]) == Fraction(state["Balance"]) - PRICE  # the credit covered it: no ticket needed?
+    assert Fraction(nxt["Balance"]) == Fraction(state["Balance"]) + ev - PRICE  # the credit was below one EV
     payment = Payment.FromString(base64.b64decode(again.json()["payment"]))
     assert [t.sender_nonce for t in payment.ticket_sender_params] == [2]
+    # Now the credit (about 2 EV) covers a call: nothing is due, and no state comes back (keep the old one).
+    due = stack.signer.pay(body(info, type="fixed", state=again.json()["state"], ManifestID="fixed-1"))
+    refused(due, 482, "no tickets")
+    assert "state" not in due.json()
 
 
 def test_live_bills_ten_seconds_first_then_the_seconds_elapsed(stack: Stack) -> None:
     info = stack.info()
-    info.price_info.pricePerUnit, info.price_info.pixelsPerUnit = 30_000, 1  # wei per second
+    info.price_info.pricePerUnit, info.price_info.pixelsPerUnit = 3000, 1  # wei per second
+    ev = ev_of(info)
     first = stack.signer.pay(body(info, type="live", app="my-app"))
     assert first.status_code == 200, first.text
     state = decoded_state(first)
-    assert Fraction(state["Balance"]) == TICKET_EV - 10 * 30_000 and state["App"] == "my-app"
+    assert Fraction(state["Balance"]) == ev - 10 * 3000 and state["App"] == "my-app"
     time.sleep(1.2)
     again = stack.signer.pay(body(info, type="live", app="my-app", ManifestID="m", state=first.json()["state"]))
-    assert again.status_code == 482, again.text  # 2 s billed: the credit covers it, no state comes back
-    assert "state" not in again.json()
+    assert again.status_code == 200, again.text
+    billed = (Fraction(state["Balance"]) + tickets_in(again) * ev - Fraction(decoded_state(again)["Balance"])) / 3000
+    assert billed == 2  # 1.2 s, rounded up to whole seconds
+    assert decoded_state(again)["LastUpdate"] > state["LastUpdate"]
+
+
+def test_the_fee_stays_at_the_initial_price_when_the_orchestrator_lowers_it(stack: Stack) -> None:
+    info = stack.info()
+    ev = ev_of(info)
+    first = stack.signer.pay(body(info, inPixels=2000))  # 2,000 pixels at 1,000 wei: about 2 EV
+    assert first.status_code == 200, first.text
     lower = OrchestratorInfo()
     lower.CopyFrom(info)
-    lower.price_info.pricePerUnit = 20_000  # the orchestrator lowers its price: the fee stays at the initial one
-    while True:
-        time.sleep(1.0)
-        paid = stack.signer.pay(body(lower, type="live", app="my-app", ManifestID="m", state=first.json()["state"]))
-        if paid.status_code == 200:
-            break
-        assert paid.status_code == 482, paid.text
-    seconds = (Fraction(state["Balance"]) + TICKET_EV - Fraction(decoded_state(paid)["Balance"])) / 30_000
-    assert seconds.denominator == 1 and seconds >= 34  # whole seconds, billed at 30,000 wei
-    expected = Payment.FromString(base64.b64decode(paid.json()["payment"])).expected_price
-    assert (expected.pricePerUnit, expected.pixelsPerUnit) == (20_000, 1)
+    lower.price_info.pricePerUnit = PRICE // 2
+    again = stack.signer.pay(body(lower, inPixels=2000, ManifestID="m", state=first.json()["state"]))
+    assert again.status_code == 200, again.text
+    fee = Fraction(decoded_state(first)["Balance"]) + tickets_in(again) * ev - Fraction(decoded_state(again)["Balance"])
+    assert fee == 2000 * PRICE
+    expected = Payment.FromString(base64.b64decode(again.json()["payment"])).expected_price
+    assert (expected.pricePerUnit, expected.pixelsPerUnit) == (PRICE // 2, 1)
 
 
 def test_lv2v_opens_with_sixty_seconds_of_720p30(stack: Stack) -> None:
@@ -299,10 +321,10 @@ def test_lv2v_opens_with_sixty_seconds_of_720p30(stack: Stack) -> None:
     info.price_info.pricePerUnit, info.price_info.pixelsPerUnit = 1, 1000  # 27,648 wei a second
     answer = stack.signer.pay(body(info, type="lv2v"))
     assert answer.status_code == 200, answer.text
-    tickets = len(Payment.FromString(base64.b64decode(answer.json()["payment"])).ticket_sender_params)
+    tickets, ev = tickets_in(answer), ev_of(info)
     fee = Fraction(60 * 1280 * 720 * 30, 1000)
-    assert tickets == -(-fee // TICKET_EV)
-    assert Fraction(decoded_state(answer)["Balance"]) == tickets * TICKET_EV - fee
+    assert tickets == -(-fee // ev)
+    assert Fraction(decoded_state(answer)["Balance"]) == tickets * ev - fee
 
 
 # --- refusals ---------------------------------------------------------------------------------------------------
@@ -361,7 +383,7 @@ def test_stale_or_incomplete_orchestrator_info_is_refused(stack: Stack, change: 
         info.ClearField("ticket_params")
     elif change == "huge-ev":
         info.ticket_params.face_value = (10**16).to_bytes(8, "big")
-        info.ticket_params.win_prob = MAX_WIN_PROB.to_bytes(32, "big")
+        info.ticket_params.win_prob = (MAX_WIN_PROB // 2).to_bytes(32, "big")
     answer = stack.signer.pay(body(info, inPixels=100))
     refused(answer, status, words)
     if status == 480:
@@ -423,19 +445,6 @@ def test_the_configured_and_initial_price_ceilings_refuse_with_481(stack: Stack)
     assert stack.guarded.pay(body(info, type="fixed")).status_code == 200
 
 
-def test_nothing_due_answers_482_with_no_state(stack: Stack) -> None:
-    info = stack.info()
-    info.price_info.pricePerUnit = 1
-    first = stack.signer.pay(body(info, type="live"))
-    assert first.status_code == 200  # 10 wei billed, one ticket: a credit of EV - 10
-    cheaper = OrchestratorInfo()
-    cheaper.CopyFrom(info)  # the same params at half the win probability: half the EV, covered by the credit
-    win_prob = int.from_bytes(info.ticket_params.win_prob, "big")
-    cheaper.ticket_params.win_prob = (win_prob // 2).to_bytes(32, "big")
-    answer = stack.signer.pay(body(cheaper, type="live", ManifestID="m", state=first.json()["state"]))
-    refused(answer, 482, "no tickets")
-
-
 # --- the auth webhook -------------------------------------------------------------------------------------------
 
 
@@ -476,20 +485,20 @@ def test_the_webhook_sees_each_payment_and_may_refuse_it(stack: Stack) -> None:
 def test_a_cached_authorization_skips_the_webhook_and_pins_the_auth_id(stack: Stack) -> None:
     hook, info = stack.webhook, stack.info()
     hook.answers["cached"] = {"status": 200, "expiry": int(time.time()) + 600, "auth_id": "user-1"}
-    first = stack.guarded.pay(body(info, type="fixed"), **{"X-Case": "cached"})
+    first = stack.guarded.pay(body(info, inPixels=2000), **{"X-Case": "cached"})  # every call needs tickets
     assert first.status_code == 200, first.text
     state = decoded_state(first)
     assert state["AuthID"] == "user-1" and state["AuthExpiry"] > time.time()
-    again = stack.guarded.pay(body(info, type="fixed", ManifestID="m", state=first.json()["state"]),
+    again = stack.guarded.pay(body(info, inPixels=2000, ManifestID="m", state=first.json()["state"]),
                               **{"X-Case": "cached", "Signer-Auth-Id": "user-1"})  # fmt: skip
     assert again.status_code == 200, again.text
     assert len(hook.for_case("cached")) == 1  # the second call was authorised by the state
-    other = stack.guarded.pay(body(info, type="fixed", ManifestID="m", state=again.json()["state"]),
+    other = stack.guarded.pay(body(info, inPixels=2000, ManifestID="m", state=again.json()["state"]),
                               **{"X-Case": "cached", "Signer-Auth-Id": "someone-else"})  # fmt: skip
     refused(other, 500, "Internal Server Error")
     hook.answers["expired"] = {"status": 200, "expiry": int(time.time()) - 1}
-    past = stack.guarded.pay(body(info, type="fixed"), **{"X-Case": "expired"})
-    stack.guarded.pay(body(info, type="fixed", ManifestID="m", state=past.json()["state"]), **{"X-Case": "expired"})
+    past = stack.guarded.pay(body(info, inPixels=2000), **{"X-Case": "expired"})
+    stack.guarded.pay(body(info, inPixels=2000, ManifestID="m", state=past.json()["state"]), **{"X-Case": "expired"})
     assert len(hook.for_case("expired")) == 2
 
 

@@ -36,7 +36,7 @@ ROLES = frozenset({"runner", "live", "orchestrator", "gateway", "worker", "signe
 SHARED = frozenset(
     {
         "protocol", "payments", "trickle", "schemas", "pipelines", "byoc", "dashboard",
-        "errors", "logs", "results", "http_relay", "serving", "http_limits", "uvicorn_config", "audio_length", "extras",
+        "errors", "logs", "results", "http_relay", "serving", "http_limits", "uvicorn_config", "audio_length", "extras", "mp4",
     }
 )  # fmt: skip
 WIRING = frozenset({"cli", "up", "up_chain", "go_flags", "go_starter"})

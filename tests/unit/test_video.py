@@ -10,7 +10,7 @@ import av
 import pytest
 from PIL import Image
 
-from lpnode.orchestrator.video import encode_mp4, video_encoder
+from lpnode.mp4 import encode_mp4, video_encoder
 
 COLORS = [(230, 20, 20), (20, 230, 20), (20, 20, 230), (230, 230, 20), (20, 230, 230), (230, 20, 230)]
 

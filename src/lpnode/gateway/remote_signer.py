@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from lpnode.errors import ConfigError
+from lpnode.gateway.directory import job_capabilities
 from lpnode.gateway.payments import GatewayPayments, PaidSession, SessionRefused, Staged, price_of
 from lpnode.logs import log_event
 from lpnode.payments.sender import SenderBalances
@@ -49,6 +50,7 @@ SIGN_INFO_TIMEOUT = 30.0
 CALL_TIMEOUT = 10.0
 DISCOVERY_TIMEOUT = 3.0
 MAX_REFRESHES = 3
+LIVE_PIPELINE = "live-video-to-video"
 APP_PAYMENT_INTERVAL = 3.0
 """How often a metered runner-app session is paid (the SDK's 3 s: under the signer's 10 s opening credit)."""
 
@@ -180,8 +182,11 @@ class SignerPayments(GatewayPayments):
 
     async def pay(self, session: PaidSession, fee: Fraction) -> Staged:
         """A live start's payment: the signer bills the first minute (type ``lv2v``); ``fee`` is not used."""
+        model_id = session.manifest_id.partition("_")[2]  # the start's manifest is <capability>_<model>
+        caps = job_capabilities(LIVE_PIPELINE, model_id).SerializeToString()
+        request = wire.PaymentRequest(session.info.SerializeToString(), type=wire.TYPE_LV2V, capabilities=caps)
         try:
-            answer = await self.generate(wire.PaymentRequest(session.info.SerializeToString(), type=wire.TYPE_LV2V))
+            answer = await self.generate(request)
         except SignerRefusal as exc:
             raise SessionRefused(str(exc), refresh=exc.status == wire.STATUS_REFRESH_SESSION) from None
         self._start_states.setdefault((session.url, session.manifest_id), []).append(answer.state)
@@ -209,11 +214,14 @@ class SignerPayments(GatewayPayments):
             if not held:
                 del self._start_states[(url, start_manifest)]
 
-    async def live_payment(self, info: OrchestratorInfo, manifest_id: str) -> wire.PaymentResponse | None:
-        """A payment for the time a stream ran since its last one (None: nothing due, 482). SignerRefusal else."""
+    async def live_payment(
+        self, info: OrchestratorInfo, manifest_id: str, model_id: str
+    ) -> wire.PaymentResponse | None:
+        """A payment for the time a stream of ``model_id`` ran since its last one (None: nothing due, 482);
+        SignerRefusal otherwise. The segment names the stream's capability, so the orchestrator prices it."""
         request = wire.PaymentRequest(
             info.SerializeToString(), type=wire.TYPE_LV2V, state=self._stream_states.get(manifest_id),
-            manifest_id=manifest_id,
+            manifest_id=manifest_id, capabilities=job_capabilities(LIVE_PIPELINE, model_id).SerializeToString(),
         )  # fmt: skip
         try:
             answer = await self.generate(request)

@@ -67,7 +67,7 @@ def _rehost(pipeline: str, body: bytes, store: ResultStore, request_id: str, pre
 
 
 def _videos(data: dict[str, Any], store: ResultStore, request_id: str, prefix: str) -> list[dict[str, Any]]:
-    from lpnode.orchestrator.video import encode_mp4  # PyAV: the media extra, checked at start (install_check)
+    from lpnode.mp4 import encode_mp4  # PyAV: the media extra, checked at start (install_check)
 
     videos = []
     for frames in data.get("frames") or []:

@@ -171,12 +171,14 @@ class DiscoveryPool:
         self._built = -float("inf")
         self._lock = asyncio.Lock()
 
-    async def orchestrators(self, caps: Iterable[str]) -> list[dict[str, Any]]:
-        """The listings, filtered by ``caps`` (any of them); empty when none is known."""
+    async def orchestrators(self, caps: Iterable[str]) -> list[dict[str, Any]] | None:
+        """The listings, filtered by ``caps`` (any of them); None when no orchestrator is known at all."""
         async with self._lock:
             if not self._snapshot or self._clock() - self._built >= self._interval:
                 self._snapshot = await self._build()
                 self._built = self._clock()
+        if not self._snapshot:
+            return None
         wanted = {c for c in caps if c}
         return [item.to_json() for item in self._snapshot if not wanted or item.capabilities & wanted]
 

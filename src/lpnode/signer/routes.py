@@ -86,7 +86,7 @@ class SignerRoutes:
     async def discover(self, request: Request) -> Response:
         assert self.discovery is not None
         found = await self.discovery.orchestrators(request.query_params.getlist("caps"))
-        if not found:
+        if found is None:
             log_event(log, "discovery has no orchestrator", logging.WARNING)
             return json_error(503, "cache empty")
         return JSONResponse(found)

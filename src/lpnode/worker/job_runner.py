@@ -202,7 +202,7 @@ def _result_upload(pipeline: str, answer: bytes) -> tuple[str, bytes]:
 
 
 def _videos(data: Mapping[str, Any], files: list[ResultFile]) -> list[dict[str, Any]]:
-    from lpnode.orchestrator.video import encode_mp4  # PyAV: the media extra, checked at start (install_check)
+    from lpnode.mp4 import encode_mp4  # PyAV: the media extra, checked at start (install_check)
 
     videos = []
     for frames in data.get("frames") or []:

@@ -180,7 +180,7 @@ class LivePayer:
 
         for _ in range(MAX_REFRESHES + 1):
             try:
-                answer = await signer.live_payment(self.info, self.urls.manifest_id)
+                answer = await signer.live_payment(self.info, self.urls.manifest_id, self.model_id)
                 break
             except SignerRefusal as exc:
                 if exc.status != STATUS_REFRESH_SESSION:

@@ -15,7 +15,6 @@ reason, and leases fail at once saying so, until its files in the models dir cha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
@@ -155,8 +154,15 @@ class RunnerPool:
         self._watcher = self._task(self._watch_health())
         self._task(self._watch_stopped())
         bound = max(self.timings.start_timeout, self.timings.external_start_timeout) + 15
-        with contextlib.suppress(TimeoutError):  # each start is bounded already; this is a backstop
-            await asyncio.wait_for(asyncio.gather(*(r.settled.wait() for r in starting)), bound)
+        # Each start is bounded already; this is a backstop. Plain tasks, cancelled on the way out, so a stop during
+        # start-up (SIGTERM while a `url` runner is unreachable) leaves no gathered future unretrieved.
+        waits = [asyncio.ensure_future(r.settled.wait()) for r in starting]
+        try:
+            if waits:
+                await asyncio.wait(waits, timeout=bound)
+        finally:
+            for wait in waits:
+                wait.cancel()
         problems = [f"{r.pipeline} {r.model_id}: {r.problem}" for r in starting if not r.ready]
         log_event(log, "runner pool started", models=len(self._models), ready=len(starting) - len(problems))
         return problems
