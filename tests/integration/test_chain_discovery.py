@@ -191,7 +191,10 @@ def test_both_orchestrators_are_discovered_on_chain_and_paid_for_jobs(net: Netwo
 
 def test_an_orchestrator_that_unbonds_drops_out_at_the_next_round(net: Network) -> None:
     a, b = net.orchestrators["a"].url, net.orchestrators["b"].url
-    net.run(net.chain.transact("BondingManager", "unbond", STAKES["b"], key=net.accounts["b"].key))
+    b_account = net.accounts["b"]
+    current = net.run(net.chain.current_round())
+    stake = net.run(net.chain.call("BondingManager", "pendingStake", b_account.checksum_address, current))
+    net.run(net.chain.transact("BondingManager", "unbond", stake, key=b_account.key))  # all of it, rewards too
     time.sleep(6)  # a poll of the pool's contracts: b left the pool, but is active until the round ends
     assert net.listed() == {a, b}
     net.run(net.chain.advance_round())

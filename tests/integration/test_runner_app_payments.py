@@ -368,11 +368,13 @@ def test_a_metered_single_shot_call_is_cut_off_when_its_credit_runs_out(stack: S
     headers = payer.headers(challenge["payment_params"], challenge["manifest_id"], 1)  # 1e12 wei: 0.72 s
     started = time.monotonic()
     lines: list[bytes] = []
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        with requests.post(target, headers=headers, stream=True, timeout=20) as answer:
-            assert answer.status_code == 200
-            for line in answer.iter_lines():
-                lines.append(line)
+    with (
+        pytest.raises(requests.exceptions.ChunkedEncodingError),
+        requests.post(target, headers=headers, stream=True, timeout=20) as answer,
+    ):
+        assert answer.status_code == 200
+        for line in answer.iter_lines():
+            lines.append(line)
     assert time.monotonic() - started < 5 and 0 < len(lines) < 20, lines  # the app streams for 10 s if let
     until(lambda: used(stack, "metered-shot") == 0, 3, "the call's slot freed")
 

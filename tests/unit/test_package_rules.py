@@ -39,7 +39,7 @@ SHARED = frozenset(
         "errors", "logs", "results", "http_relay", "serving", "http_limits", "uvicorn_config", "audio_length", "extras", "mp4",
     }
 )  # fmt: skip
-WIRING = frozenset({"cli", "up", "up_chain", "go_flags", "go_starter"})
+WIRING = frozenset({"cli", "up", "up_chain", "go_flags", "go_flags_doc", "go_starter"})
 """The only modules that wire roles together: they may import anything."""
 WIRE_LIBRARIES = frozenset({"protocol", "payments", "trickle", "schemas", "pipelines"})
 """What roles share (with the top-level shared modules); they know no role."""

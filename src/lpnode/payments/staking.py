@@ -50,11 +50,14 @@ def parse_lpt(text: str, what: str) -> int:
 
 
 def format_token(wei: int, symbol: str) -> str:
-    """``wei`` as whole tokens, exact, without trailing zeros (``12.5 LPT``)."""
-    text = format(Decimal(wei) / TOKEN, "f")
+    """``wei`` as whole tokens without trailing zeros (``12.5 LPT``): exact to 6 decimals, beyond that rounded to 6
+    and marked ``~`` (``~0.333333 LPT``)."""
+    exact = Decimal(wei) / TOKEN
+    shown = exact.quantize(Decimal("0.000001"))
+    text = format(shown, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return f"{text} {symbol}"
+    return f"{'' if shown == exact else '~'}{text} {symbol}"
 
 
 def parse_percent(text: str, what: str) -> int:

@@ -12,8 +12,9 @@ chain read here. What a caller may rely on:
 - An orchestrator that left the pool this round (it unbonded: Livepeer deactivates it from the next round) stays
   in the read, with ``in_pool`` false, for as long as the chain says it is active: it drops out at the next round,
   as go-livepeer's pool cache does with activation and deactivation rounds.
-- :meth:`TranscoderPool.changes` is the cheap check between reads: one batch for the block, the round and the logs
-  of BondingManager and ServiceRegistry since the last look (bonds, unbonds, rewards, service URIs all log there).
+- :meth:`TranscoderPool.changes` is the cheap check between reads: one batch for the block and the round, and
+  (when blocks were mined) one request for the logs of BondingManager and ServiceRegistry since the last look
+  (bonds, unbonds, rewards, service URIs all log there).
 
 Failures are :class:`~lpnode.payments.chain_errors.ChainError`, with the URL's path and query (which often hold an
 API key) left out.
@@ -120,7 +121,7 @@ class TranscoderPool:
 
     async def changes(self, since_block: int | None) -> PoolChanges:
         """The latest block, the round, and whether the pool's contracts logged anything after ``since_block``
-        (None: do not look at logs; ``logged`` is false), in one batch. Raises :class:`ChainError`."""
+        (None: do not look at logs; ``logged`` is false). Raises :class:`ChainError`."""
         return await asyncio.to_thread(self._guarded, lambda: self._changes(since_block), "watching the pool")
 
     # -- plumbing -------------------------------------------------------------------------------------------
@@ -215,13 +216,13 @@ class TranscoderPool:
         with w3.batch_requests() as batch:
             batch.add(w3.eth.get_block_number())
             batch.add(rounds.functions.currentRound())
-            if since_block is not None:
-                # The block first, the logs up to "latest": a block mined in between is looked at twice, never
-                # missed.
-                where = {"fromBlock": since_block + 1, "address": [bonding.address, registry.address]}
-                batch.add(w3.eth.get_logs(where))  # type: ignore[arg-type]
             out: list[Any] = list(batch.execute())
-        return PoolChanges(int(out[0]), int(out[1]), bool(out[2]) if since_block is not None else False)
+        block, current = int(out[0]), int(out[1])
+        logged = False
+        if since_block is not None and block > since_block:
+            where = {"fromBlock": since_block + 1, "toBlock": block, "address": [bonding.address, registry.address]}
+            logged = bool(w3.eth.get_logs(where))  # type: ignore[arg-type]
+        return PoolChanges(block, current, logged)
 
 
 def _raw(address: Any) -> bytes:

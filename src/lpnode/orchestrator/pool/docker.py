@@ -51,7 +51,6 @@ ClientFactory = Callable[[], Any]
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 CREATOR_LABEL, CREATOR, CREATOR_ID_LABEL = "creator", "ai-worker", "creator_id"
 RUN_LABEL = "lpnode.run"  # one backend's containers (its run id): what the reaper removes
-REAPER_EXIT_SECONDS = 15.0  # for the reaper to finish after a close (it removes nothing then)
 POLL_SECONDS = 0.5  # how often a container's state is read while it starts and while it runs
 LOG_TAIL_LINES = 5  # log lines quoted in a failed start's message
 _GONE = ("exited", "dead", "removed")
@@ -233,8 +232,7 @@ class DockerBackend:
         self.log_dir = log_dir
         self.run_id = uuid.uuid4().hex[:12]
         self._reap_on_exit = reap_on_exit
-        self._reaper: asyncio.subprocess.Process | None = None
-        self._reaper_pipe: int | None = None  # the write end; closing it (or dying) tells the reaper to act
+        self._reaper: docker_reaper.Reaper | None = None
         self._client_factory = client_factory
         self._client: Any = None
         self._cleaned = False
@@ -255,7 +253,8 @@ class DockerBackend:
             if not self._cleaned:
                 await self._remove_stale(client)
             if self._reap_on_exit and self._reaper is None:
-                await self._start_reaper()
+                log_path = self.log_dir / "docker-reaper.log" if self.log_dir is not None else None
+                self._reaper = await docker_reaper.Reaper.start(f"{RUN_LABEL}={self.run_id}", log_path)
         settings, taken = self.settings, {h.port for h in self._live} | self._reserved
         port = pick_port(spec.pipeline, spec.slot or 0, host=settings.host, taken=taken, bases=settings.port_bases)
         self._reserved.add(port)
@@ -294,43 +293,9 @@ class DockerBackend:
             client, self._client = self._client, None
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(client.close)
-        await self._stop_reaper()
-
-    async def _start_reaper(self) -> None:  # the caller holds self._lock
-        read_end, write_end = os.pipe()  # not inherited by other children: only this process holds the write end
-        out: Any = asyncio.subprocess.DEVNULL
-        try:
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / "docker-reaper.log", "ab")  # noqa: ASYNC230, SIM115  # a local append
-            self._reaper = await asyncio.create_subprocess_exec(
-                *docker_reaper.command(f"{RUN_LABEL}={self.run_id}"),
-                stdin=read_end,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C or a signal to this process group leaves it to do its job
-            )
-        except Exception:
-            os.close(write_end)
-            raise
-        finally:
-            os.close(read_end)
-            if out is not asyncio.subprocess.DEVNULL:
-                out.close()
-        self._reaper_pipe = write_end
-
-    async def _stop_reaper(self) -> None:
-        if self._reaper_pipe is not None:
-            pipe, self._reaper_pipe = self._reaper_pipe, None
-            os.close(pipe)
         if self._reaper is not None:
             reaper, self._reaper = self._reaper, None
-            try:
-                await asyncio.wait_for(reaper.wait(), REAPER_EXIT_SECONDS)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    reaper.kill()
-                await reaper.wait()
+            await reaper.close()
 
     async def _connect(self) -> Any:  # the caller holds self._lock
         if self._client is None:
