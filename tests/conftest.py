@@ -18,7 +18,7 @@ RELIABILITY = Path(__file__).parent / "reliability"  # the reliability suite: ev
 PROCESS_FIXTURES = ("models_dir", "start_runner", "stack")
 # Session fixtures several modules share: under pytest-xdist (`make test` runs two workers) the modules using one
 # run on the same worker, so each is started once per run, as without xdist.
-SHARED_SESSION_FIXTURES = ("stack", "shared_runner")
+SHARED_SESSION_FIXTURES = ("stack", "shared_runner", "docker_engine")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

@@ -209,8 +209,9 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
             with contextlib.suppress(FileNotFoundError):
                 (users / str(os.getpid())).unlink()
             others = [p for p in users.glob("[0-9]*") if _alive(int(p.name))] if users.is_dir() else []
-            if not others and (users / "started-by-tests").exists():
-                _script("dockerd-down", {**os.environ, "DOCKER_STATE": str(STATE)}, timeout=120)
+            if not others:
+                if (users / "started-by-tests").exists():
+                    _script("dockerd-down", {**os.environ, "DOCKER_STATE": str(STATE)}, timeout=120)
                 shutil.rmtree(users, ignore_errors=True)
 
 

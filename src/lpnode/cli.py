@@ -262,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="offchain",
         help="offchain (default: nothing is paid), or devchain: a local chain, every job paid with tickets",
     )
+    up.add_argument(
+        "--orchestrators",
+        type=int,
+        default=1,
+        help="how many orchestrators (default 1; on --network devchain each registered on chain with less stake "
+        "and a higher price than the one before, found by the gateway on chain)",
+    )
     _runner_parser(sub)
     add_orchestrator_parser(sub)
     add_worker_parser(sub)
@@ -497,6 +504,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         orch_cli_addr=args.orch_cli_addr,
         admin_token=read_admin_token(args.admin_token),
         network=args.network,
+        orchestrators=args.orchestrators,
     )
     return 0
 

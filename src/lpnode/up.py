@@ -52,6 +52,7 @@ TINY_MODELS = {p: f"lpnode/tiny-{p}" for p in BATCH_PIPELINES}
 WARM = {"text-to-image", "llm"}
 SAFETY_CHECKER = "lpnode/tiny-safety-checker"
 ORCH_START_SECONDS = 300.0
+MAX_ORCHESTRATORS = 4
 
 
 # Live pipelines (lpnode.live): noop passes frames through (cheap, so warm); img2img runs a tiny diffusion
@@ -76,9 +77,10 @@ DEMO_PRICES: dict[str, int] = {
 }
 
 
-def tiny_ai_models() -> list[dict[str, object]]:
+def tiny_ai_models(price_factor: int = 1) -> list[dict[str, object]]:
+    """The tiny models' aiModels.json entries, at :data:`DEMO_PRICES` × ``price_factor``."""
     batch = [
-        {"pipeline": p, "model_id": m, "warm": p in WARM, "price_per_unit": DEMO_PRICES[p]}
+        {"pipeline": p, "model_id": m, "warm": p in WARM, "price_per_unit": DEMO_PRICES[p] * price_factor}
         for p, m in TINY_MODELS.items()
     ]
     live = [
@@ -86,11 +88,26 @@ def tiny_ai_models() -> list[dict[str, object]]:
             "pipeline": "live-video-to-video",
             "model_id": m,
             "warm": w,
-            "price_per_unit": DEMO_PRICES["live-video-to-video"],
+            "price_per_unit": DEMO_PRICES["live-video-to-video"] * price_factor,
         }
         for m, w in LIVE_PIPELINES.items()
     ]
     return [*batch, *live]
+
+
+def orchestrator_dir(data_dir: Path, index: int) -> Path:
+    """Where ``up``'s orchestrator number ``index`` (from 0) keeps its state: ``orchestrator``, ``orchestrator-2``..."""
+    return data_dir / ("orchestrator" if index == 0 else f"orchestrator-{index + 1}")
+
+
+@dataclass(frozen=True)
+class _Orchestrator:
+    """One of ``up``'s orchestrators: its command line, URL, admin address (None: off) and data dir."""
+
+    command: list[str]
+    url: str
+    cli_addr: str | None
+    data_dir: Path
 
 
 def example_request(base_url: str) -> str:
@@ -101,7 +118,7 @@ def example_request(base_url: str) -> str:
 def run_up(
     data_dir: Path, *, ai_models: str = "", http_addr: str = "127.0.0.1:8935", cli_addr: str = "127.0.0.1:5935",
     orch_port: int = 8936, orch_secret: str = "", orch_cli_addr: str = "127.0.0.1:7935", admin_token: str = "",
-    network: str = "offchain",
+    network: str = "offchain", orchestrators: int = 1,
 ) -> None:  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging("info")
@@ -109,20 +126,27 @@ def run_up(
 
     if network not in ("offchain", DEVCHAIN):
         raise ConfigError(f"--network {network!r}: lpnode up runs offchain (the default) or on a local {DEVCHAIN}")
+    if not 1 <= orchestrators <= MAX_ORCHESTRATORS:
+        raise ConfigError(f"--orchestrators must be 1 to {MAX_ORCHESTRATORS}, got {orchestrators}")
     if not ai_models:
         require(RUNNER, "lpnode up")  # its tiny models are built and served here (with --ai-models, see its entries)
 
     orch_cli_host, orch_cli_port = cli_address(orch_cli_addr)
-    if orch_cli_port is not None and not port_is_free(orch_cli_host, orch_cli_port):
-        raise ConfigError(
-            f"cannot serve the orchestrator's admin API on {orch_cli_addr}: the port is in use; choose another "
-            "--orch-cli-addr (or --orch-cli-addr off)"
-        )
+    orch_cli_addrs = [
+        None if orch_cli_port is None else f"{orch_cli_host}:{orch_cli_port + i}" for i in range(orchestrators)
+    ]
+    for address in orch_cli_addrs:
+        host, _, port_text = (address or "").rpartition(":")
+        if address is not None and not port_is_free(host, int(port_text)):
+            raise ConfigError(
+                f"cannot serve the orchestrator's admin API on {address}: the port is in use; choose another "
+                "--orch-cli-addr (or --orch-cli-addr off)"
+            )
     # Before anything starts: a second `lpnode up` must fail here, not take the first one's servers for its own.
     for address, flag in (
         (http_addr, "--http-addr"),
         (cli_addr, "--cli-addr"),
-        (f"127.0.0.1:{orch_port}", "--orch-port"),
+        *((f"127.0.0.1:{orch_port + i}", "--orch-port") for i in range(orchestrators)),
     ):
         require_free(address, flag)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -135,16 +159,23 @@ def run_up(
         quiet_model_libraries()
         for model in tiny.build(models_dir):
             print(f"built tiny model {model.model_id} in {models_dir}", flush=True)
-        path = data_dir / "aiModels.json"
-        path.write_text(json.dumps(tiny_ai_models(), indent=1) + "\n")
-        ai_models = str(path)
-    orch_url = f"https://127.0.0.1:{orch_port}"
-    command = [sys.executable, "-m", "lpnode.cli", "orchestrator", "--ai-models", ai_models]
-    command += ["--models-dir", str(models_dir), "--service-addr", f"127.0.0.1:{orch_port}"]
-    command += ["--data-dir", str(data_dir / "orchestrator"), "--exit-with-parent", "--cli-addr", orch_cli_addr]
     secret_file = Path(orch_secret).expanduser() if orch_secret else _stored_secret(data_dir)
-    command += ["--orch-secret", str(secret_file) if not orch_secret or secret_file.is_file() else orch_secret]
-    command += ["--safety-checker", SAFETY_CHECKER] if tiny_mode else []
+    orchs = []
+    for i in range(orchestrators):
+        orch_dir = orchestrator_dir(data_dir, i)
+        models = ai_models
+        if tiny_mode:  # each next orchestrator asks more: the first at the demo prices, the second twice them...
+            path = data_dir / "aiModels.json" if i == 0 else orch_dir / "aiModels.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(tiny_ai_models(i + 1), indent=1) + "\n")
+            models = str(path)
+        port = orch_port + i
+        command = [sys.executable, "-m", "lpnode.cli", "orchestrator", "--ai-models", models]
+        command += ["--models-dir", str(models_dir), "--service-addr", f"127.0.0.1:{port}"]
+        command += ["--data-dir", str(orch_dir), "--exit-with-parent", "--cli-addr", orch_cli_addrs[i] or "off"]
+        command += ["--orch-secret", str(secret_file) if not orch_secret or secret_file.is_file() else orch_secret]
+        command += ["--safety-checker", SAFETY_CHECKER] if tiny_mode else []
+        orchs.append(_Orchestrator(command, f"https://127.0.0.1:{port}", orch_cli_addrs[i], orch_dir))
     # The token goes to the orchestrator in its environment, never on its command line (`ps` shows that).
     child_env = {**os.environ, ADMIN_TOKEN_ENV: admin_token} if admin_token else None
 
@@ -152,13 +183,13 @@ def run_up(
     if network == DEVCHAIN:
         from lpnode.up_chain import ChainKeeper
 
-        keeper = ChainKeeper(data_dir)
+        keeper = ChainKeeper(data_dir, [o.url.removeprefix("https://") for o in orchs])
         chain = keeper.start()
-        command += chain.orchestrator_flags()
+        for i, orch in enumerate(orchs):
+            orch.command.extend(chain.orchestrator_flags(i))
     try:
         _serve_stack(
-            command, child_env, data_dir, orch_url, http_addr, cli_addr, orch_cli_addr, orch_cli_port, admin_token,
-            orch_secret, secret_file, chain,
+            orchs, child_env, data_dir, http_addr, cli_addr, admin_token, orch_secret, secret_file, chain
         )  # fmt: skip
     finally:
         if keeper is not None:
@@ -166,34 +197,46 @@ def run_up(
 
 
 def _serve_stack(
-    command: list[str], child_env: dict[str, str] | None, data_dir: Path, orch_url: str, http_addr: str,
-    cli_addr: str, orch_cli_addr: str, orch_cli_port: int | None, admin_token: str, orch_secret: str,
-    secret_file: Path, chain: StackChain | None,
+    orchs: list[_Orchestrator], child_env: dict[str, str] | None, data_dir: Path, http_addr: str, cli_addr: str,
+    admin_token: str, orch_secret: str, secret_file: Path, chain: StackChain | None,
 ) -> None:  # fmt: skip
-    """Start the orchestrator under supervision and serve the gateway here until stopped."""
+    """Start the orchestrators under supervision and serve the gateway here until stopped. On the dev chain the
+    gateway is given no orchestrator: it finds them on chain."""
     from lpnode.gateway.command import settings_from_args
     from lpnode.gateway.server import Gateway
     from lpnode.serving import run_until_stopped
 
     chain_flags = chain.gateway_flags() if chain is not None else []
+    listed = [] if chain is not None else [o.url for o in orchs]
     gateway = settings_from_args(
-        _gateway_args(orch_url, http_addr, cli_addr, data_dir / "gateway", admin_token, chain_flags)
+        _gateway_args(listed, http_addr, cli_addr, data_dir / "gateway", admin_token, chain_flags)
     )
-    cert = data_dir / "orchestrator" / "tls" / "cert.pem"
-    supervisor = Supervisor(
-        "orchestrator",
-        start=lambda: subprocess.Popen(command, env=child_env),
-        ready=lambda proc, stop: _healthy(proc, orch_url, cert, stop),
-    )
-    orchestrator = supervisor.start()
+    supervisors = []
+    for index, orch in enumerate(orchs):
+        cert = orch.data_dir / "tls" / "cert.pem"
+        name = "orchestrator" if index == 0 else f"orchestrator {index + 1}"
+        supervisors.append(
+            Supervisor(
+                name,
+                start=lambda orch=orch: subprocess.Popen(orch.command, env=child_env),  # type: ignore[misc]
+                ready=lambda proc, stop, orch=orch, cert=cert: _healthy(proc, orch.url, cert, stop),  # type: ignore[misc]
+            )
+        )
     try:
-        _wait_healthy(orchestrator, orch_url, cert)
+        for supervisor in supervisors:
+            supervisor.start()
+        for supervisor, orch in zip(supervisors, orchs, strict=True):
+            assert supervisor.proc is not None
+            _wait_healthy(supervisor.proc, orch.url, orch.data_dir / "tls" / "cert.pem")
         base = gateway.base_url
-        orch_admin = f"  (admin http://{orch_cli_addr})" if orch_cli_port is not None else ""
         secret_where = f"in {secret_file}" if not orch_secret or secret_file.is_file() else "given with --orch-secret"
+        orch_lines = "".join(
+            f"  orchestrator  {o.url}{f'  (admin http://{o.cli_addr})' if o.cli_addr is not None else ''}\n"
+            for o in orchs
+        )
         banner = (
             f"\nlpnode is up (Ctrl-C to stop):\n  gateway       {base}\n  admin         http://{cli_addr}\n"
-            f"  orchestrator  {orch_url}{orch_admin}\n"
+            f"{orch_lines}"
             f"  orch secret   {secret_where}  (for lpnode byoc register --secret)\n"
             f"  dashboard     {base}/dashboard\n  live video    {base}/live  (webcam through a live pipeline)\n"
             f"{_chain_banner(chain)}"
@@ -203,10 +246,11 @@ def _serve_stack(
         health += f":{gateway.http_port}/healthz"
 
         async def serve(stop: asyncio.Event) -> None:
-            # Giving up on the orchestrator stops the gateway the way Ctrl-C does.
+            # Giving up on an orchestrator stops the gateway the way Ctrl-C does.
             loop = asyncio.get_running_loop()
-            supervisor.on_give_up = lambda: loop.call_soon_threadsafe(stop.set)
-            supervisor.watch()
+            for supervisor in supervisors:
+                supervisor.on_give_up = lambda: loop.call_soon_threadsafe(stop.set)
+                supervisor.watch()
             serving = asyncio.ensure_future(Gateway(gateway).run(stop))
             # The banner promises a working API: print it once the gateway answers, never before it fails.
             while not serving.done() and not stop.is_set():
@@ -219,9 +263,11 @@ def _serve_stack(
 
         run_until_stopped(serve)
     finally:
-        supervisor.stop()
-    if supervisor.gave_up:
-        raise SupervisedProcessError(supervisor.gave_up)
+        for supervisor in supervisors:
+            supervisor.stop()
+    gave_up = [s.gave_up for s in supervisors if s.gave_up]
+    if gave_up:
+        raise SupervisedProcessError(gave_up[0])
 
 
 @dataclass
@@ -347,17 +393,30 @@ class Supervisor:
 def _chain_banner(chain: StackChain | None) -> str:
     if chain is None:
         return ""
+    if len(chain.orchestrators) == 1:
+        paid = f"orchestrator {chain.orchestrator}"
+    else:
+        stakes = chain.stakes or (0,) * len(chain.orchestrators)
+        paid = "orchestrators " + ", ".join(
+            f"{address} ({stake // 10**18} LPT)" for address, stake in zip(chain.orchestrators, stakes, strict=True)
+        )
     return (
         f"  chain         {chain.url}  (dev chain, id {chain.chain_id}; -ethController {chain.controller})\n"
-        f"  paying        gateway {chain.gateway} -> orchestrator {chain.orchestrator}  (lpnode tickets, "
-        f"lpnode deposit)\n"
+        f"  paying        gateway {chain.gateway} -> {paid}  (lpnode tickets, lpnode deposit)\n"
+        f"  discovery     the gateway finds its orchestrators on chain  (admin /status: chain_pool)\n"
     )
 
 
 def _gateway_args(
-    orch_url: str, http_addr: str, cli_addr: str, data_dir: Path, admin_token: str, extra: list[str] | None = None
+    orch_urls: list[str],
+    http_addr: str,
+    cli_addr: str,
+    data_dir: Path,
+    admin_token: str,
+    extra: list[str] | None = None,
 ) -> argparse.Namespace:
-    """``lpnode gateway``'s flags for this stack, every other flag at its default."""
+    """``lpnode gateway``'s flags for this stack, every other flag at its default (no ``--orch-addr`` when
+    ``orch_urls`` is empty: on chain, the gateway finds its orchestrators there)."""
     from lpnode.gateway.command import add_gateway_parser
 
     parser = argparse.ArgumentParser(prog="lpnode")
@@ -365,8 +424,7 @@ def _gateway_args(
     args = parser.parse_args(
         [
             "gateway",
-            "--orch-addr",
-            orch_url,
+            *(["--orch-addr", ",".join(orch_urls)] if orch_urls else []),
             "--http-addr",
             http_addr,
             "--cli-addr",

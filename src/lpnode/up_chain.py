@@ -2,11 +2,13 @@
 
 A thread of its own keeps a dev chain for as long as ``up`` runs (:func:`lpnode.payments.devchain.start_devchain`:
 anvil on 127.0.0.1 with the project's Livepeer contracts, blocks every second, each new round initialised).
-The orchestrator and the gateway each get a keystore wallet in the data dir (made on first use, kept across
-runs, unlocked with a password file beside them) and reach the chain the way they would reach Arbitrum One:
-through ``-network``, ``-ethUrl``, ``-ethController``, ``-ethKeystorePath`` and ``-ethPassword``. Before they
-start, the chain gives both wallets ETH for gas, registers the orchestrator as an active one, and funds the
-gateway's deposit and reserve on the TicketBroker.
+Each orchestrator and the gateway get a keystore wallet in the data dir (made on first use, kept across runs,
+unlocked with a password file beside them) and reach the chain the way they would reach Arbitrum One: through
+``-network``, ``-ethUrl``, ``-ethController``, ``-ethKeystorePath`` and ``-ethPassword``. Before they start, the
+chain gives every wallet ETH for gas, registers each orchestrator as an operator does (LPT bonded to itself,
+``transcoder``, its service URI; the first with the most stake, :data:`STAKE` less for each next one), starts the
+round from which they are active, and funds the gateway's deposit and reserve on the TicketBroker. The gateway is
+given no orchestrator address: it finds them in the chain's pool, as a gateway on the network does.
 
 The chain lives as long as ``up``: each run starts a fresh one, so the orchestrator's queue of winning tickets
 from an earlier run (which belong to a chain that is gone) is set aside at start.
@@ -19,6 +21,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +29,7 @@ from pathlib import Path
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
 from lpnode.payments.devchain import DevChain, start_devchain
+from lpnode.payments.devchain_network import LPT, register_orchestrator
 from lpnode.payments.keystore import Wallet, create_wallet, load_wallet
 from lpnode.payments.redemption import QUEUE_FILE
 
@@ -47,6 +51,10 @@ fee above this with ``anvil_setNextBlockBaseFeePerGas`` and winning tickets wait
 ROUND_LENGTH = 100
 """Blocks per round (one block a second): a winning ticket stays redeemable for 2 rounds, so at least 100 s."""
 START_SECONDS = 60.0
+STAKE = 1000 * LPT
+"""The last orchestrator's stake; each one before it has this much more (two: 2000 and 1000 LPT)."""
+REWARD_CUT = 10.0  # percent
+FEE_SHARE = 50.0  # percent
 
 
 @dataclass(frozen=True)
@@ -56,11 +64,17 @@ class StackChain:
     url: str
     controller: str
     chain_id: int
-    orchestrator: str
+    orchestrators: tuple[str, ...]
     gateway: str
-    orchestrator_keystore: Path
+    orchestrator_keystores: tuple[Path, ...]
     gateway_keystore: Path
     password_file: Path
+    stakes: tuple[int, ...] = ()
+
+    @property
+    def orchestrator(self) -> str:
+        """The first orchestrator's address."""
+        return self.orchestrators[0]
 
     def connection_flags(self, keystore: Path) -> list[str]:
         return [
@@ -68,9 +82,9 @@ class StackChain:
             "--eth-keystore-path", str(keystore), "--eth-password", str(self.password_file),
         ]  # fmt: skip
 
-    def orchestrator_flags(self) -> list[str]:
+    def orchestrator_flags(self, index: int = 0) -> list[str]:
         return [
-            *self.connection_flags(self.orchestrator_keystore),
+            *self.connection_flags(self.orchestrator_keystores[index]),
             "--ticket-ev", str(TICKET_EV), "--max-face-value", str(MAX_FACE_VALUE),
             "--max-gas-price", str(MAX_GAS_PRICE),
         ]  # fmt: skip
@@ -82,12 +96,19 @@ class StackChain:
         ]  # fmt: skip
 
 
+def orchestrator_dir(data_dir: Path, index: int) -> Path:
+    """Where ``up``'s orchestrator number ``index`` (from 0) keeps its state: ``orchestrator``, ``orchestrator-2``..."""
+    return data_dir / ("orchestrator" if index == 0 else f"orchestrator-{index + 1}")
+
+
 class ChainKeeper:
     """Runs the dev chain in a thread of its own for the life of ``up``: :meth:`start` (blocks until the chain,
-    the wallets and the deposit are ready) and :meth:`stop`."""
+    the wallets, the orchestrators' registrations and the deposit are ready) and :meth:`stop`. ``services``: each
+    orchestrator's ``-serviceAddr`` (``host:port``), registered on chain as ``https://host:port``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, services: Sequence[str] = ("127.0.0.1:8936",)) -> None:
         self.data_dir = data_dir
+        self.services = list(services)
         self.chain: StackChain | None = None
         self._ready = threading.Event()
         self._problem: BaseException | None = None
@@ -138,24 +159,32 @@ class ChainKeeper:
     async def _prepare(self, chain: DevChain) -> StackChain:
         password_file = _password_file(self.data_dir / "devchain-password")
         password = password_file.read_text().strip()
-        orch_keystore = self.data_dir / "orchestrator" / "keystore"
+        orch_keystores = [orchestrator_dir(self.data_dir, i) / "keystore" for i in range(len(self.services))]
         gateway_keystore = self.data_dir / "gateway" / "keystore"
-        orch, gateway = await asyncio.gather(
-            asyncio.to_thread(_wallet, orch_keystore, password), asyncio.to_thread(_wallet, gateway_keystore, password)
+        wallets = await asyncio.gather(
+            *(asyncio.to_thread(_wallet, path, password) for path in [*orch_keystores, gateway_keystore])
         )
-        for wallet in (orch, gateway):
+        orchs, gateway = wallets[:-1], wallets[-1]
+        for wallet in wallets:
             await chain.rpc("anvil_setBalance", [wallet.checksum_address, hex(GAS_MONEY)])
-        await chain.activate(orch.address)
+        stakes = [STAKE * (len(orchs) - i) for i in range(len(orchs))]
+        for i, (wallet, service) in enumerate(zip(orchs, self.services, strict=True)):
+            last = i == len(orchs) - 1  # one new round, after all registered: all active from it
+            await register_orchestrator(
+                chain, wallet, stakes[i], f"https://{service}", REWARD_CUT, FEE_SHARE, next_round=last
+            )
+            _set_aside_old_tickets(orchestrator_dir(self.data_dir, i))
         await chain.fund_sender(gateway, DEPOSIT, RESERVE)
-        _set_aside_old_tickets(self.data_dir / "orchestrator")
         log_event(
-            log, "dev chain ready", url=chain.url, controller=chain.controller, orchestrator=orch.checksum_address,
-            gateway=gateway.checksum_address, deposit_eth=str(Fraction(DEPOSIT, 10**18)),
+            log, "dev chain ready", url=chain.url, controller=chain.controller,
+            orchestrators=",".join(w.checksum_address for w in orchs), gateway=gateway.checksum_address,
+            deposit_eth=str(Fraction(DEPOSIT, 10**18)),
         )  # fmt: skip
         return StackChain(
             url=chain.url, controller=chain.controller, chain_id=chain.chain_id,
-            orchestrator=orch.checksum_address, gateway=gateway.checksum_address,
-            orchestrator_keystore=orch_keystore, gateway_keystore=gateway_keystore, password_file=password_file,
+            orchestrators=tuple(w.checksum_address for w in orchs), gateway=gateway.checksum_address,
+            orchestrator_keystores=tuple(orch_keystores), gateway_keystore=gateway_keystore,
+            password_file=password_file, stakes=tuple(stakes),
         )  # fmt: skip
 
 

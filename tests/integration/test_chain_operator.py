@@ -163,7 +163,7 @@ def test_unbond_rebond_and_withdraw_stake_read_back(env: Env) -> None:
     assert chain_cli(env, wallet, "unbond", "all", "--yes").returncode == 0
     early = chain_cli(env, wallet, "withdraw-stake", "--yes")
     assert early.returncode == 2 and "no unbonded LPT can be withdrawn yet: lock 1 from round" in early.stderr
-    while env.run(env.chain.current_round()) < withdraw_round + 1:
+    while env.run(env.chain.current_round()) < withdraw_round:
         env.run(env.chain.advance_round())
     withdrawn = chain_cli(env, wallet, "withdraw-stake", "--yes")
     assert withdrawn.returncode == 0, withdrawn.stderr

@@ -184,3 +184,33 @@ def _running(stack: Stack, stream: str) -> bool:
         return bool(stream_status(stack.gateway, stream).get("orchestrator"))
     except (requests.RequestException, KeyError, ValueError):
         return False
+
+
+SDK_CALL = """
+import asyncio, json, sys
+from livepeer_gateway.live_runner import call_runner
+
+async def main():
+    result = await call_runner(runner_url=sys.argv[1], payload={"hello": "sdk"}, signer_url=sys.argv[2],
+                               payment_unit="fixed", timeout=30)
+    print(json.dumps({"session_id": result.session_id, "data": result.data}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_sdk_pays_a_fixed_price_call_through_the_signer(stack: Stack, tmp_path: Path) -> None:
+    from sdk import sdk_python
+
+    python = sdk_python()
+    routes = {r["label"]: r["route"] for r in stack.orchestrator.admin_get("/status").json()["runner_apps"]}
+    script = tmp_path / "call.py"
+    script.write_text(SDK_CALL)
+    target = f"{stack.orchestrator.base_url}/apps/{routes['fixed-shot']}/app/v1/sdk"
+    done = subprocess.run([str(python), str(script), target, stack.signer.url], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["data"]["path"] == "/v1/sdk", answer  # the app's own answer: the paid retry got through
+    manifest = answer["data"]["session"]
+    assert balances(stack)[manifest] == TICKET_EV - FIXED  # the signer's ticket, the price taken once

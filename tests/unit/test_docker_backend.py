@@ -386,3 +386,23 @@ def test_without_an_engine_start_fails_and_availability_says_why(
     monkeypatch.delenv("DOCKER_HOST")
     with pytest.raises(RuntimeError, match=r"^no Docker engine at unix:///var/run/docker\.sock: "):
         run(DockerBackend(settings(tmp_path), no_engine, reap_on_exit=False).start(T2I))
+
+
+def test_a_runner_app_container_registers_with_the_orchestrator_through_the_host(tmp_path: Path) -> None:
+    """aiModels.json "runner_app": the container gets the registration env with the orchestrator's loopback host made
+    reachable from inside it, and its own published address to be called back on; a classic one gets none of it."""
+    from lpnode.orchestrator.ai_models import RunnerAppOption
+    from lpnode.orchestrator.pool.runner_app_env import RunnerAppHost
+
+    host = RunnerAppHost(url="https://127.0.0.1:8935", secret="s3cret")
+    leaked = {"ORCH_SECRET": "from-the-orchestrator-env", "TORCH_THREADS": "2"}
+    app = RunnerSpec("text-to-image", "m", slot=0, runner_app=RunnerAppOption(name="t2i"))
+    config = container_config(app, 8004, settings(tmp_path, runner_apps=host, env=leaked))
+    env = config["environment"]
+    assert env["LIVE_RUNNER_ORCH"] == "https://host.docker.internal:8935"
+    assert env["ORCH_SECRET"] == "s3cret" and env["LIVE_RUNNER_APP_NAME"] == "t2i"
+    assert env["LIVE_RUNNER_PUBLIC_URL"] == "http://127.0.0.1:8004" and env["TORCH_THREADS"] == "2"
+    assert config["extra_hosts"] == {"host.docker.internal": "host-gateway"}
+    classic = container_config(T2I, 8005, settings(tmp_path, runner_apps=host, env=leaked))
+    assert not {"ORCH_SECRET", "LIVE_RUNNER_ORCH", "LIVE_RUNNER_PUBLIC_URL"} & set(classic["environment"])
+    assert "extra_hosts" not in classic

@@ -36,7 +36,8 @@ ROLES = frozenset({"runner", "live", "orchestrator", "gateway", "worker", "signe
 SHARED = frozenset(
     {
         "protocol", "payments", "trickle", "schemas", "pipelines", "byoc", "dashboard",
-        "errors", "logs", "results", "http_relay", "serving", "http_limits", "uvicorn_config", "audio_length", "extras", "mp4",
+        "errors", "logs", "results", "http_relay", "serving", "http_limits", "uvicorn_config", "audio_length", "extras",
+        "mp4",
     }
 )  # fmt: skip
 WIRING = frozenset({"cli", "up", "up_chain", "go_flags", "go_flags_doc", "go_starter"})

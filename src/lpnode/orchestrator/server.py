@@ -160,6 +160,9 @@ class Orchestrator:
                     creator_id=s.service_url,
                     gpus=s.slot_devices,
                     verbose_logs=s.verbose_runner_logs,
+                    env=dict(s.runner_env),
+                    safety_checker_id=s.safety_checker,
+                    runner_apps=app_host,
                 ),
                 log_dir=s.data_dir / "logs",
             )

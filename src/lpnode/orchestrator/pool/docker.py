@@ -30,8 +30,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-import docker  # type: ignore[import-untyped]
+import docker
 
 from lpnode.errors import ConfigError
 from lpnode.logs import log_event
@@ -44,6 +45,7 @@ from lpnode.orchestrator.pool.docker_images import (
 )
 from lpnode.orchestrator.pool.external import runner_name
 from lpnode.orchestrator.pool.ports import PORT_BASES, pick_port
+from lpnode.orchestrator.pool.runner_app_env import APP_ENV_VARS, RunnerAppHost, runner_app_env
 from lpnode.schemas.limits import ENV_VAR as LIMITS_ENV
 
 log = logging.getLogger("lpnode.orchestrator.pool")
@@ -75,6 +77,7 @@ class DockerSettings:
     start_timeout: float = 180.0  # for the container to be running; the pool then waits for /health
     env: Mapping[str, str] = field(default_factory=dict)
     safety_checker_id: str = ""  # SAFETY_CHECKER_MODEL_ID of the runners ("": the image's default)
+    runner_apps: RunnerAppHost | None = None  # where aiModels.json "runner_app" runners register
 
 
 def slot_gpu(slot: int | None, gpus: Sequence[str]) -> str | None:
@@ -92,7 +95,13 @@ def container_config(spec: RunnerSpec, port: int, settings: DockerSettings, run_
     """The keyword arguments of ``client.containers.create(...)`` (or ``run``) for ``spec`` on host ``port``;
     ``run_id`` (the backend's) becomes the ``lpnode.run`` label."""
     gpu = slot_gpu(spec.slot, settings.gpus)
-    environment = {**settings.env, **spec.optimization_flags, "PIPELINE": spec.pipeline, "MODEL_ID": spec.model_id}
+    inherited = {k: v for k, v in settings.env.items() if k not in APP_ENV_VARS}  # a classic runner registers nowhere
+    environment = {**inherited, **spec.optimization_flags, "PIPELINE": spec.pipeline, "MODEL_ID": spec.model_id}
+    app_env = runner_app_env(spec, settings.runner_apps)
+    if app_env:  # a runner app: it calls the orchestrator from inside the container, which calls it back on the host
+        app_env["LIVE_RUNNER_ORCH"] = _from_container(app_env["LIVE_RUNNER_ORCH"])
+        app_env["LIVE_RUNNER_PUBLIC_URL"] = f"http://{settings.host}:{port}"
+        environment.update(app_env)
     if settings.safety_checker_id:
         environment["SAFETY_CHECKER_MODEL_ID"] = settings.safety_checker_id
     if spec.pipeline_class:  # a custom pipeline: the image must hold lpnode and the class's package
@@ -115,9 +124,25 @@ def container_config(spec: RunnerSpec, port: int, settings: DockerSettings, run_
         "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 3},
         "detach": True,
     }
+    if app_env:
+        config["extra_hosts"] = {HOST_ALIAS: "host-gateway"}
     if gpu is not None:
         config["device_requests"] = [docker.types.DeviceRequest(device_ids=[gpu], capabilities=[["gpu"]])]
     return config
+
+
+HOST_ALIAS = "host.docker.internal"
+"""The name a runner-app container reaches the orchestrator's host by (Docker's ``host-gateway``). The orchestrator's
+runner-facing address (``-liveRunnerAddr``, else ``-serviceAddr``) must listen beyond loopback for it to answer."""
+
+
+def _from_container(url: str) -> str:
+    """``url`` as a container sees it: a loopback host becomes :data:`HOST_ALIAS`."""
+    parts = urlsplit(url)
+    if parts.hostname in {"127.0.0.1", "localhost", "::1"} or (parts.hostname or "").startswith("127."):
+        netloc = HOST_ALIAS + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def _read_limits(path: str) -> str:

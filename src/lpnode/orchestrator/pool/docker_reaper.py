@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
             pass
     except KeyboardInterrupt:
         pass
-    import docker  # type: ignore[import-untyped]  # after the wait: an idle reaper stays small
+    import docker  # after the wait: an idle reaper stays small
 
     try:
         client = docker.from_env()
