@@ -104,7 +104,7 @@ _TABLE: list[GoFlag] = [
     GoFlag("ignoreMaxPriceIfNeeded", BOOL, _NONE, "the gateway never exceeds its price caps"),
     GoFlag("discoveryTimeout", DURATION, _NONE, "the gateway asks orchestrators for offers in the background"),
     GoFlag("aiProcessingRetryTimeout", DURATION, _NONE, "the gateway's --timeout bounds a whole job, retries included"),
-    GoFlag("aiServiceRegistry", BOOL, _NONE, "the gateway finds orchestrators with -orchAddr or -orchWebhookUrl"),
+    GoFlag("aiServiceRegistry", BOOL, _NONE, "on chain the gateway reads the Controller's ServiceRegistry"),
     GoFlag("aiMinRunnerVersion", STRING, _NONE, "lpnode does not filter orchestrators by runner version"),
     # AI: the orchestrator's runners and remote workers
     GoFlag("aiModels", STRING, _OW),

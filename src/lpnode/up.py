@@ -211,17 +211,10 @@ def _serve_stack(
     gateway = settings_from_args(
         _gateway_args(listed, http_addr, cli_addr, data_dir / "gateway", admin_token, chain_flags)
     )
-    supervisors = []
-    for index, orch in enumerate(orchs):
-        cert = orch.data_dir / "tls" / "cert.pem"
-        name = "orchestrator" if index == 0 else f"orchestrator {index + 1}"
-        supervisors.append(
-            Supervisor(
-                name,
-                start=lambda orch=orch: subprocess.Popen(orch.command, env=child_env),  # type: ignore[misc]
-                ready=lambda proc, stop, orch=orch, cert=cert: _healthy(proc, orch.url, cert, stop),  # type: ignore[misc]
-            )
-        )
+    supervisors = [
+        _supervisor("orchestrator" if i == 0 else f"orchestrator {i + 1}", orch, child_env)
+        for i, orch in enumerate(orchs)
+    ]
     try:
         for supervisor in supervisors:
             supervisor.start()
@@ -268,6 +261,18 @@ def _serve_stack(
     gave_up = [s.gave_up for s in supervisors if s.gave_up]
     if gave_up:
         raise SupervisedProcessError(gave_up[0])
+
+
+def _supervisor(name: str, orch: _Orchestrator, child_env: dict[str, str] | None) -> Supervisor:
+    cert = orch.data_dir / "tls" / "cert.pem"
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(orch.command, env=child_env)
+
+    def ready(proc: subprocess.Popen[bytes], stop: threading.Event) -> bool:
+        return _healthy(proc, orch.url, cert, stop)
+
+    return Supervisor(name, start=start, ready=ready)
 
 
 @dataclass

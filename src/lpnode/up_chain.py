@@ -53,8 +53,11 @@ ROUND_LENGTH = 100
 START_SECONDS = 60.0
 STAKE = 1000 * LPT
 """The last orchestrator's stake; each one before it has this much more (two: 2000 and 1000 LPT)."""
-REWARD_CUT = 10.0  # percent
-FEE_SHARE = 50.0  # percent
+REWARD_CUT = 10.0  # percent of each round's reward the orchestrator keeps before its delegators share the rest
+FEE_SHARE = 0.0
+"""Percent of fees passed to delegators: none, so every fee a winning ticket earns is the orchestrator's own and
+``pendingFees`` equals what ``lpnode tickets`` says it earned, to the wei (fees shared with delegators go through
+Livepeer's cumulative factors, which round)."""
 
 
 @dataclass(frozen=True)

@@ -203,9 +203,10 @@ def test_a_new_service_uri_is_followed(net: Network) -> None:
     moved = net.start("a", port)
     wait_for("the gateway reads a's new URI on chain", lambda: net.pool_uris() == {moved.url, b})
     moved.wait_ready()
+    # Not up yet when the gateway first asked it: asked again once its suspension ends (10 s).
+    wait_for("the gateway reaches a at its new URI", lambda: net.listed() == {moved.url, b})
     counts = served(net, 10)
     assert old.url not in counts and counts.get(moved.url, 0) > 0, counts
-    assert net.listed() == {moved.url, b}
 
 
 def test_an_orchestrator_that_unbonds_drops_out_at_the_next_round(net: Network) -> None:

@@ -343,3 +343,22 @@ def test_the_default_model_is_chosen_among_every_orchestrator_suspended_or_not(t
         return before, after
 
     assert asyncio.run(scenario()) == (MODEL, MODEL)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "same_again"),
+    [("TicketParams expired", True), ("Insufficient balance", True), ("invalid ticket senderNonce", False)],
+)
+def test_a_refused_payment_is_paid_afresh_once_unless_the_nonce_was_bad(
+    refusal: str, same_again: bool, tmp_path: Any
+) -> None:
+    calls = 0
+
+    async def refuses_once(request: Request) -> Response:
+        nonlocal calls
+        calls += 1
+        return await answering(400 if calls == 1 else 200, refusal)(request)
+
+    result, (first, second), _, _ = serve([refuses_once, answering(200)], tmp_path)
+    assert isinstance(result, Response) and result.status_code == 200
+    assert (first.jobs, second.jobs) == ((2, 0) if same_again else (1, 1))

@@ -133,13 +133,25 @@ class Directory:
         await asyncio.shield(self._refreshing)
 
     async def run(self) -> None:
-        """Refresh on the configured period, forever (cancel to stop)."""
+        """Refresh on the configured period, forever (cancel to stop). Between refreshes, an orchestrator that has
+        not answered yet (just listed, e.g. by the chain, before it was up) is asked again as soon as its
+        suspension ends, rather than at the next period."""
         while True:
             try:
                 await self.refresh()
             except Exception as exc:  # a refresh must never end the loop
                 log_event(log, "orchestrator refresh failed", logging.ERROR, problem=str(exc))
-            await asyncio.sleep(self.refresh_seconds)
+            await self._until_next_refresh()
+
+    async def _until_next_refresh(self) -> None:
+        deadline = time.monotonic() + self.refresh_seconds
+        while (left := deadline - time.monotonic()) > 0:
+            waiting = [o for o in self.orchestrators.values() if o.info is None and o.suspended_until]
+            due = min((o.suspended_until for o in waiting), default=deadline)
+            # At most a second: orchestrators may be listed meanwhile (a refresh on demand, the chain's pool).
+            await asyncio.sleep(max(0.05, min(left, due - time.monotonic(), 1.0)))
+            unheard = [o for o in self.orchestrators.values() if o.info is None and o.suspended_until]
+            await asyncio.gather(*(self._fetch(o) for o in unheard if not o.suspended))
 
     async def _refresh(self) -> None:
         for url in await self._webhook_addresses():

@@ -8,8 +8,9 @@ caller gets a 503 (504 past the deadline) listing every reason.
 What an orchestrator's error answer means (:func:`refusal`):
 
 - a refused payment (go-livepeer's ``TicketParams expired`` and ``invalid ticket senderNonce`` answers, and
-  ``Insufficient balance``, which an orchestrator answers with 400): the session's params are dropped; expired
-  params are fetched again and this orchestrator tried once more, the others move on (go's rules, §5.2);
+  ``Insufficient balance``, which an orchestrator answers with 400): the session's params are dropped; after
+  expired params (go's rule, §5.2) or a balance the orchestrator lost (a restart), they are fetched again and this
+  orchestrator is tried once more, paid in full; after a bad nonce the others are tried;
 - 400/413/415/422: the input is wrong — the caller gets it, in the runner's words; no retry;
 - 402/403: payment or credentials — its info and token are fetched again and it is tried once more;
 - 503: at capacity — the next one is tried; this one is not blamed;
@@ -127,7 +128,9 @@ def refusal(
     if refused:
         directory.forget_session(url)  # new ticket params (and token) before this orchestrator is used again
         message = error_message(body)
-        raise Retry(f"refused our payment ({status}: {message})", again=refused == "expired")
+        # Expired params (go's rule) and a balance the orchestrator no longer holds (it restarted or moved, and our
+        # credit with it was dropped above) are paid afresh on this orchestrator once; a bad nonce moves on.
+        raise Retry(f"refused our payment ({status}: {message})", again=refused in ("expired", "balance"))
     if status in FINAL_STATUSES:  # the caller's mistake, not the orchestrator's
         error = answer_error(status, body)
         if final_prefix:

@@ -288,8 +288,15 @@ class Orchestrator:
             "workers": self.remote.status(),
             "live": self.live.status(),
             **({"runner_apps": self.runner_apps.status()} if self.runner_apps is not None else {}),
-            **({"payments": self.payments.status()} if self.payments is not None else {}),
+            **({"payments": self._payments_status()} if self.payments is not None else {}),
         }
+
+    def _payments_status(self) -> dict[str, Any]:
+        """The wallet's figures, with what runner apps were paid when this node sells them."""
+        assert self.payments is not None
+        document = self.payments.status()
+        apps = self.runner_apps.payments_status() if self.runner_apps is not None else None
+        return document if apps is None else {**document, "runner_apps": apps}
 
     async def _status(self, request: Request) -> Response:
         return JSONResponse(public_status(self.status_document()))

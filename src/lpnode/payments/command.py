@@ -1,6 +1,8 @@
 """``lpnode wallet``, ``lpnode deposit`` and ``lpnode tickets``: an operator's view of keys, funds and tickets.
 
     lpnode wallet new --keystore DIR [--password P]     make an account (go-ethereum keystore file)
+    lpnode wallet import --keystore DIR [--private-key-file F] [--password P]
+                                                         write a raw private key (from F or stdin) into one
     lpnode wallet show --keystore DIR|FILE [--eth-url U] the accounts there (and their ETH balance)
     lpnode deposit [show]                                a gateway's deposit, reserve and unlock state
     lpnode deposit --deposit 0.5 --reserve 0.5           fund them (ETH, or amounts like 5000000wei, 2gwei)
@@ -46,10 +48,24 @@ _REVERT_HINTS = {
 def add_payment_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``wallet``, ``deposit`` and ``tickets`` on the ``lpnode`` parser."""
     wallet = sub.add_parser("wallet", help="make or show Ethereum accounts (go-ethereum keystore files)")
-    wsub = wallet.add_subparsers(dest="wallet_command", required=True, metavar="{new,show}")
+    wsub = wallet.add_subparsers(dest="wallet_command", required=True, metavar="{new,import,show}")
     new = wsub.add_parser("new", help="make an account and write its keystore file")
     new.add_argument("--keystore", type=Path, required=True, help="directory to write the keystore file in")
     new.add_argument("--password", default=None, help="the password, or a file holding it (asked for if omitted)")
+    imported = wsub.add_parser(
+        "import",
+        help="write a raw private key into a keystore file",
+        description="Encrypt a raw private key (64 hex digits, 0x optional) into a go-ethereum keystore file. The "
+        "key is read from --private-key-file, or else from standard input (asked for, unechoed, on a terminal); "
+        "it is never a command-line argument, and never printed.",
+    )
+    imported.add_argument("--keystore", type=Path, required=True, help="directory to write the keystore file in")
+    imported.add_argument(
+        "--private-key-file", type=Path, default=None, help="a file holding the key (default: standard input)"
+    )
+    imported.add_argument(
+        "--password", default=None, help="the password, or a file holding it (asked for on a terminal if omitted)"
+    )
     show = wsub.add_parser("show", help="the accounts in a keystore dir or file")
     show.add_argument("--keystore", type=Path, required=True, help="a keystore directory or file")
     show.add_argument("--eth-url", "-ethUrl", dest="eth_url", default="", help="also show each account's balance")
@@ -118,6 +134,8 @@ def _password_arg(value: str | None, *, confirm: bool) -> str:
 
 
 def run_wallet(args: argparse.Namespace) -> int:
+    if args.wallet_command == "import":
+        return _import_wallet(args)
     if args.wallet_command == "new":
         from lpnode.payments.keystore import create_wallet
 
@@ -139,6 +157,43 @@ def run_wallet(args: argparse.Namespace) -> int:
         extra = f"  {format_eth(balances[address])}" if address in balances else ""
         print(f"{address}  {path}{extra}")
     return 0
+
+
+def _import_wallet(args: argparse.Namespace) -> int:
+    from lpnode.payments.keystore import Wallet, import_wallet, parse_private_key, refuse_existing
+
+    text = _private_key_text(args.private_key_file)
+    if not text.strip():
+        where = f"--private-key-file {args.private_key_file} is empty" if args.private_key_file else "no private key"
+        raise ConfigError(f"{where}: give the key (64 hex digits) in a file or on standard input; nothing was written")
+    key = parse_private_key(text)
+    # An account that is there already is refused before the password is asked for.
+    refuse_existing(args.keystore, Wallet.from_key(key).address)
+    password = _password_arg(args.password, confirm=True)
+    if not password:
+        print("lpnode: warning: the keystore file is encrypted with an empty password", file=sys.stderr)
+    wallet, path = import_wallet(args.keystore, key, password)
+    print(f"address {wallet.checksum_address}")
+    print(f"file    {path}")
+    return 0
+
+
+def _private_key_text(path: Path | None) -> str:
+    """The key's text from ``path``, or standard input: unechoed on a terminal, else everything piped in."""
+    if path is not None:
+        try:
+            return path.expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
+            raise ConfigError(f"--private-key-file {path}: cannot read it: {reason}") from None
+    if sys.stdin is None:
+        raise ConfigError("no standard input to read the private key from; give --private-key-file FILE")
+    if sys.stdin.isatty():
+        return getpass.getpass("Private key (64 hex digits, not shown): ")
+    try:
+        return sys.stdin.read(4096)  # a key is 66 characters; anything longer is refused as not a key
+    except UnicodeDecodeError:
+        raise ConfigError("standard input is not text: pipe in the private key as 64 hex digits") from None
 
 
 def _keystore_accounts(path: Path) -> list[tuple[str, Path]]:

@@ -3,7 +3,9 @@
     lpnode devchain                    anvil on a free port; prints the URL, the Controller and the dev accounts
     lpnode devchain --port 8545 --block-time 1
 
-It keeps initialising rounds until Ctrl-C or SIGTERM, then stops anvil. Point nodes at it with
+Every development account but the deployer (which holds the initial supply) is given :data:`ACCOUNT_LPT` LPT, so
+any of them can rehearse an operator's path; each is printed with its key, its ETH and its LPT. It keeps
+initialising rounds until Ctrl-C or SIGTERM, then stops anvil. Point nodes at it with
 ``-network devchain -ethUrl URL -ethController ADDRESS``.
 """
 
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
 from lpnode.errors import ConfigError
@@ -22,6 +25,12 @@ if TYPE_CHECKING:
     from lpnode.payments.devchain import DevChain
 
 DEFAULT_ROUND_LENGTH = 20  # lpnode.payments.devchain's; not imported here, it loads web3 (slow for every command)
+#: LPT (smallest units) minted to each development account but the deployer at start: enough to bond and rehearse.
+ACCOUNT_LPT = 10_000 * 10**18
+_UNIT = 10**18
+# initializeRound costs about 117,000 gas here (no loops); the limit is given because it cannot be estimated a
+# block early: estimating runs it in the round that is still current, which is initialised.
+_INITIALIZE_GAS = 500_000
 
 
 def add_devchain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,9 +55,12 @@ def add_devchain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
 
 
-def describe(chain: DevChain, network: dict[str, int] | None = None) -> str:
+def describe(
+    chain: DevChain, network: dict[str, int] | None = None, balances: dict[str, tuple[int, int]] | None = None
+) -> str:
     """What a user needs to use the chain: its URL, chain id, Controller, contracts, the network's parameters
-    (``network``, from :func:`lpnode.payments.devchain_network.network_parameters`) and funded accounts."""
+    (``network``, from :func:`lpnode.payments.devchain_network.network_parameters`) and funded accounts, with
+    their ETH and LPT when ``balances`` (checksum address to (wei, LPT's smallest units)) has them."""
     lines = [
         f"dev chain at {chain.url} (chain id {chain.chain_id}, rounds of {chain.round_length} blocks)",
         f"  -network devchain -ethUrl {chain.url} -ethController {chain.controller}",
@@ -61,15 +73,65 @@ def describe(chain: DevChain, network: dict[str, int] | None = None) -> str:
             "network:",
             f"  round {network['round']}; transcoder pool {network['pool_size']} of at most "
             f"{network['pool_max_size']}; unbonding period {network['unbonding_period']} rounds",
-            f"  LPT supply {network['lpt_supply'] / lpt:,.0f} (the deployer holds it and mints more); "
+            f"  LPT supply {network['lpt_supply'] / lpt:,.0f} (held by the accounts below; the deployer mints more); "
             f"inflation {network['inflation'] / 1e7:g}% a round, "
             f"{network['mintable_this_round'] / lpt:,.2f} LPT mintable this round",
         ]
-    lines += [
-        "accounts (anvil's public development keys; the first owns the Controller):",
-        *(f"  {a.checksum_address}  {a.key_hex}" for a in chain.accounts),
-    ]
+    balances = balances or {}
+    lines.append(
+        "accounts (anvil's public development keys: never send real funds to them; the first deployed the contracts "
+        "and owns the Controller):"
+    )
+    for account in chain.accounts:
+        line = f"  {account.checksum_address}  {account.key_hex}"
+        if account.checksum_address in balances:
+            eth, lpt_units = balances[account.checksum_address]
+            line += f"  {_amount(eth)} ETH  {_amount(lpt_units)} LPT"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def _amount(units: int) -> str:
+    """18-decimal ``units`` as a whole, grouped, cut to 4 decimals and marked ``~`` when cut: ``~9,999.9826``."""
+    value = (Decimal(units) / _UNIT).quantize(Decimal("0.0001"), rounding=ROUND_DOWN)
+    text = f"{value:,.4f}".rstrip("0").rstrip(".")
+    return text if value == Decimal(units) / _UNIT else "~" + text
+
+
+async def fund_accounts(chain: DevChain, amount: int = ACCOUNT_LPT) -> dict[str, tuple[int, int]]:
+    """Mint ``amount`` LPT to every development account but the deployer, make sure the round the minting ended
+    in is initialised, and return each account's (ETH in wei, LPT in smallest units)."""
+    from lpnode.payments.devchain_network import fund_lpt, lpt_balance
+
+    # Sent together: with --block-time the chain mines only on its interval, and they share a block or two.
+    await asyncio.gather(*(fund_lpt(chain, account, amount) for account in chain.accounts[1:]))
+    # Each mint is a block; with short rounds they may have crossed into a round nobody has initialised yet.
+    await chain.initialize_round()
+    balances = {}
+    for account in chain.accounts:
+        eth = await asyncio.to_thread(chain.w3.eth.get_balance, chain.w3.to_checksum_address(account.address))
+        balances[account.checksum_address] = (int(eth), await lpt_balance(chain, account))
+    return balances
+
+
+async def keep_rounds(chain: DevChain, interval: float = 0.1) -> None:
+    """Initialise each round in its own first block, until cancelled.
+
+    A round initialised only once its first block is seen leaves a block or more in which every bond, transcoder
+    or reward call is refused (``current round is not initialized``), and a transaction sent in a round's last
+    block is mined, and reverts, in the next. So while the chain is at a round's last block, the round to come is
+    initialised ahead: the transaction waits in the pool and is mined first in that round's first block. A round
+    that started without it (a stop, a burst of blocks) is initialised as soon as it is seen."""
+    from lpnode.payments.devchain import DevChainError
+
+    while True:
+        with contextlib.suppress(DevChainError, OSError):
+            await chain.initialize_round()
+            start = int(await chain.call("RoundsManager", "currentRoundStartBlock"))
+            # (With rounds of one block every block is a round's last: initialising ahead would mine forever.)
+            if chain.round_length > 1 and await chain.block_number() + 1 == start + chain.round_length:
+                await chain.transact("RoundsManager", "initializeRound", gas=_INITIALIZE_GAS)
+        await asyncio.sleep(interval)
 
 
 def run_devchain(args: argparse.Namespace) -> int:
@@ -86,8 +148,9 @@ def run_devchain(args: argparse.Namespace) -> int:
 
         chain = await start_devchain(args.port, block_time=args.block_time, round_length=args.round_length)
         try:
-            print(describe(chain, await network_parameters(chain)), flush=True)
-            keeper = asyncio.create_task(chain.keep_rounds())
+            balances = await fund_accounts(chain)
+            print(describe(chain, await network_parameters(chain), balances), flush=True)
+            keeper = asyncio.create_task(keep_rounds(chain))
             await stop.wait()
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,5 +1,5 @@
 """Ethereum wallets from go-ethereum keystore files, as go-livepeer's ``-ethKeystorePath``, ``-ethAcctAddr`` and
-``-ethPassword`` read them.
+``-ethPassword`` read them, and the writing of new ones (:func:`create_wallet`, :func:`import_wallet`).
 
 A keystore path is either one keystore file or a directory of them (go-ethereum's layout, files named
 ``UTC--<time>--<address hex>``). The password is a string or the path of a file holding it. Errors are
@@ -20,6 +20,10 @@ from eth_account import Account
 
 from lpnode.errors import ConfigError
 from lpnode.payments.signatures import address_of, checksum, parse_address
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+#: The order of secp256k1's group: a private key is a number from 1 to this, exclusive.
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,56 @@ def load_wallet(keystore: Path, address: str = "", password: str = "") -> Wallet
 def create_wallet(keystore_dir: Path, password: str) -> tuple[Wallet, Path]:
     """Make a new account, write it encrypted with ``password`` (scrypt) into ``keystore_dir`` under go-ethereum's
     file name, readable by its owner only; return the wallet and the file."""
+    return _write_keystore(keystore_dir, os.urandom(32), password)
+
+
+def import_wallet(keystore_dir: Path, key: bytes, password: str) -> tuple[Wallet, Path]:
+    """Write the account of the raw private ``key`` (32 bytes, see :func:`parse_private_key`) into ``keystore_dir``
+    as :func:`create_wallet` writes a new one, and return the wallet and the file. ConfigError, with nothing
+    written, when the directory already holds a keystore file for that account (:func:`refuse_existing`)."""
+    wallet = Wallet.from_key(key)
+    refuse_existing(keystore_dir, wallet.address)
+    return _write_keystore(keystore_dir, key, password)
+
+
+def refuse_existing(keystore_dir: Path, address: bytes) -> None:
+    """ConfigError when ``keystore_dir`` already holds a keystore file for ``address`` (nothing decrypted)."""
     directory = keystore_dir.expanduser()
+    if not directory.is_dir():
+        return
+    for path, document in _keystore_files(directory):
+        if _file_address(document) == address:
+            raise ConfigError(
+                f"{directory} already holds the account {checksum(address)} ({path.name}); nothing was written: "
+                "use that file, or import into another directory"
+            )
+
+
+def parse_private_key(text: str) -> bytes:
+    """A raw private key as 64 hex digits (``0x`` optional, surrounding whitespace ignored) in bytes. ConfigError
+    when it is not one; the message never repeats the text, which may be a key with a typo."""
+    value = text.strip().removeprefix("0x").removeprefix("0X")
+    if not value:
+        raise ConfigError("no private key was given: expected 64 hex digits (32 bytes), 0x optional")
+    if len(value) != 64 or any(c not in _HEX for c in value):
+        raise ConfigError(
+            f"the private key must be 64 hex digits (32 bytes), 0x optional; got {len(value)} characters"
+            + ("" if all(c in _HEX for c in value) else ", not all of them hex digits")
+        )
+    key = bytes.fromhex(value)
+    if not 0 < int.from_bytes(key, "big") < _SECP256K1_ORDER:
+        raise ConfigError("the private key is out of range for Ethereum's curve (secp256k1): it is not a usable key")
+    return key
+
+
+def _write_keystore(keystore_dir: Path, key: bytes, password: str) -> tuple[Wallet, Path]:
+    directory = keystore_dir.expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"the keystore directory {directory} is a file; give a directory")
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise ConfigError(f"cannot create the keystore directory {directory}: {exc.strerror}") from None
-    key = os.urandom(32)
     wallet = Wallet.from_key(key)
     document = Account.encrypt(key, password, kdf="scrypt")
     now = datetime.now(UTC)

@@ -34,9 +34,10 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,27 @@ def convert(price: UsdPrice, wei_per_usd: Fraction) -> AppPrice:
 
 
 @dataclass
+class AppPaymentTotals:
+    """What runner apps were paid since start: sessions and single-shot calls admitted with a payment, wei taken
+    by meters and by fixed prices, and sessions released because a debit could not be covered. Every wei counted
+    here is also in the orchestrator's ``debited_wei``."""
+
+    sessions: int = 0
+    metered: Fraction = field(default_factory=Fraction)
+    fixed: int = 0
+    released_unpaid: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``sessions_paid``, ``metered_wei`` (rounded down to a wei), ``fixed_wei``, ``released_unpaid``."""
+        return {
+            "sessions_paid": self.sessions,
+            "metered_wei": str(math.floor(self.metered)),
+            "fixed_wei": str(self.fixed),
+            "released_unpaid": self.released_unpaid,
+        }
+
+
+@dataclass
 class _Paid:
     """What admission holds for one paid session: who pays, its price, and its meter or single-shot task."""
 
@@ -117,6 +139,7 @@ class PaidAdmission:
         self.tokens = tokens
         self.interval = interval
         self._paid: dict[tuple[str, str], _Paid] = {}
+        self.totals = AppPaymentTotals()
 
     # --- prices --------------------------------------------------------------------------------------------
 
@@ -162,6 +185,7 @@ class PaidAdmission:
             raise AppError(exc.status_code, exc.message) from None
         paid = _Paid(sender, price)
         self._paid[(runner.route, session.id)] = paid
+        self.totals.sessions += 1
         if not price.fixed:
             pinned = self.payments.balances.fixed_price(sender, manifest) or Fraction(price.wei)
             metered = Metered(sender, manifest, wire.UNITS_PER_SECOND[price.unit], pinned)
@@ -202,15 +226,18 @@ class PaidAdmission:
             paid.task.cancel()
         refused = self.payments.totals.refused
         refused["insufficient balance"] = refused.get("insufficient balance", 0) + 1
+        self.totals.released_unpaid += 1
 
     def _debited(self, fee: Fraction) -> None:
         self.payments.totals.debited += fee
+        self.totals.metered += fee
 
     def _take_fixed(self, sender: bytes, manifest: str, price: AppPrice) -> None:
         balance = self.payments.balance(sender, manifest)
         if balance < price.wei:
             raise AppError(400, f"insufficient balance, mid={manifest}, fee={price.wei}, balance={int(balance)}")
         self.payments.debit(sender, manifest, Fraction(price.wei), 1)
+        self.totals.fixed += price.wei
 
     def _credentials(self, payment_value: str, segment_value: str) -> tuple[Payment, SegData]:
         """Both headers decoded and the segment checked (signature, auth token): 402 / 403 otherwise."""
@@ -299,11 +326,8 @@ class PaidAdmission:
         return JSONResponse(_challenge_body(info, self.registry.public_url, manifest, url))
 
     def status(self) -> dict[str, Any]:
-        """Paid sessions now and wei debited by their meters (for ``/status``)."""
-        return {
-            "paid_sessions": len(self._paid),
-            "metered_wei": str(int(sum((p.meter.debited for p in self._paid.values() if p.meter), Fraction(0)))),
-        }
+        """``/status``'s ``payments.runner_apps``: :meth:`AppPaymentTotals.to_json` with the paid sessions now."""
+        return {"paid_sessions": len(self._paid), **self.totals.to_json()}
 
 
 def _challenge_body(info: OrchestratorInfo, orchestrator: str, manifest: str, payment_url: str) -> dict[str, str]:
