@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from lpnode.errors import ConfigError
 from lpnode.orchestrator.dashboard_source import public_status
 from lpnode.protocol.admin_access import AdminAccess, AdminGuard, admin_headers, read_admin_token
-from lpnode.up import RestartBackoff, exit_reason
+from lpnode.child_supervisor import RestartBackoff, exit_reason
 
 PORT = 5935
 

@@ -150,7 +150,7 @@ def run_devchain(args: argparse.Namespace) -> int:
         try:
             balances = await fund_accounts(chain)
             print(describe(chain, await network_parameters(chain), balances), flush=True)
-            keeper = asyncio.create_task(keep_rounds(chain))
+            keeper = asyncio.create_task(chain.keep_rounds())
             await stop.wait()
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
