@@ -35,12 +35,12 @@ def test_devchain_funds_its_accounts_with_lpt_and_initialises_each_round_in_its_
     try:
         deadline = time.monotonic() + 60
         while len(re.findall(ACCOUNT, log_path.read_text())) < 10:
-            assert process.poll() is None, f"lpnode devchain exited: {process.stderr.read() if process.stderr else ''}"
+            assert process.poll() is None, f"lpnode devchain exited: {process.communicate()[1].decode()}"
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
         lines = log_path.read_text().splitlines()
-        accounts = [m.groups() for m in map(ACCOUNT.fullmatch, lines) if m]
-        contracts = dict(m.groups() for m in map(CONTRACT.fullmatch, lines) if m)
+        accounts = [(Web3.to_checksum_address(m[1]), m[2], m[3]) for m in map(ACCOUNT.fullmatch, lines) if m]
+        contracts = {m[1]: Web3.to_checksum_address(m[2]) for m in map(CONTRACT.fullmatch, lines) if m}
 
         assert len(accounts) == 10, lines
         deployer, *others = accounts
@@ -62,8 +62,9 @@ def test_devchain_funds_its_accounts_with_lpt_and_initialises_each_round_in_its_
         for _ in range(2):
             last = rounds.functions.currentRoundStartBlock().call() + length - 1
             w3.provider.make_request("anvil_mine", [hex(last - w3.eth.block_number)])  # type: ignore[arg-type]
+            waited = time.monotonic() + 10
             while w3.eth.block_number == last:
-                assert time.monotonic() < deadline, "no block started the next round"
+                assert time.monotonic() < waited, "no block started the next round"
                 time.sleep(0.05)
             start = last + 1
             assert rounds.functions.currentRoundStartBlock().call(block_identifier=start) == start

@@ -78,6 +78,11 @@ _TX_TIMEOUT = 60.0
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+# initializeRound costs about 117,000 gas here (no loops); the limit is given because it cannot be estimated a block
+# early: estimating runs it in the round that is still current, which is initialised.
+INITIALIZE_ROUND_GAS = 500_000
+
+
 class DevChainError(RuntimeError):
     """A dev-chain call or transaction reverted; ``reason`` is the contract's revert string."""
 
@@ -323,10 +328,22 @@ class DevChain:
         return await self.current_round()
 
     async def keep_rounds(self, interval: float = 0.5) -> None:
-        """Initialise each new round as blocks advance, checking every ``interval`` seconds, until cancelled."""
+        """Initialise each round in its own first block, checking every ``interval`` seconds, until cancelled.
+
+        A round initialised only once its first block is seen leaves a block or more in which every bond, transcoder
+        or reward call is refused (``current round is not initialized``), and a transaction sent in a round's last
+        block is mined, and reverts, in the next; with blocks mined only for transactions the chain even stalls at a
+        round's last block, every transaction refused and none left to mine the next. So while the chain is at a
+        round's last block, the round to come is initialised ahead: the transaction is mined (at once, or first when
+        the next block comes) in that round's first block. A round that started without it (a burst of blocks, a
+        busy machine) is initialised as soon as it is seen."""
         while True:
             with contextlib.suppress(DevChainError, OSError):
                 await self.initialize_round()
+                start = int(await self.call("RoundsManager", "currentRoundStartBlock"))
+                # (With rounds of one block every block is a round's last: initialising ahead would mine forever.)
+                if self.round_length > 1 and await self.block_number() + 1 == start + self.round_length:
+                    await self.transact("RoundsManager", "initializeRound", gas=INITIALIZE_ROUND_GAS)
             await asyncio.sleep(interval)
 
     async def close(self) -> None:

@@ -28,9 +28,6 @@ DEFAULT_ROUND_LENGTH = 20  # lpnode.payments.devchain's; not imported here, it l
 #: LPT (smallest units) minted to each development account but the deployer at start: enough to bond and rehearse.
 ACCOUNT_LPT = 10_000 * 10**18
 _UNIT = 10**18
-# initializeRound costs about 117,000 gas here (no loops); the limit is given because it cannot be estimated a
-# block early: estimating runs it in the round that is still current, which is initialised.
-_INITIALIZE_GAS = 500_000
 
 
 def add_devchain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,7 +89,7 @@ def describe(
 
 
 def _amount(units: int) -> str:
-    """18-decimal ``units`` as a whole, grouped, cut to 4 decimals and marked ``~`` when cut: ``~9,999.9826``."""
+    """18-decimal ``units`` in whole tokens, grouped, cut to 4 decimals and marked ``~`` when cut: ``~9,999.9826``."""
     value = (Decimal(units) / _UNIT).quantize(Decimal("0.0001"), rounding=ROUND_DOWN)
     text = f"{value:,.4f}".rstrip("0").rstrip(".")
     return text if value == Decimal(units) / _UNIT else "~" + text
@@ -114,26 +111,6 @@ async def fund_accounts(chain: DevChain, amount: int = ACCOUNT_LPT) -> dict[str,
     return balances
 
 
-async def keep_rounds(chain: DevChain, interval: float = 0.1) -> None:
-    """Initialise each round in its own first block, until cancelled.
-
-    A round initialised only once its first block is seen leaves a block or more in which every bond, transcoder
-    or reward call is refused (``current round is not initialized``), and a transaction sent in a round's last
-    block is mined, and reverts, in the next. So while the chain is at a round's last block, the round to come is
-    initialised ahead: the transaction waits in the pool and is mined first in that round's first block. A round
-    that started without it (a stop, a burst of blocks) is initialised as soon as it is seen."""
-    from lpnode.payments.devchain import DevChainError
-
-    while True:
-        with contextlib.suppress(DevChainError, OSError):
-            await chain.initialize_round()
-            start = int(await chain.call("RoundsManager", "currentRoundStartBlock"))
-            # (With rounds of one block every block is a round's last: initialising ahead would mine forever.)
-            if chain.round_length > 1 and await chain.block_number() + 1 == start + chain.round_length:
-                await chain.transact("RoundsManager", "initializeRound", gas=_INITIALIZE_GAS)
-        await asyncio.sleep(interval)
-
-
 def run_devchain(args: argparse.Namespace) -> int:
     if args.port < 0 or args.port > 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
@@ -150,7 +127,7 @@ def run_devchain(args: argparse.Namespace) -> int:
         try:
             balances = await fund_accounts(chain)
             print(describe(chain, await network_parameters(chain), balances), flush=True)
-            keeper = asyncio.create_task(chain.keep_rounds())
+            keeper = asyncio.create_task(chain.keep_rounds(interval=0.1))
             await stop.wait()
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

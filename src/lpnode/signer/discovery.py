@@ -9,12 +9,13 @@ Each orchestrator is listed as ``{"address": <its URL>, "score": 1, "capabilitie
 
 - ``capabilities``: every ``pipeline/model`` it offers whose price (its per-model price, else its global price)
   is within the configured maximum for that pair, plus the ``app`` of each valid runner;
-- ``runners``: its Live Runner records with a ``url``, an ``app`` and a ``price_info`` in wei per ``seconds``,
-  ``720p-pixel-seconds`` or ``fixed`` within the global maximum; only the keys below pass through, first record of a
-  URL wins; addresses are merged with a trailing ``/`` ignored.
+- ``runners``: its Live Runner records with a ``url``, an ``app``, a ``metadata`` string of at most 1,024 bytes (or
+  none) and a positive ``price_info`` in wei per ``seconds``, ``720p-pixel-seconds`` or ``fixed`` within the global
+  maximum (per-capability maximums do not apply to runners, as in go-livepeer); only the keys below pass through,
+  the first record of a URL wins; addresses are merged with a trailing ``/`` ignored, shown as first seen.
 
-An address with no capability left is not listed; ``?caps=X&caps=Y`` keeps those offering any of them. No
-orchestrator at all is a 503 ``cache empty``.
+An address that is not an absolute URL is never listed, nor is one with no capability left; ``?caps=X&caps=Y``
+keeps those offering any of them (empty values ignored). No orchestrator at all is a 503 ``cache empty``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from lpnode.logs import log_event
 from lpnode.protocol.capabilities import pipeline_for_capability
 from lpnode.protocol.lp_rpc_pb2 import Capabilities, OrchestratorInfo, OrchestratorRequest
-from lpnode.protocol.runner_apps import DISCOVERY_PATH
+from lpnode.protocol.runner_apps import DISCOVERY_PATH, METADATA_MAX_BYTES
 from lpnode.signer.ceilings import ConfiguredPrices
 
 log = logging.getLogger("lpnode.signer.discovery")
@@ -92,35 +94,63 @@ def offered_capabilities(info: OrchestratorInfo, prices: ConfiguredPrices) -> se
     return found
 
 
+def is_address(text: object) -> bool:
+    """An orchestrator address a client can call: an absolute URL with a scheme and a host."""
+    if not isinstance(text, str) or not text:
+        return False
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return False
+    return bool(parts.scheme) and bool(parts.hostname)
+
+
+def metadata_problem(metadata: object) -> str:
+    """Why a runner's ``metadata`` is not one an orchestrator accepts ("" when it is, or when there is none)."""
+    if metadata is None:
+        return ""
+    if not isinstance(metadata, str):
+        return "invalid metadata: not a string"
+    try:
+        size = len(metadata.encode())
+    except UnicodeEncodeError:  # a lone surrogate escaped in the JSON: not UTF-8
+        return "invalid metadata: not valid UTF-8"
+    if size > METADATA_MAX_BYTES:
+        return f"invalid metadata: over {METADATA_MAX_BYTES} bytes"
+    if "\ufffd" in metadata:
+        return "invalid metadata: contains U+FFFD"
+    return ""
+
+
 def runner_problem(runner: object, global_max: Fraction | None) -> str:
     """Why a ``/discovery`` runner record is not listed ("" when it is)."""
     if not isinstance(runner, dict):
         return "not an object"
     if not isinstance(runner.get("url"), str) or not runner["url"]:
-        return "no url"
-    if not isinstance(runner.get("app"), str) or not runner["app"]:
-        return "no app"
-    metadata = runner.get("metadata")
-    if metadata is not None and not isinstance(metadata, str | dict):
-        return "invalid metadata"
+        return "missing URL"
+    if not isinstance(runner.get("app"), str) or not runner["app"].strip():
+        return "missing app"
+    problem = metadata_problem(runner.get("metadata"))
+    if problem:
+        return problem
     price = runner.get("price_info")
     if not isinstance(price, dict):
-        return "no price"
+        return "invalid price"
     try:
         raw = price.get("price")
         if isinstance(raw, bool) or not isinstance(raw, int | float | str):
             raise ValueError
-        amount = Fraction(str(raw))
+        amount = Fraction(str(raw).strip())
     except (ValueError, ZeroDivisionError):
         return "invalid price"
     if amount <= 0:
-        return "price not positive"
-    if str(price.get("currency", "")).lower() != "wei":
-        return "price not in wei"
-    if price.get("unit") not in RUNNER_UNITS:
-        return "unknown price unit"
+        return "invalid price"
+    if str(price.get("currency") or "").strip().lower() != "wei":
+        return "unsupported currency"
+    if str(price.get("unit") or "").strip().lower() not in RUNNER_UNITS:
+        return "unsupported unit"
     if global_max is not None and amount > global_max:
-        return "price above the maximum"
+        return "above global max price"
     return ""
 
 
@@ -129,10 +159,10 @@ def merge_runners(listings: dict[str, Listing], answer: object, global_max: Frac
     if not isinstance(answer, list):
         return
     for node in answer:
-        if not isinstance(node, dict) or not isinstance(node.get("address"), str) or not node["address"]:
+        if not isinstance(node, dict) or not is_address(node.get("address")):
             continue
-        address = node["address"].rstrip("/")
-        listing = listings.setdefault(address, Listing(address))
+        address = node["address"]
+        listing = listings.setdefault(address.rstrip("/"), Listing(address))
         seen = {r["url"] for r in listing.runners}
         for runner in node.get("runners") or []:
             problem = runner_problem(runner, global_max)
@@ -190,12 +220,14 @@ class DiscoveryPool:
             return []
         global_max = self._prices.global_wei()
         listings: dict[str, Listing] = {}
+        addresses = [a for a in addresses if is_address(a)]
         answers = await asyncio.gather(*(self._poll(a) for a in addresses))
-        for address, (info, runners) in zip(addresses, answers, strict=True):
-            key = address.rstrip("/")
-            if info is not None:
-                listing = listings.setdefault(key, Listing(key))
-                listing.capabilities |= offered_capabilities(info, self._prices)
+        # Each orchestrator's own capabilities first, then every /discovery answer: go-livepeer's order.
+        for address, (info, _) in zip(addresses, answers, strict=True):
+            offered = offered_capabilities(info, self._prices) if info is not None else set()
+            if offered:
+                listings.setdefault(address.rstrip("/"), Listing(address)).capabilities |= offered
+        for _, runners in answers:
             if runners is not None:
                 merge_runners(listings, runners, global_max)
         return [item for item in listings.values() if item.capabilities]
