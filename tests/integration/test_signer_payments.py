@@ -28,10 +28,12 @@ import requests
 
 from lpclient import get_orchestrator
 from lpnode.payments.devchain import DevChain, start_devchain
+from lpnode.payments.signatures import sign
 from lpnode.payments.ticket import MAX_WIN_PROB
 from lpnode.protocol.capabilities import Capability, capability_bitstring
 from lpnode.protocol.lp_rpc_pb2 import Capabilities, OrchestratorInfo, OrchestratorRequest, Payment, PaymentResult
 from lpnode.protocol.remote_signer import OrchestratorInfoSignature, SignedState
+from lpnode.signer.state import parse_time
 from paid_nodes import ETH, chain_flags, wallet_flags
 from procs import LPNODE, ChildProcess, OrchestratorProcess, child_env, free_port, run_cli
 
@@ -39,6 +41,12 @@ T2I = "lpnode/tiny-text-to-image"
 PRICE = 1000  # wei per pixel
 TICKET_EV = 1_000_000  # wei: the orchestrator's -ticketEV
 MAX_PRICE = 5000  # signer A's -maxPricePerUnit
+CAP_MAX_LOW, CAP_MAX_HIGH = 200, 50_000  # signer A's -maxPricePerCapability for two text-to-image models
+GUARDED_MAX = 20_000  # the guarded signer's -maxPricePerUnit
+CAPABILITY_PRICES = {"capabilities_prices": [
+    {"pipeline": "text-to-image", "model_id": "capped-low", "price_per_unit": CAP_MAX_LOW, "pixels_per_unit": 1},
+    {"pipeline": "text-to-image", "model_id": "capped-high", "price_per_unit": CAP_MAX_HIGH, "pixels_per_unit": 1},
+]}  # fmt: skip
 
 
 class SignerProcess(ChildProcess):
@@ -107,9 +115,10 @@ class Stack:
     loop: asyncio.AbstractEventLoop
     orchestrator: OrchestratorProcess
     signer: SignerProcess
-    """No webhook, -maxPricePerUnit 5000, -remoteDiscovery of the orchestrator."""
+    """No webhook, -maxPricePerUnit 5000 (per-capability maximums for two models), -remoteDiscovery of the
+    orchestrator."""
     guarded: SignerProcess
-    """With the auth webhook."""
+    """With the auth webhook and -maxPricePerUnit 20000."""
     webhook: Webhook
     signer_key: bytes
     address: str
@@ -124,11 +133,11 @@ class Stack:
         return get_orchestrator(self.orchestrator.base_url, None, request)
 
 
-def t2i_caps() -> Capabilities:
+def t2i_caps(model: str = T2I) -> Capabilities:
     cap = int(Capability.TEXT_TO_IMAGE)
     caps = Capabilities(bitstring=capability_bitstring([cap]))
     caps.capacities[cap] = 1
-    caps.constraints.PerCapability[cap].models[T2I].warm = False
+    caps.constraints.PerCapability[cap].models[model].warm = False
     return caps
 
 
@@ -187,12 +196,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         wallet = wallet_flags(tmp / "signer-wallet", signer_account.key)
         signer = SignerProcess(
             tmp / "signer-a", *flags, *wallet, "-maxPricePerUnit", str(MAX_PRICE), "-remoteDiscovery",
-            "-orchAddr", orchestrator.base_url,
+            "-orchAddr", orchestrator.base_url, "-maxPricePerCapability", json.dumps(CAPABILITY_PRICES),
         )  # fmt: skip
         procs.append(signer)
         guarded = SignerProcess(
             tmp / "signer-b", *flags, *wallet, "-remoteSignerWebhookUrl", webhook.url,
             "-remoteSignerWebhookHeaders", "Authorization: Bearer hook-secret, X-Signer: b",
+            "-maxPricePerUnit", str(GUARDED_MAX),
         )  # fmt: skip
         procs.append(guarded)
         info_sig = OrchestratorInfoSignature.from_json(
@@ -204,6 +214,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for proc in reversed(procs):
             assert proc.stop() == 0, proc.log()
         webhook.server.shutdown()
+        webhook.server.server_close()
         loop.run_until_complete(chain.close())
         loop.close()
     for proc in procs:  # no key in any log
@@ -284,20 +295,61 @@ def test_fixed_pays_one_unit_and_the_state_carries_the_nonce_on(stack: Stack) ->
     assert "state" not in due.json()
 
 
+def test_fixed_leaves_no_credit_when_one_ticket_is_worth_the_price(stack: Stack) -> None:
+    info = stack.info()
+    # Tickets worth exactly the price: 5 × the price, winning 1 time in 5 (5 divides 2²⁵⁶ − 1, so the EV is whole).
+    # Not redeemable (the orchestrator made other params), and not sent to it.
+    assert MAX_WIN_PROB % 5 == 0
+    info.ticket_params.face_value = (5 * PRICE).to_bytes(2, "big")
+    info.ticket_params.win_prob = (MAX_WIN_PROB // 5).to_bytes(32, "big")
+    answer = stack.signer.pay(body(info, type="fixed"))
+    assert answer.status_code == 200, answer.text
+    assert tickets_in(answer) == 1 and decoded_state(answer)["Balance"] == "0"
+
+
+def test_a_fractional_price_is_billed_exactly_at_the_initial_price(stack: Stack) -> None:
+    info = stack.info()
+    info.price_info.pricePerUnit, info.price_info.pixelsPerUnit = 150, 175  # 6/7 wei a pixel
+    ev = ev_of(info)
+    first = stack.signer.pay(body(info, inPixels=1000, ManifestID="fraction"))
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    assert answer["payment"] and answer["segCreds"] and answer["state"]["State"] and answer["state"]["Sig"]
+    state = decoded_state(first)
+    assert state["SequenceNumber"] == 0
+    assert Fraction(state["Balance"]) == tickets_in(first) * ev - Fraction(6000, 7)
+    assert "/" in state["Balance"] and "." not in state["Balance"]  # an exact fraction, never rounded
+    lower = OrchestratorInfo()
+    lower.CopyFrom(info)
+    lower.price_info.pricePerUnit = 100
+    again = stack.signer.pay(body(lower, inPixels=2500, ManifestID="fraction", state=answer["state"]))
+    assert again.status_code == 200, again.text
+    nxt = decoded_state(again)
+    assert nxt["SequenceNumber"] == 1
+    assert Fraction(nxt["Balance"]) == Fraction(state["Balance"]) + tickets_in(again) * ev - Fraction(15000, 7)
+    expected = Payment.FromString(base64.b64decode(again.json()["payment"])).expected_price
+    assert (expected.pricePerUnit, expected.pixelsPerUnit) == (100, 175)
+
+
 def test_live_bills_ten_seconds_first_then_the_seconds_elapsed(stack: Stack) -> None:
     info = stack.info()
     info.price_info.pricePerUnit, info.price_info.pixelsPerUnit = 3000, 1  # wei per second
     ev = ev_of(info)
+    before = time.time_ns()
     first = stack.signer.pay(body(info, type="live", app="my-app"))
+    after = time.time_ns()
     assert first.status_code == 200, first.text
     state = decoded_state(first)
     assert Fraction(state["Balance"]) == ev - 10 * 3000 and state["App"] == "my-app"
+    assert before <= parse_time(state["LastUpdate"]) <= after  # the time it billed
     time.sleep(1.2)
+    before = time.time_ns()
     again = stack.signer.pay(body(info, type="live", app="my-app", ManifestID="m", state=first.json()["state"]))
+    after = time.time_ns()
     assert again.status_code == 200, again.text
     billed = (Fraction(state["Balance"]) + tickets_in(again) * ev - Fraction(decoded_state(again)["Balance"])) / 3000
     assert billed == 2  # 1.2 s, rounded up to whole seconds
-    assert decoded_state(again)["LastUpdate"] > state["LastUpdate"]
+    assert before <= parse_time(decoded_state(again)["LastUpdate"]) <= after
 
 
 def test_the_fee_stays_at_the_initial_price_when_the_orchestrator_lowers_it(stack: Stack) -> None:
@@ -362,6 +414,7 @@ def test_a_forged_or_foreign_state_is_refused(stack: Stack) -> None:
         ("params", 480, "refresh session for remote signer"),
         ("no-token", 400, "remote signer could not check whether to refresh session: missing auth token"),
         ("no-price", 400, "missing or zero priceInfo"),
+        ("zero-price", 400, "missing or zero priceInfo"),
         ("zero-pixels", 400, "missing or zero priceInfo"),
         ("no-params", 400, "missing ticketParams in OrchestratorInfo"),
         ("huge-ev", 400, "remote signer could not check whether to refresh session: ticket EV"),
@@ -377,6 +430,8 @@ def test_stale_or_incomplete_orchestrator_info_is_refused(stack: Stack, change: 
         info.ClearField("auth_token")
     elif change == "no-price":
         info.ClearField("price_info")
+    elif change == "zero-price":
+        info.price_info.pricePerUnit = 0
     elif change == "zero-pixels":
         info.price_info.pixelsPerUnit = 0
     elif change == "no-params":
@@ -410,6 +465,8 @@ def test_stale_or_incomplete_orchestrator_info_is_refused(stack: Stack, change: 
          "maxPrice.price must be a positive decimal"),
         ({"type": "fixed", "maxPrice": {"price": -1, "currency": "wei", "unit": "fixed"}}, 400,
          "maxPrice.price must be a positive decimal"),
+        ({"type": "fixed", "maxPrice": {"price": 0, "currency": "wei", "unit": "fixed"}}, 400,
+         "maxPrice.price must be a positive decimal"),
         ({"type": "fixed", "maxPrice": {"price": 1, "unit": "fixed"}}, 400, "maxPrice.currency must be wei"),
     ],
 )  # fmt: skip
@@ -419,6 +476,41 @@ def test_request_checks_and_ceilings(stack: Stack, fields: dict[str, Any], statu
         assert answer.status_code == 200, answer.text
     else:
         refused(answer, status, words)
+
+
+def test_a_decimal_max_price_is_compared_exactly(stack: Stack) -> None:
+    info = stack.info()
+    info.price_info.pricePerUnit, info.price_info.pixelsPerUnit = 506, 5  # 101.2 wei a second
+    ceiling = {"price": 101.2, "currency": "wei", "unit": "seconds"}
+    at = stack.signer.pay(body(info, type="live", maxPrice=ceiling))
+    assert at.status_code == 200, at.text  # 101.2 is 506/5 exactly, and equality passes
+    info.price_info.pricePerUnit = 507
+    refused(stack.signer.pay(body(info, type="live", maxPrice=ceiling)), 481,
+            "orchestrator price 101.400 exceeds request maxPrice ceiling 101.200")  # fmt: skip
+
+
+def test_per_capability_maximums_apply_to_the_models_they_name(stack: Stack) -> None:
+    info = stack.info()
+    info.price_info.pricePerUnit = 300  # within the global 5,000, above capped-low's 200
+    low = b64(t2i_caps("capped-low").SerializeToString())
+    refused(stack.signer.pay(body(info, type="fixed", capabilities=low)), 481,
+            "orchestrator price 300.000 exceeds configured maximum price ceiling 200.000")  # fmt: skip
+    info.price_info.pricePerUnit = MAX_PRICE + 1000  # above the global maximum, within capped-high's 50,000
+    high = b64(t2i_caps("capped-high").SerializeToString())
+    answer = stack.signer.pay(body(info, type="fixed", capabilities=high))
+    assert answer.status_code == 200, answer.text
+    other = b64(t2i_caps().SerializeToString())  # a model with no maximum of its own: the global one
+    for fields in ({}, {"capabilities": other}):
+        refused(stack.signer.pay(body(info, type="fixed", **fields)), 481,
+                "orchestrator price 6000.000 exceeds configured maximum price ceiling 5000.000")  # fmt: skip
+
+
+def test_a_state_signed_by_the_signer_must_still_be_a_state(stack: Stack) -> None:
+    info = stack.info()
+    junk = SignedState(b"not-json", sign(stack.signer_key, b"not-json")).to_json()
+    refused(stack.signer.pay(body(info, inPixels=100, ManifestID="m", state=junk)), 400, "invalid state")
+    bad_sig = {"State": b64(b'{"StateID":"state"}'), "Sig": b64(b"bad")}
+    refused(stack.signer.pay(body(info, inPixels=100, ManifestID="m", state=bad_sig)), 400, "invalid sig")
 
 
 def test_malformed_bodies_are_refused_with_gos_words(stack: Stack) -> None:
@@ -440,8 +532,10 @@ def test_the_configured_and_initial_price_ceilings_refuse_with_481(stack: Stack)
     info.price_info.pricePerUnit = 150  # the session started at 100
     refused(stack.signer.pay(body(info, type="fixed", ManifestID="m", state=first.json()["state"])), 481,
             "orchestrator price 150.000 exceeds initial session price ceiling 100.000")  # fmt: skip
-    # The guarded signer has no configured maximum: the same price passes there (equality passes too).
+    # The guarded signer's maximum is higher: the same price passes there, and so does a price equal to it.
     info.price_info.pricePerUnit = MAX_PRICE + 1
+    assert stack.guarded.pay(body(info, type="fixed")).status_code == 200
+    info.price_info.pricePerUnit = GUARDED_MAX
     assert stack.guarded.pay(body(info, type="fixed")).status_code == 200
 
 
@@ -500,6 +594,51 @@ def test_a_cached_authorization_skips_the_webhook_and_pins_the_auth_id(stack: St
     past = stack.guarded.pay(body(info, inPixels=2000), **{"X-Case": "expired"})
     stack.guarded.pay(body(info, inPixels=2000, ManifestID="m", state=past.json()["state"]), **{"X-Case": "expired"})
     assert len(hook.for_case("expired")) == 2
+
+
+def test_the_auth_id_and_the_webhook_ceiling_among_the_others(stack: Stack) -> None:
+    hook, info = stack.webhook, stack.info()
+    fixed = {"currency": "wei", "unit": "fixed"}
+    hook.answers.update({
+        "plain": {"status": 200},
+        "named": {"status": 200, "auth_id": "from-webhook"},
+        "renamed": {"status": 200, "auth_id": "someone-else"},
+        "at-price": {"status": 200, "maxPrice": {"price": PRICE, **fixed}},
+        "below-request": {"status": 200, "maxPrice": {"price": 500, **fixed}},
+        "generous": {"status": 200, "maxPrice": {"price": 10**9, **fixed}},
+    })  # fmt: skip
+    # The client's Signer-Auth-Id is pinned when the webhook names no one; the webhook's own id wins over it.
+    fallback = stack.guarded.pay(body(info, type="fixed"), **{"X-Case": "plain", "Signer-Auth-Id": "from-header"})
+    assert fallback.status_code == 200, fallback.text
+    assert decoded_state(fallback)["AuthID"] == "from-header"
+    named = stack.guarded.pay(body(info, type="fixed"), **{"X-Case": "named", "Signer-Auth-Id": "from-header"})
+    assert named.status_code == 200, named.text
+    assert decoded_state(named)["AuthID"] == "from-webhook"
+    # The webhook naming someone else for a state pinned to another id: the signer fails closed.
+    renamed = stack.guarded.pay(body(info, type="fixed", ManifestID="m", state=named.json()["state"]),
+                                **{"X-Case": "renamed"})  # fmt: skip
+    refused(renamed, 500, "Internal Server Error")
+
+    # The webhook's ceiling: equality passes, and it refuses when it is the lowest.
+    assert stack.guarded.pay(body(info, type="fixed"), **{"X-Case": "at-price"}).status_code == 200
+    request_max = {"price": 2000, **fixed}
+    refused(stack.guarded.pay(body(info, type="fixed", maxPrice=request_max), **{"X-Case": "below-request"}), 481,
+            "orchestrator price 1000.000 exceeds auth webhook maxPrice ceiling 500.000")  # fmt: skip
+    # The configured and the initial price refuse when they are the lowest, before the webhook is asked.
+    asked = len(hook.calls)
+    dear = OrchestratorInfo()
+    dear.CopyFrom(info)
+    dear.price_info.pricePerUnit = GUARDED_MAX + 1
+    refused(stack.guarded.pay(body(dear, type="fixed"), **{"X-Case": "generous"}), 481,
+            "orchestrator price 20001.000 exceeds configured maximum price ceiling 20000.000")  # fmt: skip
+    dear.price_info.pricePerUnit = 100
+    opened = stack.guarded.pay(body(dear, type="fixed"), **{"X-Case": "generous"})
+    assert opened.status_code == 200, opened.text
+    dear.price_info.pricePerUnit = 150
+    refused(stack.guarded.pay(body(dear, type="fixed", ManifestID="m", state=opened.json()["state"]),
+                              **{"X-Case": "generous"}), 481,
+            "orchestrator price 150.000 exceeds initial session price ceiling 100.000")  # fmt: skip
+    assert len(hook.calls) == asked + 1  # only the opening payment was put to the webhook
 
 
 # --- discovery ----------------------------------------------------------------------------------------------------

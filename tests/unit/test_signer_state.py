@@ -1,4 +1,5 @@
-"""The signer's pure pieces: the signed state in go-livepeer's JSON, maxPrice parsing, webhook header parsing."""
+"""The signer's pure pieces: the signed state in go-livepeer's JSON, maxPrice parsing, webhook header parsing,
+discovery's runner and address checks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from lpnode.payments.signatures import address_of
 from lpnode.protocol.remote_signer import PaymentRequest, SignedState
 from lpnode.signer.ceilings import CeilingError, check, parse_max_price
+from lpnode.signer.discovery import is_address, runner_problem
 from lpnode.signer.state import PaymentState, StateError, format_time, open_state, parse_time, seal
 from lpnode.signer.webhook import canonical_header, parse_webhook_headers
 
@@ -86,3 +88,27 @@ def test_a_client_request_carries_gos_field_names() -> None:
     assert request.to_json() == {
         "orchestrator": "AQ==", "type": "live", "state": {"State": "cw==", "Sig": "Zw=="}, "ManifestID": "m",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({}, ""),
+        ({"metadata": "é" * 512}, ""),  # 1,024 bytes
+        ({"metadata": "é" * 512 + "x"}, "invalid metadata: over 1024 bytes"),
+        ({"metadata": "\ud800"}, "invalid metadata: not valid UTF-8"),
+        ({"metadata": "\ufffd"}, "invalid metadata: contains U+FFFD"),
+        ({"app": " "}, "missing app"),
+        ({"price_info": {"price": "1e3", "currency": "Wei ", "unit": " Seconds"}}, ""),
+        ({"price_info": {"price": 1001, "currency": "wei", "unit": "fixed"}}, "above global max price"),
+        ({"price_info": {"price": True, "currency": "wei", "unit": "fixed"}}, "invalid price"),
+    ],
+)  # fmt: skip
+def test_discovery_runner_records_are_checked_as_go_does(change: dict[str, object], problem: str) -> None:
+    record = {"url": "https://o/apps/a", "app": "a", "price_info": {"price": 5, "currency": "wei", "unit": "seconds"}}
+    assert runner_problem({**record, **change}, Fraction(1000)) == problem
+
+
+def test_only_absolute_urls_are_orchestrator_addresses() -> None:
+    assert is_address("https://o.example.com:8935/") and is_address("http://127.0.0.1:1")
+    assert not any(is_address(a) for a in ("://invalid-uri", "o.example.com:8935", "/path", "", None, "http://[::1"))

@@ -15,7 +15,8 @@ Each orchestrator is listed as ``{"address": <its URL>, "score": 1, "capabilitie
   the first record of a URL wins; addresses are merged with a trailing ``/`` ignored, shown as first seen.
 
 An address that is not an absolute URL is never listed, nor is one with no capability left; ``?caps=X&caps=Y``
-keeps those offering any of them (empty values ignored). No orchestrator at all is a 503 ``cache empty``.
+keeps those offering any of them, in the order asked (empty values ignored). No orchestrator at all is a 503
+``cache empty``.
 """
 
 from __future__ import annotations
@@ -209,8 +210,15 @@ class DiscoveryPool:
                 self._built = self._clock()
         if not self._snapshot:
             return None
-        wanted = {c for c in caps if c}
-        return [item.to_json() for item in self._snapshot if not wanted or item.capabilities & wanted]
+        wanted = [c for c in caps if c]
+        if not wanted:
+            return [item.to_json() for item in self._snapshot]
+        found: dict[int, Listing] = {}  # in the order of the caps asked for, each orchestrator once (go's order)
+        for cap in wanted:
+            for index, item in enumerate(self._snapshot):
+                if cap in item.capabilities:
+                    found.setdefault(index, item)
+        return [item.to_json() for item in found.values()]
 
     async def _build(self) -> list[Listing]:
         try:
