@@ -32,7 +32,7 @@ up: $(STAMP) $(ANVIL_STAMP)  ## run gateway, orchestrator and runners here, offl
 
 test: $(STAMP) $(ANVIL_STAMP)  ## run the test suite (real processes on loopback; installs Chromium for the dashboard tests)
 	scripts/install-test-deps
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2
 
 test-fast: $(STAMP)  ## the in-process tests only, under a minute (`make test` runs everything)
 	$(BIN)/python -m pytest -m "not processes"

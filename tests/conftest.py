@@ -3,6 +3,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -17,18 +18,45 @@ RELIABILITY = Path(__file__).parent / "reliability"  # the reliability suite: ev
 # Fixtures below that start real processes; a test using one is a `processes` test wherever it lives.
 PROCESS_FIXTURES = ("models_dir", "start_runner", "stack")
 # Session fixtures several modules share: under pytest-xdist (`make test` runs two workers) the modules using one
-# run on the same worker, so each is started once per run, as without xdist.
-SHARED_SESSION_FIXTURES = ("stack", "shared_runner", "docker_engine")
+# run on the same worker, so each is started once per run, as without xdist. Each module runs whole on one worker
+# (its module fixtures are made once); these groups put several modules on one. The controller schedules by test
+# id alone, so the groups are listed here, and collection checks them against the fixtures each test uses.
+SHARED_GROUPS = {
+    "stack": (
+        "tests/integration/test_admin_api.py",
+        "tests/integration/test_dashboard.py",
+        "tests/integration/test_status_doctor.py",
+        "tests/integration/test_up.py",
+    ),
+    "shared_runner": ("tests/reliability/",),
+    "docker_engine": ("tests/integration/test_docker_compose.py", "tests/integration/test_docker_runner.py"),
+}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def xdist_group(nodeid: str) -> str:
+    """The unit of work a test belongs to under xdist: its shared fixture's group, else its module."""
+    module = nodeid.split("::", 1)[0]
+    return next((name for name, paths in SHARED_GROUPS.items() if module.startswith(paths)), module)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole modules (and :data:`SHARED_GROUPS`) per worker. (xdist's own ``loadgroup`` cannot be used: it renames
+    test ids, which pytest 9 no longer allows.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return ModuleGroups(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark `processes` every test under tests/integration or tests/reliability and every test using a process
     fixture of this file (a module defining its own fixture of that name is left alone), so `pytest -m "not
     processes"` is the in-process tier. Other tests that start processes carry the mark themselves.
 
-    Each test also gets an xdist group: its module, or the shared session fixture it uses, so `--dist loadgroup`
-    keeps a module's fixtures on one worker and starts each shared fixture once."""
+    A test using a shared session fixture must be in that fixture's xdist group (:data:`SHARED_GROUPS`)."""
     for item in items:
         module, used = getattr(item, "module", None), getattr(item, "fixturenames", ())
         if (
@@ -37,8 +65,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             or any(name in used and not hasattr(module, name) for name in PROCESS_FIXTURES)
         ):
             item.add_marker(pytest.mark.processes)
-        shared = [name for name in SHARED_SESSION_FIXTURES if name in used and not hasattr(module, name)]
-        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.stem))
+        for name in SHARED_GROUPS:
+            if name in used and not hasattr(module, name) and xdist_group(item.nodeid) != name:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses the session fixture {name!r}: list its module in "
+                    "SHARED_GROUPS in tests/conftest.py"
+                )
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,13 @@
 """Pieces every HTTP relay in lpnode uses: racing an upstream call against the client leaving (or the upstream
-going away), closing an upstream answer properly, and a streamed answer whose clean-up always runs."""
+going away), closing an upstream answer properly, a streamed answer whose clean-up always runs, and relaying a
+WebSocket both ways."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from starlette.requests import ClientDisconnect, Request
@@ -145,3 +146,54 @@ async def read_at_most(chunks: AsyncIterable[bytes], limit: int, too_large: Call
         if len(body) > limit:
             raise too_large()
     return bytes(body)
+
+
+def websocket_url(url: str) -> str:
+    """``http(s)://`` → ``ws(s)://``."""
+    if url.startswith("https://"):
+        return "wss://" + url.removeprefix("https://")
+    if url.startswith("http://"):
+        return "ws://" + url.removeprefix("http://")
+    return url
+
+
+async def pump_websocket(receive: Receive, send: Send, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Accept the caller's WebSocket (with ``upstream``'s subprotocol) and pass messages both ways until either
+    side closes; the other side is then closed with the same code, and ``upstream`` is closed in every case."""
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    if upstream.protocol:
+        accept["subprotocol"] = upstream.protocol
+    await send(accept)
+    to_upstream = asyncio.ensure_future(_caller_to_upstream(receive, upstream))
+    to_caller = asyncio.ensure_future(_upstream_to_caller(upstream, send))
+    try:
+        await asyncio.wait({to_upstream, to_caller}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (to_upstream, to_caller):
+            task.cancel()
+        await asyncio.gather(to_upstream, to_caller, return_exceptions=True)
+        await upstream.close()
+
+
+async def _caller_to_upstream(receive: Receive, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            await upstream.close(code=int(message.get("code", 1000)))
+            return
+        if message.get("bytes") is not None:
+            await upstream.send_bytes(message["bytes"])
+        elif message.get("text") is not None:
+            await upstream.send_str(message["text"])
+
+
+async def _upstream_to_caller(upstream: aiohttp.ClientWebSocketResponse, send: Send) -> None:
+    async for message in upstream:
+        if message.type == aiohttp.WSMsgType.TEXT:
+            await send({"type": "websocket.send", "text": message.data})
+        elif message.type == aiohttp.WSMsgType.BINARY:
+            await send({"type": "websocket.send", "bytes": message.data})
+        else:
+            break
+    with contextlib.suppress(Exception):  # the caller may be gone already
+        await send({"type": "websocket.close", "code": upstream.close_code or 1000})

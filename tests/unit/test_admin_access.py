@@ -14,10 +14,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from lpnode.child_supervisor import RestartBackoff, exit_reason
 from lpnode.errors import ConfigError
 from lpnode.orchestrator.dashboard_source import public_status
 from lpnode.protocol.admin_access import AdminAccess, AdminGuard, admin_headers, read_admin_token
-from lpnode.child_supervisor import RestartBackoff, exit_reason
 
 PORT = 5935
 

@@ -10,17 +10,13 @@ ends the app's work.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
 
 import aiohttp
 
 from lpnode.http_relay import RelayedStream, release
 from lpnode.logs import log_event
-from lpnode.protocol.asgi import Receive, Send
 
 log = logging.getLogger("lpnode.gateway.runner_apps")
 HOP_BY_HOP = frozenset(
@@ -85,54 +81,3 @@ def relayed(
 
     response.on_close = close
     return response
-
-
-def websocket_url(url: str) -> str:
-    """``http(s)://`` → ``ws(s)://``."""
-    if url.startswith("https://"):
-        return "wss://" + url.removeprefix("https://")
-    if url.startswith("http://"):
-        return "ws://" + url.removeprefix("http://")
-    return url
-
-
-async def pump_websocket(receive: Receive, send: Send, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """Accept the caller's WebSocket (with the app's subprotocol) and pass messages both ways until either side
-    closes; the other side is then closed with the same code."""
-    accept: dict[str, Any] = {"type": "websocket.accept"}
-    if upstream.protocol:
-        accept["subprotocol"] = upstream.protocol
-    await send(accept)
-    to_app = asyncio.ensure_future(_caller_to_app(receive, upstream))
-    to_caller = asyncio.ensure_future(_app_to_caller(upstream, send))
-    try:
-        await asyncio.wait({to_app, to_caller}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (to_app, to_caller):
-            task.cancel()
-        await asyncio.gather(to_app, to_caller, return_exceptions=True)
-        await upstream.close()
-
-
-async def _caller_to_app(receive: Receive, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            await upstream.close(code=int(message.get("code", 1000)))
-            return
-        if message.get("bytes") is not None:
-            await upstream.send_bytes(message["bytes"])
-        elif message.get("text") is not None:
-            await upstream.send_str(message["text"])
-
-
-async def _app_to_caller(upstream: aiohttp.ClientWebSocketResponse, send: Send) -> None:
-    async for message in upstream:
-        if message.type == aiohttp.WSMsgType.TEXT:
-            await send({"type": "websocket.send", "text": message.data})
-        elif message.type == aiohttp.WSMsgType.BINARY:
-            await send({"type": "websocket.send", "bytes": message.data})
-        else:
-            break
-    with contextlib.suppress(Exception):  # the caller may be gone already
-        await send({"type": "websocket.close", "code": upstream.close_code or 1000})

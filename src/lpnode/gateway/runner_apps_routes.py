@@ -55,10 +55,10 @@ from lpnode.gateway.job_wrapper import JobRecord, JobWrapper
 from lpnode.gateway.request_body import SpooledBody
 from lpnode.gateway.runner_apps import APP_PIPELINE_PREFIX, AppDirectory, AppOffer
 from lpnode.gateway.runner_apps_jobs import GONE_MESSAGES
-from lpnode.gateway.runner_apps_proxy import pump_websocket, relayed, request_headers, websocket_url
+from lpnode.gateway.runner_apps_proxy import relayed, request_headers
 from lpnode.gateway.selection import Selector, Stats
 from lpnode.gateway.tries import BUSY_RETRY, Retry, Tries
-from lpnode.http_relay import release
+from lpnode.http_relay import pump_websocket, release, websocket_url
 from lpnode.logs import log_event
 from lpnode.protocol import runner_apps as wire
 from lpnode.protocol.asgi import Receive, Scope, Send

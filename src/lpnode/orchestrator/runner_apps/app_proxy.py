@@ -11,14 +11,13 @@ are the point).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from lpnode.http_relay import pump_websocket
 from lpnode.logs import log_event
 from lpnode.protocol.asgi import Receive, Scope, Send
 from lpnode.protocol.runner_apps import INJECTED_HEADERS
@@ -180,46 +179,10 @@ class AppProxy:
             log_event(log, "runner app websocket refused", logging.INFO, error=str(exc))
             await send({"type": "websocket.close", "code": 1011})
             return
-        try:
-            accept: dict[str, Any] = {"type": "websocket.accept"}
-            if upstream.protocol:
-                accept["subprotocol"] = upstream.protocol
-            await send(accept)
-            to_app = asyncio.ensure_future(_client_to_app(receive, upstream))
-            to_client = asyncio.ensure_future(_app_to_client(upstream, send))
-            await asyncio.wait({to_app, to_client}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (to_app, to_client):
-                task.cancel()
-            await asyncio.gather(to_app, to_client, return_exceptions=True)
-        finally:
-            await upstream.close()
+        await pump_websocket(receive, send, upstream)
 
 
 async def _client_gone(receive: Receive, body_done: asyncio.Event) -> None:
     await body_done.wait()
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-async def _client_to_app(receive: Receive, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            await upstream.close(code=int(message.get("code", 1000)))
-            return
-        if message.get("bytes") is not None:
-            await upstream.send_bytes(message["bytes"])
-        elif message.get("text") is not None:
-            await upstream.send_str(message["text"])
-
-
-async def _app_to_client(upstream: aiohttp.ClientWebSocketResponse, send: Send) -> None:
-    async for message in upstream:
-        if message.type == aiohttp.WSMsgType.TEXT:
-            await send({"type": "websocket.send", "text": message.data})
-        elif message.type == aiohttp.WSMsgType.BINARY:
-            await send({"type": "websocket.send", "bytes": message.data})
-        elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-            break
-    with contextlib.suppress(Exception):
-        await send({"type": "websocket.close", "code": upstream.close_code or 1000})
