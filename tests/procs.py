@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,11 +19,33 @@ import requests
 LPNODE = [sys.executable, "-m", "lpnode.cli"]
 
 
+# Under pytest-xdist each worker takes ports from a range of its own below the kernel's ephemeral ports (32768 and
+# up): another worker, or a connection's source port, cannot take one between free_port() and its use.
+_PORTS_LOW, _PORTS_HIGH = 10_000, 32_000
+_recent: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on now, not handed out recently by this process."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if worker.startswith("gw") and count > 0:
+        span = (_PORTS_HIGH - _PORTS_LOW) // count
+        low = _PORTS_LOW + int(worker[2:]) * span
+        for _ in range(500):
+            port = random.randrange(low, low + span)
+            if port in _recent:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _recent.append(port)
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def child_env(**extra: str) -> dict[str, str]:

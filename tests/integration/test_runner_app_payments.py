@@ -288,15 +288,16 @@ def test_a_metered_session_is_debited_then_released_when_its_credit_runs_out(sta
     refused = requests.post(url(stack, "metered", "/session"), headers=wrong, timeout=10)
     assert (refused.status_code, refused.text) == (403, "mismatched manifest and auth token\n")
 
-    headers = payer.headers(challenge["payment_params"], manifest, 3)  # 3e12 wei: about 2.2 s
+    headers = payer.headers(challenge["payment_params"], manifest, 6)  # 6e12 wei: about 4.3 s
     reserved = requests.post(url(stack, "metered", "/session"), headers=headers, timeout=10)
     assert reserved.status_code == 200, reserved.text
     session = reserved.json()
     assert session["session_id"] == manifest
-    assert payer.balance(manifest) == 3 * TICKET_EV  # credited; the first debit comes one interval later
+    assert payer.balance(manifest) == 6 * TICKET_EV  # credited; the first debit comes one interval later
     call = requests.get(session["app_url"] + "/hello", timeout=10)
     assert call.json() == {"path": "/hello", "session": manifest}
-    until(lambda: payer.balance(manifest) == 3 * TICKET_EV - PER_SECOND, 3, "one second debited")
+    # Debited a whole second at a time (a busy machine may have debited two before this looks).
+    until(lambda: payer.balance(manifest) in (6 * TICKET_EV - n * PER_SECOND for n in (1, 2)), 5, "seconds debited")
 
     # A follow-up payment keeps it going: credited to the session's balance, answered with fresh params.
     follow = payer.headers(challenge["payment_params"], manifest, 2)
@@ -308,8 +309,8 @@ def test_a_metered_session_is_debited_then_released_when_its_credit_runs_out(sta
     mismatched = requests.post(challenge["payment_url"], headers=other, timeout=10)
     assert (mismatched.status_code, mismatched.text) == (403, "mismatched session and payment manifest\n")
 
-    # 5e12 wei in all at 1.39e12 a second: released within about four seconds, and the app is gone.
-    until(lambda: used(stack, "metered") == 0, 8, "the unpaid session released")
+    # 8e12 wei in all at 1.39e12 a second: released within about six seconds, and the app is gone.
+    until(lambda: used(stack, "metered") == 0, 15, "the unpaid session released")
     gone = requests.get(session["app_url"] + "/hello", timeout=10)
     assert (gone.status_code, gone.text) == (404, "runner session not found\n")
     left = payer.balance(manifest)

@@ -73,8 +73,18 @@ def running(pid: int) -> bool:
     return state not in {"Z", "X"}
 
 
+@pytest.fixture(autouse=True)
+def _runners_before() -> None:
+    """The runners this process had before the test (session fixtures' runners, e.g. under xdist): not the test's."""
+    _EARLIER.clear()
+    _EARLIER.update(runner_children())
+
+
+_EARLIER: set[int] = set()
+
+
 def runner_children() -> list[int]:
-    """Live `lpnode runner` processes whose parent is this test process."""
+    """Live `lpnode runner` processes whose parent is this test process, started during the test."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -82,8 +92,14 @@ def runner_children() -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] not in {"Z", "X"} and b"runner" in cmdline:
-            found.append(int(stat.parent.name))
+        pid = int(stat.parent.name)
+        if (
+            int(fields[1]) == os.getpid()
+            and fields[0] not in {"Z", "X"}
+            and b"runner" in cmdline
+            and pid not in _EARLIER
+        ):
+            found.append(pid)
     return found
 
 
