@@ -16,7 +16,7 @@ import math
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from lpnode.errors import ConfigError
 from lpnode.gateway.settings import (
@@ -30,6 +30,7 @@ from lpnode.gateway.settings import (
 )
 from lpnode.gateway.state import DB_URL_ENV, check_db_url
 from lpnode.logs import command_log_level
+from lpnode.payments.capability_prices import read_capability_prices
 from lpnode.payments.settings import add_chain_flags, chain_settings
 from lpnode.pipelines import BATCH_PIPELINES
 from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
@@ -217,37 +218,19 @@ def parse_capability_prices(
     ``--max-price-per-unit`` or leaves the entry out. Entries in ``USD`` are added to ``usd`` (their amounts stay
     in USD, converted on chain with the price feed). Unlike go-livepeer, bad input stops startup."""
     usd = usd if usd is not None else set()
-    path = Path(text).expanduser()
-    raw = path.read_text() if path.is_file() else text
-    try:
-        data: Any = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"--max-price-per-capability is not valid JSON: {exc}") from None
-    entries = data.get("capabilities_prices") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ConfigError('--max-price-per-capability must be {"capabilities_prices": [...]}')
     caps: dict[tuple[str, str], Fraction] = {}
-    for index, entry in enumerate(entries, 1):
-        where = f"--max-price-per-capability entry {index}"
-        if not isinstance(entry, dict) or entry.get("pipeline") not in BATCH_PIPELINES:
-            raise ConfigError(f"{where}: pipeline must be one of {', '.join(BATCH_PIPELINES)}")
-        currency = str(entry.get("currency") or "wei").lower()
-        if currency not in ("wei", "eth", "usd"):
-            raise ConfigError(f"{where}: currency {currency!r} is not wei, eth or USD")
-        try:
-            price = Fraction(str(entry.get("price_per_unit") or 0))
-            pixels = Fraction(str(entry.get("pixels_per_unit") or 1))
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"{where}: price_per_unit and pixels_per_unit must be numbers") from None
-        per_unit = price * (10**18 if currency == "eth" else 1) / (pixels if pixels > 0 else 1)
-        key = (entry["pipeline"], str(entry.get("model_id") or "default"))
+    for entry in read_capability_prices(text, "--max-price-per-capability"):
+        if entry.raw.get("pipeline") not in BATCH_PIPELINES:
+            raise ConfigError(f"{entry.where}: pipeline must be one of {', '.join(BATCH_PIPELINES)}")
+        per_unit = entry.per_unit()
+        key = (entry.raw["pipeline"], entry.model_id)
         if per_unit <= 0:
             if fallback is None:
                 continue
             per_unit = fallback
             if OVERALL in usd:
                 usd.add(key)
-        elif currency == "usd":
+        elif entry.currency == "usd":
             usd.add(key)
         caps[key] = per_unit
     return caps

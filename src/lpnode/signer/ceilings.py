@@ -16,14 +16,12 @@ go's words); a malformed ``maxPrice`` is a 400 with go's message.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
-from typing import Any
 
 from lpnode.errors import ConfigError
+from lpnode.payments.capability_prices import read_capability_prices
 from lpnode.payments.sender import float_string
 from lpnode.protocol.capabilities import pipeline_for_capability
 from lpnode.protocol.lp_rpc_pb2 import Capabilities
@@ -148,33 +146,11 @@ def parse_capability_prices(text: str) -> dict[tuple[str, str], tuple[Fraction, 
     Keys are ``(pipeline, model_id)``; values ``(wei or USD per unit, in USD)``. ConfigError on bad input."""
     if not text.strip():
         return {}
-    path = Path(text).expanduser()
-    raw = path.read_text() if path.is_file() else text
-    try:
-        data: Any = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"-maxPricePerCapability is not valid JSON: {exc}") from None
-    entries = data.get("capabilities_prices") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ConfigError('-maxPricePerCapability must be {"capabilities_prices": [...]}')
     prices: dict[tuple[str, str], tuple[Fraction, bool]] = {}
-    for index, entry in enumerate(entries, 1):
-        where = f"-maxPricePerCapability entry {index}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("pipeline"), str) or not entry["pipeline"]:
-            raise ConfigError(f"{where}: needs a pipeline name")
-        currency = str(entry.get("currency") or "wei").strip().lower()
-        if currency not in ("wei", "eth", "usd"):
-            raise ConfigError(f"{where}: currency {currency!r} is not wei, eth or USD")
-        try:
-            price = Fraction(str(entry.get("price_per_unit") or 0))
-            pixels = Fraction(str(entry.get("pixels_per_unit") or 1))
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"{where}: price_per_unit and pixels_per_unit must be numbers") from None
-        if price <= 0 or pixels <= 0:
-            raise ConfigError(f"{where}: price_per_unit and pixels_per_unit must be above 0")
-        scale = 10**18 if currency == "eth" else 1
-        prices[(entry["pipeline"], str(entry.get("model_id") or "default"))] = (
-            price * scale / pixels,
-            currency == "usd",
-        )
+    for entry in read_capability_prices(text, "-maxPricePerCapability"):
+        if not isinstance(entry.raw.get("pipeline"), str) or not entry.raw["pipeline"]:
+            raise ConfigError(f"{entry.where}: needs a pipeline name")
+        if entry.price <= 0 or entry.pixels <= 0:
+            raise ConfigError(f"{entry.where}: price_per_unit and pixels_per_unit must be above 0")
+        prices[(entry.raw["pipeline"], entry.model_id)] = (entry.per_unit(), entry.currency == "usd")
     return prices
