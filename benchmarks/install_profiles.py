@@ -150,8 +150,8 @@ def main() -> int:
     lines = [
         "| profile | install | site-packages (less an empty venv) | model-stack modules present | pip install time |",
         "|---|---|---:|---|---:|",
-        f"| core | `pip install lpnode` | {mb(size['core'])} | {heavy['core']} | {seconds['core']:.0f} s |",
-        f"| full | `pip install 'lpnode[all]'` | {mb(size['full'])} | {heavy['full']} | {seconds['full']:.0f} s |",
+        f"| core | `pip install .` | {mb(size['core'])} | {heavy['core']} | {seconds['core']:.0f} s |",
+        f"| full | `pip install '.[all]'` | {mb(size['full'])} | {heavy['full']} | {seconds['full']:.0f} s |",
         "",
         "| start-up (wall, fresh process) | core p50 (ms) | full p50 (ms) | core min (ms) | full min (ms) |",
         "|---|---:|---:|---:|---:|",
