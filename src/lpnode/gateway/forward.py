@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -169,7 +169,7 @@ class Forwarder:
 
     async def _wait(self, wait: Awaitable[None], request: Request | None) -> None:
         """Wait in the capacity queue, unless the caller leaves first."""
-        await first_of(wait, asyncio.Event(), _gone(request))
+        await first_of(wait, asyncio.Event(), gone(request))
 
     def _ended(self, offer: Offer, seconds: float | None, *, freed: bool = True) -> None:
         """A job this gateway sent to ``offer`` ended: its measure, and (unless the orchestrator turned it away for
@@ -276,7 +276,7 @@ class Forwarder:
         answer: HopAnswer | None = None
         try:
             try:
-                answer = await first_of(self.transport.send(hop), asyncio.Event(), _gone(request))
+                answer = await first_of(self.transport.send(hop), asyncio.Event(), gone(request))
                 if answer.status != 200:
                     error = await answer.read(ERROR_BODY_LIMIT)
                     await answer.close()
@@ -298,7 +298,7 @@ class Forwarder:
                 if answer.content_type == "text/event-stream":
                     settled = True  # the stream's end settles it
                     return self._stream(offer, answer, started)
-                body = await first_of(answer.read(ANSWER_LIMIT), asyncio.Event(), _gone(request))
+                body = await first_of(answer.read(ANSWER_LIMIT), asyncio.Event(), gone(request))
             except HopError as exc:
                 if answer is not None:
                     await answer.close()
@@ -319,28 +319,42 @@ class Forwarder:
                     await answer.close()
 
     def _stream(self, offer: Offer, answer: HopAnswer, started: float) -> Response:
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in answer.chunks():
-                    yield chunk
-            except HopError as exc:
-                response.cut_off()  # metered as the failure it is, not a 200
-                log_event(log, "orchestrator stream broke", logging.WARNING, url=offer.url, problem=str(exc))
-
-        response = RelayedStream(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-        async def close(status: int) -> None:
-            complete = answer.complete
-            await answer.close()
-            self._ended(offer, time.monotonic() - started if complete else None)
-            if complete:
+        def ended(seconds: float | None) -> None:
+            self._ended(offer, seconds)
+            if seconds is not None:
                 self.directory.succeeded(offer.url, offer.pipeline, offer.model_id)
 
-        response.on_close = close
-        return response
+        return relay_stream(answer, started, ended, what="orchestrator stream broke", url=offer.url)
 
 
-async def _gone(request: Request | None) -> None:
+def relay_stream(
+    answer: HopAnswer, started: float, ended: Callable[[float | None], None], *, what: str, url: str
+) -> RelayedStream:
+    """An SSE answer relayed as it arrives. A broken upstream cuts it off (metered as the failure it is, not a 200)
+    and logs ``what``; when it closes, ``ended`` gets the seconds since ``started`` if the answer came whole, else
+    None."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in answer.chunks():
+                yield chunk
+        except HopError as exc:
+            response.cut_off()
+            log_event(log, what, logging.WARNING, url=url, problem=str(exc))
+
+    response = RelayedStream(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    async def close(status: int) -> None:
+        complete = answer.complete
+        await answer.close()
+        ended(time.monotonic() - started if complete else None)
+
+    response.on_close = close
+    return response
+
+
+async def gone(request: Request | None) -> None:
+    """Returns when the caller of ``request`` goes away (never without one)."""
     if request is None:
         await asyncio.Event().wait()  # nobody to lose: never
         return

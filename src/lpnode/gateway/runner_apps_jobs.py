@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -36,15 +36,14 @@ from starlette.responses import Response
 
 from lpnode.errors import JobError, UnavailableError
 from lpnode.gateway.directory import Offer
-from lpnode.gateway.forward import ANSWER_LIMIT, BLAME_SECONDS, Forwarder, Job
+from lpnode.gateway.forward import ANSWER_LIMIT, BLAME_SECONDS, Forwarder, Job, gone, relay_stream
 from lpnode.gateway.job_wrapper import JobRecord
 from lpnode.gateway.result_hosting import host_results
 from lpnode.gateway.runner_apps import AppDirectory, AppOffer
 from lpnode.gateway.runner_apps_video import store_videos
 from lpnode.gateway.transport import HopAnswer, HopError, HopRequest, HopTimeout
 from lpnode.gateway.tries import BUSY_RETRY, Retry, Tries
-from lpnode.http_relay import RelayedStream, disconnected, first_of
-from lpnode.logs import log_event
+from lpnode.http_relay import first_of
 from lpnode.pipelines import Results, spec
 from lpnode.protocol import runner_apps as wire
 from lpnode.protocol.job_hop import ERROR_BODY_LIMIT, FINAL_STATUSES, answer_error, error_message
@@ -223,35 +222,12 @@ class AppJobs:
     def _stream(self, app: AppOffer, answer: HopAnswer, started: float) -> Response:
         offer = app.as_offer()
 
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in answer.chunks():
-                    yield chunk
-            except HopError as exc:
-                response.cut_off()
-                log_event(log, "runner app stream broke", logging.WARNING, url=app.url, problem=str(exc))
-
-        response = RelayedStream(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-        async def close(status: int) -> None:
-            complete = answer.complete
-            await answer.close()
-            self._ended(offer, time.monotonic() - started if complete else None)
-            if complete:
+        def ended(seconds: float | None) -> None:
+            self._ended(offer, seconds)
+            if seconds is not None:
                 self.apps.succeeded(app)
 
-        response.on_close = close
-        return response
-
-
-async def gone(request: Request | None) -> None:
-    """Returns when the caller of ``request`` goes away (never without one)."""
-    if request is None:
-        await asyncio.Event().wait()
-        return
-    done = asyncio.Event()
-    done.set()
-    await disconnected(request, done)
+        return relay_stream(answer, started, ended, what="runner app stream broke", url=app.url)
 
 
 def _seconds(value: str | None) -> float | None:
