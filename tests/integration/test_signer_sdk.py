@@ -410,10 +410,14 @@ def test_signer_orchestrator_and_chain_agree(stack: Stack, sdk_run: dict[str, An
     # Fee share 0 on the dev chain's orchestrator: no fee factor rounding, the fees grow by the face values exactly.
     assert stack.pending_fees() - stack.fees_at_start == face_values
 
-    # `lpnode tickets` reads the same queue.
-    shown = run_cli("tickets", "--data-dir", str(stack.orchestrator.data_dir), "--json")
-    assert shown.returncode == 0, shown.stderr
-    queue = json.loads(shown.stdout)
+    # `lpnode tickets` reads the same queue; the received count reaches the file on the redeemer's next pass.
+    def queue_file() -> dict[str, Any]:
+        shown = run_cli("tickets", "--data-dir", str(stack.orchestrator.data_dir), "--json")
+        assert shown.returncode == 0, shown.stderr
+        return dict(json.loads(shown.stdout))
+
+    until(lambda: queue_file()["received"] == received, 20, "`lpnode tickets` counts every ticket received")
+    queue = queue_file()
     assert (queue["received"], queue["redeemed"], int(queue["earned_wei"])) == (received, tickets["redeemed"],
                                                                                  face_values)  # fmt: skip
 
