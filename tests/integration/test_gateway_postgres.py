@@ -1,8 +1,8 @@
 """Two ``lpnode gateway`` processes on one PostgreSQL database (a real server the module starts and stops), in
 front of one orchestrator, as replicas behind a balancer: keys made with ``lpnode keys --db-url`` work on both, a
 revoked key is refused by both within about a second, a key's rate and concurrency limits hold across both, usage
-has one row per request whichever gateway served it, and an asynchronous job taken by one is answered by the
-other. The database password shows nowhere."""
+has one row per request whichever gateway served it, an asynchronous job taken by one is answered by the other, and
+a runner-app session reserved on one is called and stopped through the other. The database password shows nowhere."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
+from gateway_apps import EchoApp
+from gateway_apps import orchestrator as apps_orchestrator
 from postgres_server import PostgresServer, postgres_server
 from procs import GatewayProcess, OrchestratorProcess, RunnerProcess, run_cli
 
@@ -201,6 +203,54 @@ def test_an_async_job_taken_by_one_gateway_is_answered_by_the_other(
     assert body["result"]["images"][0]["url"].startswith(gateways[0].base_url + "/stream/")  # the files stay there
     unknown = requests.post(gateways[1].base_url + "/image-to-video/result", json={"request_id": "nope"}, timeout=30)
     assert unknown.status_code == 404
+
+
+@pytest.fixture(scope="module")
+def app_orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorProcess]:
+    """An orchestrator hosting the echo app as static runners (a persistent one with capacity 1)."""
+    echo = EchoApp(tmp_path_factory.mktemp("echo"))
+    try:
+        node = apps_orchestrator(tmp_path_factory.mktemp("apps-orch"), echo.runners())
+        try:
+            yield node
+        finally:
+            node.stop()
+    finally:
+        echo.stop()
+
+
+def test_a_session_reserved_on_one_gateway_is_used_and_stopped_through_the_other(
+    app_orchestrator: OrchestratorProcess, db_url: str, tmp_path: Path
+) -> None:
+    key, other = create_key(db_url, "app-dev"), create_key(db_url, "someone-else")
+    flags = ("--orch-addr", app_orchestrator.base_url, "--auth", "keys", "--db-url", db_url)
+    first, second = (GatewayProcess(tmp_path / name, *flags) for name in ("apps-a", "apps-b"))
+    try:
+        mine = {"Authorization": f"Bearer {key}"}
+        reserved = requests.post(first.base_url + "/apps/echo/session/session", headers=mine, timeout=30)
+        assert reserved.status_code == 200, reserved.text
+        sid = reserved.json()["session_id"]
+        # Its URLs name the gateway that reserved it; the same paths work on the other replica (a balancer's view).
+        path = f"/apps/echo/session/session/{sid}"
+        called = requests.put(second.base_url + path + "/app/doc", data=b"v", headers=mine, timeout=30)
+        assert called.status_code == 200 and called.json()["headers"]["Livepeer-Session-Id"] == sid, called.text
+        theirs = requests.get(
+            second.base_url + path + "/app/doc", headers={"Authorization": f"Bearer {other}"}, timeout=30
+        )
+        assert theirs.status_code == 404 and theirs.json()["error"]["message"] == "runner session not found"
+
+        assert requests.post(second.base_url + path + "/stop", headers=mine, timeout=30).status_code == 204
+        gone = requests.get(first.base_url + path + "/app/doc", headers=mine, timeout=30)
+        assert gone.status_code == 404 and gone.json()["error"]["message"] == "runner session not found"
+        again = requests.post(first.base_url + "/apps/echo/session/session", headers=mine, timeout=30)
+        assert again.status_code == 200, again.text  # the orchestrator's one slot came back
+        assert requests.post(again.json()["control_url"] + "/stop", headers=mine, timeout=30).status_code == 204
+        assert scalar(db_url, "SELECT COUNT(*) FROM app_sessions") == 0
+    finally:
+        first.stop()
+        second.stop()
+    for gateway in (first, second):
+        assert "Traceback" not in gateway.log_path.read_text()
 
 
 def test_the_password_shows_nowhere(

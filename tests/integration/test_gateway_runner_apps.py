@@ -193,6 +193,26 @@ def test_a_persistent_session_through_the_gateway(gw: GatewayProcess, key: str) 
     requests.post(again.json()["control_url"] + "/stop", headers=auth(key), timeout=30)
 
 
+def test_a_restarted_gateway_still_knows_its_sessions(orch: OrchestratorProcess, tmp_path: Path) -> None:
+    first = gateway(tmp_path, orch)
+    try:
+        reserved = requests.post(first.base_url + "/apps/echo/session/session", timeout=30)
+        assert reserved.status_code == 200, reserved.text
+    finally:
+        first.stop()
+    session = reserved.json()
+    path = session["control_url"].removeprefix(first.base_url)
+    second = gateway(tmp_path, orch)  # the same data dir: the same SQLite state
+    try:
+        called = requests.put(second.base_url + path + "/app/doc", data=b"v", timeout=30)
+        assert called.status_code == 200 and called.json()["headers"]["Livepeer-Session-Id"] == session["session_id"]
+        assert requests.post(second.base_url + path + "/stop", timeout=30).status_code == 204
+        gone = requests.get(second.base_url + path + "/app/doc", timeout=30)
+        assert gone.status_code == 404 and gone.json()["error"]["message"] == "runner session not found"
+    finally:
+        second.stop()
+
+
 async def ws_exchange(url: str, key: str | None) -> str:
     headers = auth(key) if key else {}
     async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=headers) as socket:

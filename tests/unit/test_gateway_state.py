@@ -17,6 +17,7 @@ from lpnode.gateway import state_postgres
 from lpnode.gateway.key_guard import KeyGuard
 from lpnode.gateway.keys import KeyStore
 from lpnode.gateway.state import (
+    AppSessionRecord,
     GatewayState,
     KeyNameTaken,
     KeyRecord,
@@ -112,6 +113,24 @@ def test_async_jobs_run_finish_expire_and_are_dropped(state: GatewayState) -> No
     assert state.job("other", 0) is None
     state.drop_jobs(now + 30)
     assert state.job("job-1", 0) is None
+
+
+def test_app_sessions_are_kept_found_ended_once_and_dropped_by_age(state: GatewayState) -> None:
+    now = time.time()
+    base = "http://127.0.0.1:1/apps/r1/session/s-1"
+    held = AppSessionRecord("s-1", "echo/session", "https://o:8935", base + "/app", base, 7, "", now)
+    state.session_reserved(held)
+    state.session_reserved(AppSessionRecord("s-old", "echo/session", "https://o:8935", "u", "c", None, "m", now - 99))
+    assert state.app_session("s-1") == held
+    assert state.app_session("s-old") == AppSessionRecord(
+        "s-old", "echo/session", "https://o:8935", "u", "c", None, "m", pytest.approx(now - 99)
+    )
+    assert state.app_session("nope") is None
+    assert state.session_ended("s-1") is True
+    assert state.session_ended("s-1") is False  # ended already (say, through another gateway)
+    assert state.app_session("s-1") is None
+    state.drop_sessions(now - 50)
+    assert state.app_session("s-old") is None
 
 
 def test_the_key_store_guard_and_usage_log_work_on_the_state(state: GatewayState) -> None:

@@ -329,6 +329,11 @@ class AppFunding:
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
+    @property
+    def running(self) -> bool:
+        """Still paying (not stopped, and the session not found gone)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:

@@ -15,7 +15,8 @@ segment.
 - ``POST /apps/<app>/session``: reserves a persistent session on one instance: ``{"session_id", "app_url",
   "control_url"}``, both URLs on the gateway. ``ANY <app_url>/<path>`` (HTTP or WebSocket) reaches the session's
   app, ``POST <control_url>/stop`` ends it. A session belongs to the API key that reserved it: another key gets
-  404, as an unknown session does. Sessions are held in this gateway's memory (a replica does not know them).
+  404, as an unknown session does. Sessions are kept in the gateway's state
+  (:mod:`lpnode.gateway.runner_apps_sessions`): every replica on one ``--db-url`` knows them.
 
 Every route but ``/discovery`` is a metered job (:mod:`lpnode.gateway.job_wrapper`): the API key's admission,
 errors in the gateway's JSON dialect, and one usage row per call with pipeline ``app:<name>``, the orchestrator,
@@ -30,7 +31,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,7 +56,9 @@ from lpnode.gateway.request_body import SpooledBody
 from lpnode.gateway.runner_apps import APP_PIPELINE_PREFIX, AppDirectory, AppOffer
 from lpnode.gateway.runner_apps_jobs import GONE_MESSAGES
 from lpnode.gateway.runner_apps_proxy import relayed, request_headers
+from lpnode.gateway.runner_apps_sessions import AppSessions
 from lpnode.gateway.selection import Selector, Stats
+from lpnode.gateway.state import AppSessionRecord, GatewayState
 from lpnode.gateway.tries import BUSY_RETRY, Retry, Tries
 from lpnode.http_relay import pump_websocket, release, websocket_url
 from lpnode.logs import log_event
@@ -69,8 +71,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lpnode.gateway.runner_apps")
 MAX_BODY_BYTES = 100 * 1024 * 1024
-MAX_SESSIONS = 10_000
-"""Sessions remembered at once; past it the oldest is forgotten (its app keeps it until it is stopped)."""
 _NO_AUTO = ("User-Agent", "Accept-Encoding", "Content-Type")
 
 
@@ -80,18 +80,6 @@ class _Target:
     action: str  # "app", "reserve", "session-app" or "stop"
     session_id: str = ""
     path: str = ""  # below the app, as sent (still percent-encoded): "" or "/..."
-
-
-@dataclass(frozen=True)
-class _Session:
-    app: str
-    orchestrator: str
-    app_url: str
-    control_url: str
-    key_id: int | None
-    model_id: str
-    funding: AppFunding | None = None
-    """Through a remote signer: the payments keeping a metered session going."""
 
 
 class AppRoutes:
@@ -105,6 +93,7 @@ class AppRoutes:
         session: aiohttp.ClientSession,
         wrapper: JobWrapper,
         public_url: str,
+        state: GatewayState,
         *,
         timeout: float,
     ) -> None:
@@ -116,7 +105,7 @@ class AppRoutes:
         self.public_url = public_url.rstrip("/")
         self.timeout = timeout
         """Seconds an app's orchestrator has to start answering (the answer itself may stream for longer)."""
-        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.sessions = AppSessions(state)
         self.signer: SignerPayments | None = None
         """Set when the gateway pays through a remote signer: apps answering 402 are paid through it."""
 
@@ -178,7 +167,7 @@ class AppRoutes:
         target = self._parse(rest)
         if target is None:
             await self.apps.refresh()  # a new app may have joined since the last refresh
-            target = self._parse(rest)
+            target = self._parse(rest) or await self._parse_session(rest)
         if target is None:
             name = _guess_name(rest)
             job.pipeline = APP_PIPELINE_PREFIX + name
@@ -186,10 +175,10 @@ class AppRoutes:
         job.pipeline = APP_PIPELINE_PREFIX + target.app
         return target
 
-    def _parse(self, rest: str) -> _Target | None:
+    def _parse(self, rest: str, known: Collection[str] = ()) -> _Target | None:
         raw_parts = rest.split("/")
         parts = [unquote(p) for p in raw_parts]
-        known = self.apps.names() | {s.app for s in self.sessions.values()}
+        known = known or self.apps.names()
 
         def below(index: int) -> str:
             return "/" + "/".join(raw_parts[index:]) if len(raw_parts) > index else ""
@@ -207,6 +196,17 @@ class AppRoutes:
                 return _Target(name, "session-app", tail[1], below(i + 3))
             if len(tail) == 3 and tail[2] == "stop":
                 return _Target(name, "stop", tail[1])
+        return None
+
+    async def _parse_session(self, rest: str) -> _Target | None:
+        """A path of a session whose app no orchestrator lists any more (its session may still be held)."""
+        parts = [unquote(p) for p in rest.split("/")]
+        for i in range(1, len(parts) - 2):
+            if parts[i] != "session" or parts[i + 2] not in ("app", "stop"):
+                continue
+            held = await self.sessions.find(parts[i + 1])
+            if held is not None and held.app == "/".join(parts[:i]):
+                return self._parse(rest, {held.app})
         return None
 
     def _tries(self, app: str, single_shot: bool, what: str) -> Tries[AppOffer]:
@@ -369,41 +369,44 @@ class AppRoutes:
             raise Retry("its session answer is not {session_id, app_url, control_url}") from None
         self.apps.succeeded(offer)
         job.orchestrator, job.model_id = offer.orchestrator, offer.model_id
-        self.sessions[sid] = _Session(
-            app, offer.orchestrator, app_url, control_url, job.key_id, offer.model_id, funding
-        )
-        while len(self.sessions) > MAX_SESSIONS:
-            _, dropped = self.sessions.popitem(last=False)
-            if dropped.funding is not None:
-                await dropped.funding.stop()
+        where = (offer.orchestrator, app_url, control_url)
+        held = AppSessionRecord(sid, app, *where, job.key_id, offer.model_id, time.time())
+        try:
+            await self.sessions.add(held, funding)
+        except JobError:  # the database did not answer: the session would be lost, so it is not kept
+            if funding is not None:
+                await funding.stop()
+            await self._stop_upstream(held)
+            raise
         base = f"{self.public_url}/apps/{quote(app, safe='/')}/session/{quote(sid, safe='')}"
         log_event(log, "runner app session reserved", app=app, session=sid, orchestrator=offer.orchestrator)
         return JSONResponse({"session_id": sid, "app_url": base + "/app", "control_url": base})
 
-    def _session(self, target: _Target, key_id: int | None) -> _Session:
-        held = self.sessions.get(target.session_id)
-        if held is None or held.app != target.app or held.key_id != key_id:
+    async def _session(self, target: _Target, key_id: int | None) -> AppSessionRecord:
+        held = await self.sessions.get(target.session_id, target.app, key_id)
+        if held is None:
             raise NotFoundError(wire.SESSION_NOT_FOUND)
         return held
 
     async def _stop(self, target: _Target, job: JobRecord) -> Response:
-        held = self.sessions.get(target.session_id)
-        if held is None or held.app != target.app or held.key_id != job.key_id:
+        held = await self.sessions.get(target.session_id, target.app, job.key_id)
+        if held is None:
             return Response(status_code=204)  # as go-livepeer: stopping an unknown session is not an error
-        del self.sessions[target.session_id]
+        await self.sessions.end(held.session_id)
         job.orchestrator, job.model_id = held.orchestrator, held.model_id
-        if held.funding is not None:
-            await held.funding.stop()
+        await self._stop_upstream(held)
+        return Response(status_code=204)
+
+    async def _stop_upstream(self, held: AppSessionRecord) -> None:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self.session.post(held.control_url + "/stop", ssl=False) as answer:
                     await answer.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log_event(log, "runner app session stop failed", logging.WARNING, app=target.app, problem=str(exc))
-        return Response(status_code=204)
+            log_event(log, "runner app session stop failed", logging.WARNING, app=held.app, problem=str(exc))
 
     async def _session_call(self, request: Request, target: _Target, job: JobRecord) -> Response:
-        held = self._session(target, job.key_id)
+        held = await self._session(target, job.key_id)
         job.orchestrator, job.model_id = held.orchestrator, held.model_id
         headers = request_headers(request.scope["headers"], keep_authorization=self.wrapper.admit is None)
         query = request.scope.get("query_string", b"").decode("latin-1")
@@ -422,7 +425,7 @@ class AppRoutes:
             body = await upstream.content.read(ERROR_BODY_LIMIT)
             await release(upstream)
             if error_message(body) in GONE_MESSAGES:
-                self.sessions.pop(target.session_id, None)  # released there (stopped, or its runner left)
+                await self.sessions.end(held.session_id)  # released there (stopped, or its runner left)
                 raise NotFoundError(wire.SESSION_NOT_FOUND)
             return Response(body, status_code=404, media_type="text/plain")
         return relayed(upstream)
@@ -462,7 +465,7 @@ class AppRoutes:
                 )  # fmt: skip
 
         if target.action == "session-app":
-            held = self._session(target, job.key_id)
+            held = await self._session(target, job.key_id)
             job.orchestrator, job.model_id = held.orchestrator, held.model_id
             try:
                 return await connect(held.app_url)

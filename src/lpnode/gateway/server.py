@@ -341,7 +341,7 @@ class Gateway:
         self.apps = AppDirectory(self.directory, self._session, refresh_seconds=s.refresh_seconds)
         forwarder.apps = AppJobs(self.apps, forwarder)
         self.app_routes = AppRoutes(
-            self.apps, forwarder.selector, self.stats, self._session, wrapper, s.base_url, timeout=s.timeout
+            self.apps, forwarder.selector, self.stats, self._session, wrapper, s.base_url, self.state, timeout=s.timeout
         )
         if s.remote_signer_url and s.chain is None:  # runner apps' 402 challenges are paid through the signer
             from lpnode.gateway.remote_signer import SignerPayments
@@ -377,6 +377,8 @@ class Gateway:
             await asyncio.gather(*background, return_exceptions=True)
             if self.chain_directory is not None:
                 await self.chain_directory.close()
+            if self.app_routes is not None:
+                await self.app_routes.sessions.close()
             await self.client.close()
             await self._session.close()
             if self.payments is not None:

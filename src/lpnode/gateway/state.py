@@ -1,13 +1,16 @@
-"""The gateway's state: API keys, usage records, asynchronous jobs and the per-key limit counters.
+"""The gateway's state: API keys, usage records, asynchronous jobs, runner-app sessions and the per-key limit
+counters.
 
 :class:`GatewayState` is the one interface the stores above it use (:class:`~lpnode.gateway.keys.KeyStore`,
 :class:`~lpnode.gateway.usage.UsageLog`, :class:`~lpnode.gateway.async_jobs.AsyncJobs`,
-:class:`~lpnode.gateway.key_guard.KeyGuard`). Two implementations hold it:
+:class:`~lpnode.gateway.runner_apps_sessions.AppSessions`, :class:`~lpnode.gateway.key_guard.KeyGuard`). Two
+implementations hold it:
 
-- :class:`~lpnode.gateway.state_sqlite.SqliteState`, the embedded default: ``DATA_DIR/gateway.sqlite`` (keys and
-  usage) and ``DATA_DIR/async_jobs.sqlite``; limits are counted in the gateway process;
+- :class:`~lpnode.gateway.state_sqlite.SqliteState`, the embedded default: ``DATA_DIR/gateway.sqlite`` (keys,
+  usage, sessions) and ``DATA_DIR/async_jobs.sqlite``; limits are counted in the gateway process;
 - :class:`~lpnode.gateway.state_postgres.PostgresState`, for ``--db-url postgresql://...``: every table in one
-  PostgreSQL database, limits counted in the database, so gateway replicas on it share keys, limits and usage.
+  PostgreSQL database, limits counted in the database, so gateway replicas on it share keys, limits, usage, jobs
+  and sessions.
 
 :func:`open_state` picks one. Errors: :class:`~lpnode.errors.ConfigError` when the state cannot be opened (a bad
 URL, an unreachable server, a file that is not a database), :class:`~lpnode.errors.UnavailableError` (503) when
@@ -101,6 +104,24 @@ class JobState:
 
 
 @dataclass(frozen=True, slots=True)
+class AppSessionRecord:
+    """A runner-app session reserved through a gateway: which app, on which orchestrator, for which API key (``None``
+    without keys), and where the orchestrator serves it. ``reserved_at`` is unix seconds."""
+
+    session_id: str
+    app: str
+    orchestrator: str
+    app_url: str
+    control_url: str
+    key_id: int | None
+    model_id: str
+    reserved_at: float
+
+
+APP_SESSION_COLUMNS = tuple(f.name for f in fields(AppSessionRecord))
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a key's request was not admitted: ``over`` its ``concurrency`` (``in_flight`` requests already) or its
     ``rate`` (a request is allowed again in ``retry_after`` seconds)."""
@@ -190,6 +211,17 @@ class GatewayState(Protocol):
 
     def drop_jobs(self, before: float) -> None:
         """Forget jobs that started or finished before ``before``."""
+
+    # runner-app sessions
+    def session_reserved(self, session: AppSessionRecord) -> None: ...
+
+    def app_session(self, session_id: str) -> AppSessionRecord | None: ...
+
+    def session_ended(self, session_id: str) -> bool:
+        """Forget a session; False if it was not known (ended already, maybe by another gateway)."""
+
+    def drop_sessions(self, before: float) -> None:
+        """Forget sessions reserved before ``before``."""
 
     # limits
     def limits(self, clock: Callable[[], float]) -> KeyLimits:

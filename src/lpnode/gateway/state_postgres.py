@@ -1,8 +1,8 @@
 """The gateway's state in PostgreSQL (``--db-url postgresql://...``), shared by every gateway given the same URL.
 See :mod:`lpnode.gateway.state` for the interface.
 
-The tables (``api_keys``, ``usage``, ``async_jobs``, ``key_buckets``, ``key_slots``) are created on first use,
-under an advisory lock, so gateways starting together on an empty database do not trip over each other.
+The tables (``api_keys``, ``usage``, ``async_jobs``, ``app_sessions``, ``key_buckets``, ``key_slots``) are created
+on first use, under an advisory lock, so gateways starting together on an empty database do not trip over each other.
 
 Limits (:class:`SharedLimits`) are counted in the database, so replicas enforce one limit together. Each
 admission is one transaction holding the key's advisory lock: expired slots are dropped, the slots in use are
@@ -32,8 +32,10 @@ from psycopg import errors as pg_errors
 from lpnode.errors import ConfigError, UnavailableError
 from lpnode.gateway.key_limits import refill, seconds_until_token
 from lpnode.gateway.state import (
+    APP_SESSION_COLUMNS,
     SHARED_CACHE_SECONDS,
     USAGE_COLUMNS,
+    AppSessionRecord,
     JobState,
     KeyNameTaken,
     KeyRecord,
@@ -100,6 +102,17 @@ CREATE TABLE IF NOT EXISTS key_slots (
 );
 CREATE INDEX IF NOT EXISTS key_slots_key ON key_slots (key_id);
 CREATE INDEX IF NOT EXISTS key_slots_holder ON key_slots (holder);
+CREATE TABLE IF NOT EXISTS app_sessions (
+    session_id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    orchestrator TEXT NOT NULL,
+    app_url TEXT NOT NULL,
+    control_url TEXT NOT NULL,
+    key_id BIGINT,
+    model_id TEXT NOT NULL,
+    reserved_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS app_sessions_reserved ON app_sessions (reserved_at);
 """
 _NOW = "extract(epoch from clock_timestamp())::float8"
 _INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(USAGE_COLUMNS))})"
@@ -114,6 +127,10 @@ _UPSERT_JOB = """
 INSERT INTO async_jobs (request_id, result, finished, running_until) VALUES (%s, %s, %s, %s)
 ON CONFLICT (request_id) DO UPDATE
 SET result = EXCLUDED.result, finished = EXCLUDED.finished, running_until = EXCLUDED.running_until
+"""
+_UPSERT_SESSION = f"""
+INSERT INTO app_sessions ({", ".join(APP_SESSION_COLUMNS)}) VALUES ({", ".join(["%s"] * len(APP_SESSION_COLUMNS))})
+ON CONFLICT (session_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in APP_SESSION_COLUMNS[1:])}
 """
 T = TypeVar("T")
 
@@ -304,6 +321,24 @@ class PostgresState:
 
     def drop_jobs(self, before: float) -> None:
         self._pool.run(lambda conn: conn.execute("DELETE FROM async_jobs WHERE finished < %s", (before,)))
+
+    # runner-app sessions
+
+    def session_reserved(self, session: AppSessionRecord) -> None:
+        self._pool.run(lambda conn: conn.execute(_UPSERT_SESSION, astuple(session)))
+
+    def app_session(self, session_id: str) -> AppSessionRecord | None:
+        sql = f"SELECT {', '.join(APP_SESSION_COLUMNS)} FROM app_sessions WHERE session_id = %s"
+        rows = self._query(sql, (session_id,))
+        return AppSessionRecord(*rows[0]) if rows else None
+
+    def session_ended(self, session_id: str) -> bool:
+        sql = "DELETE FROM app_sessions WHERE session_id = %s"
+        return self._pool.run(lambda conn: conn.execute(sql, (session_id,)).rowcount > 0)
+
+    def drop_sessions(self, before: float) -> None:
+        sql = "DELETE FROM app_sessions WHERE reserved_at < %s"
+        self._pool.run(lambda conn: conn.execute(sql, (before,)))
 
     # limits
 

@@ -19,7 +19,15 @@ from typing import Any
 
 from lpnode.errors import ConfigError
 from lpnode.gateway.key_limits import LocalLimits
-from lpnode.gateway.state import USAGE_COLUMNS, JobState, KeyNameTaken, KeyRecord, UsageRecord
+from lpnode.gateway.state import (
+    APP_SESSION_COLUMNS,
+    USAGE_COLUMNS,
+    AppSessionRecord,
+    JobState,
+    KeyNameTaken,
+    KeyRecord,
+    UsageRecord,
+)
 
 KEY_COLUMNS = "id, name, prefix, created_at, revoked_at, rate_per_minute, max_concurrent"
 CACHE_SECONDS = 5.0  # a gateway reads each key at most once per 5 s; a revoked key works that long at most
@@ -50,6 +58,17 @@ CREATE TABLE IF NOT EXISTS usage (
     request_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
+CREATE TABLE IF NOT EXISTS app_sessions (
+    session_id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    orchestrator TEXT NOT NULL,
+    app_url TEXT NOT NULL,
+    control_url TEXT NOT NULL,
+    key_id INTEGER,
+    model_id TEXT NOT NULL,
+    reserved_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS app_sessions_reserved ON app_sessions (reserved_at);
 """
 # ``result`` is '' while the job runs (the column predates running rows and is NOT NULL in older files)
 _JOBS_SCHEMA = """
@@ -58,6 +77,10 @@ CREATE TABLE IF NOT EXISTS async_jobs (
 );
 """
 _INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})"
+_INSERT_SESSION = (
+    f"INSERT OR REPLACE INTO app_sessions ({', '.join(APP_SESSION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(APP_SESSION_COLUMNS))})"
+)
 _BUCKETS = """
 SELECT CAST((time - ?) / ? AS INTEGER) AS bucket, key_name, pipeline, COUNT(*),
        SUM(CASE WHEN status BETWEEN 200 AND 299 THEN units ELSE 0 END), SUM(status >= 400),
@@ -208,6 +231,25 @@ class SqliteState:
     def drop_jobs(self, before: float) -> None:
         with self._transaction(self._jobs()) as conn:
             conn.execute("DELETE FROM async_jobs WHERE finished < ?", (before,))
+
+    # runner-app sessions
+
+    def session_reserved(self, session: AppSessionRecord) -> None:
+        with self._transaction() as conn:
+            conn.execute(_INSERT_SESSION, astuple(session))
+
+    def app_session(self, session_id: str) -> AppSessionRecord | None:
+        sql = f"SELECT {', '.join(APP_SESSION_COLUMNS)} FROM app_sessions WHERE session_id = ?"
+        rows = self._query(sql, (session_id,))
+        return AppSessionRecord(*rows[0]) if rows else None
+
+    def session_ended(self, session_id: str) -> bool:
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM app_sessions WHERE session_id = ?", (session_id,)).rowcount > 0
+
+    def drop_sessions(self, before: float) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM app_sessions WHERE reserved_at < ?", (before,))
 
     def limits(self, clock: Callable[[], float]) -> LocalLimits:
         return LocalLimits(clock)
