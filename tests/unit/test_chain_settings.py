@@ -77,6 +77,24 @@ def test_any_other_network_needs_url_and_controller() -> None:
     assert settings.live_payment_interval == 90.0
 
 
+@pytest.mark.parametrize(
+    ("command", "flags", "message"),
+    [
+        ("chain", ["status"], "give --eth-url and --eth-controller (any chain with Livepeer's contracts)"),
+        ("chain", ["status", "--network", "offchain"], "--network offchain has no stake; give the chain with"),
+        ("deposit", ["--network", "offchain"], "--network offchain has no deposit; give the chain with"),
+    ],
+)
+def test_chain_commands_need_a_chain(
+    command: str, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lpnode.cli import main
+
+    assert main([command, *flags]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("lpnode: error: " + message), line
+
+
 def test_password_is_read_from_a_file_and_never_shown(tmp_path: Path) -> None:
     secret = tmp_path / "password.txt"
     secret.write_text("  hunter2-long-password \n")

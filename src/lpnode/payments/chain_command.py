@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from lpnode.errors import ConfigError
-from lpnode.payments.settings import NETWORKS, OFFCHAIN, add_connection_flags, chain_settings
+from lpnode.payments.settings import add_connection_flags, command_chain_settings
 
 if TYPE_CHECKING:
     from lpnode.payments.chain_client import ChainClient
@@ -91,16 +91,7 @@ def add_chain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def run_chain(args: argparse.Namespace) -> int:
-    if not args.network:
-        if not args.eth_controller:
-            raise ConfigError(
-                "give --eth-url and --eth-controller (any chain with Livepeer's contracts), "
-                f"or --network {next(n for n in NETWORKS if n != OFFCHAIN)} with --eth-url"
-            )
-        args.network = "custom"
-    if args.network == OFFCHAIN:
-        raise ConfigError("--network offchain has no stake; give the chain with --eth-url and --eth-controller")
-    settings = chain_settings(args)
+    settings = command_chain_settings(args, "stake")
     return asyncio.run(_main(args, settings))
 
 

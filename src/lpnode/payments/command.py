@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lpnode.errors import ConfigError
-from lpnode.payments.settings import NETWORKS, OFFCHAIN, add_connection_flags, chain_settings
+from lpnode.payments.settings import add_connection_flags, command_chain_settings
 
 if TYPE_CHECKING:
     from lpnode.payments.chain_client import ChainClient
@@ -262,16 +262,7 @@ def run_deposit(args: argparse.Namespace) -> int:
     funding = bool(args.deposit_amount or args.reserve_amount)
     if funding and args.action != "show":
         raise ConfigError(f"--deposit/--reserve fund the account; run `lpnode deposit {args.action}` on its own")
-    if not args.network:
-        if not args.eth_controller:
-            raise ConfigError(
-                "give --eth-url and --eth-controller (any chain with Livepeer's contracts), "
-                f"or --network {next(n for n in NETWORKS if n != OFFCHAIN)} with --eth-url"
-            )
-        args.network = "custom"
-    if args.network == OFFCHAIN:
-        raise ConfigError("--network offchain has no deposit; give the chain with --eth-url and --eth-controller")
-    settings = chain_settings(args)
+    settings = command_chain_settings(args, "deposit")
     return asyncio.run(_deposit(args, settings, deposit, reserve, funding))
 
 

@@ -237,6 +237,22 @@ def chain_settings(args: argparse.Namespace) -> ChainSettings:
     )
 
 
+def command_chain_settings(args: argparse.Namespace, what: str) -> ChainSettings:
+    """:func:`chain_settings` for a command that only works on a chain (``lpnode chain``, ``lpnode deposit``):
+    without ``--network``, the chain of ``--eth-url`` and ``--eth-controller``; ``offchain`` is refused, saying it
+    has no ``what``."""
+    if not args.network:
+        if not args.eth_controller:
+            raise ConfigError(
+                "give --eth-url and --eth-controller (any chain with Livepeer's contracts), "
+                f"or --network {next(n for n in NETWORKS if n != OFFCHAIN)} with --eth-url"
+            )
+        args.network = "custom"
+    if args.network == OFFCHAIN:
+        raise ConfigError(f"--network offchain has no {what}; give the chain with --eth-url and --eth-controller")
+    return chain_settings(args)
+
+
 def go_duration(text: str, flag: str) -> float:
     """A Go duration (``5s``, ``500ms``, ``1m30s``) in seconds; a bare number means seconds. Must be positive."""
     try:
