@@ -1,11 +1,13 @@
-"""The conformance kit every selection algorithm passes: each entry of ``lpnode.gateway.selection.SELECTORS``
-runs every test here, so a new algorithm is covered by adding it to ``SELECTORS`` (and stating its claims in
-``CLAIMS`` below, which a test insists on).
+"""The conformance kit every selection algorithm passes: each entry of ``lpnode.gateway.selection.SELECTORS``, and
+the on-chain ``stake`` selector (built from a stake table, as the gateway builds it from the chain's pool), runs
+every test here, so a new algorithm is covered by adding it to ``SELECTORS`` (and stating its claims in ``CLAIMS``
+below, which a test insists on).
 
 Every selector: orders exactly the offers it is given (each once, nothing else), changes no measurement, puts
-warm before cold, a faster idle orchestrator before a slower one and unmeasured before measured ones (so no
-orchestrator is starved of its first job), and handles no offer, one offer and ties. Beyond that each
-selector claims what its docstring promises: load awareness, capacity awareness, and how it breaks ties.
+warm before cold, and handles no offer, one offer and ties. Beyond that each selector claims what its docstring
+promises: latency ordering (a faster idle orchestrator before a slower one and unmeasured before measured ones, so
+none is starved of its first job; or else latency changes nothing), load awareness, capacity awareness, and how
+it breaks ties.
 
 In-process and fast: selectors are pure functions of the offers and the measurements.
 """
@@ -24,12 +26,17 @@ import pytest
 
 from lpnode.gateway.directory import Offer
 from lpnode.gateway.selection import SELECTORS, Measure, Selector, Stats
+from lpnode.gateway.selection_chain import StakeSelector
+from lpnode.gateway.settings import STAKE_SELECTOR
 
 
 @dataclass(frozen=True)
 class Claims:
     """What a selector promises beyond the properties every selector has."""
 
+    latency_ordered: bool
+    """Faster idle orchestrators first, unmeasured ones before measured ones; if False, measured latencies change
+    nothing (the order depends on the offers and jobs in flight only)."""
     load_aware: bool
     """Jobs in flight push an orchestrator back, so load spreads; if False, jobs in flight change nothing."""
     capacity_aware: bool
@@ -40,16 +47,29 @@ class Claims:
 
 
 CLAIMS = {
-    "latency": Claims(load_aware=True, capacity_aware=True, ties="seeded"),
-    "go-livepeer": Claims(load_aware=False, capacity_aware=False, ties="stable"),
+    "latency": Claims(latency_ordered=True, load_aware=True, capacity_aware=True, ties="seeded"),
+    "go-livepeer": Claims(latency_ordered=True, load_aware=False, capacity_aware=False, ties="stable"),
+    STAKE_SELECTOR: Claims(latency_ordered=False, load_aware=True, capacity_aware=False, ties="seeded"),
 }
-NAMES = sorted(SELECTORS)
+
+
+def stake_of(url: str) -> int:
+    """The kit's stake table: a stake from the URL's length, so equally named offers tie, and none is 0."""
+    return 1000 * len(url)
+
+
+def _stake_selector(rng: random.Random) -> Selector:
+    return StakeSelector(stake_of, rng=rng)
+
+
+FACTORIES: dict[str, Callable[..., Selector]] = {**SELECTORS, STAKE_SELECTOR: _stake_selector}
+NAMES = sorted(FACTORIES)
 CASES = 300  # random situations per property
 
 
 def make(name: str, seed: int = 0) -> Selector:
     """The selector ``name`` as the gateway builds it, seeded when it takes a random generator."""
-    factory: Callable[..., Selector] = SELECTORS[name]
+    factory = FACTORIES[name]
     if "rng" in inspect.signature(factory).parameters:
         return factory(rng=random.Random(seed))
     return factory()
@@ -93,11 +113,13 @@ def urls(offers: list[Offer]) -> list[str]:
 
 def test_every_selector_is_registered_under_its_own_name() -> None:
     for name in NAMES:
-        assert SELECTORS[name].name == name and make(name).name == name  # the --selection flag's spelling
+        assert make(name).name == name  # the --selection flag's spelling
+    for name, factory in SELECTORS.items():
+        assert factory.name == name
 
 
 def test_every_selector_states_its_claims_in_this_kit() -> None:
-    assert set(CLAIMS) == set(SELECTORS), "add each new selector's claims to CLAIMS in this file"
+    assert set(CLAIMS) == set(FACTORIES), "add each new selector's claims to CLAIMS in this file"
 
 
 # --- what every selector does ------------------------------------------------------------------------------
@@ -139,7 +161,12 @@ def test_warm_offers_come_before_cold_ones(name: str) -> None:
         assert warmth == sorted(warmth, reverse=True), "a cold start is slow: warm offers go first"
 
 
-@pytest.mark.parametrize("name", NAMES)
+# --- what each selector claims -----------------------------------------------------------------------------
+
+LATENCY_ORDERED = [n for n in NAMES if CLAIMS[n].latency_ordered]
+
+
+@pytest.mark.parametrize("name", LATENCY_ORDERED)
 def test_a_faster_idle_orchestrator_comes_first(name: str) -> None:
     fast, slow = offer("https://fast.example"), offer("https://slow.example")
     stats = Stats()
@@ -150,7 +177,20 @@ def test_a_faster_idle_orchestrator_comes_first(name: str) -> None:
         assert urls(selector.order(given, stats)) == ["https://fast.example", "https://slow.example"]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if not CLAIMS[n].latency_ordered])
+def test_latency_changes_nothing_when_not_claimed(name: str) -> None:
+    rng = random.Random(8)
+    with_latency, without = make(name, seed=9), make(name, seed=9)
+    for _ in range(CASES):
+        offers, stats = situation(rng)
+        unmeasured = Stats()
+        for o in offers:  # the same jobs in flight, no latency measured
+            for _ in range(stats.of(o).in_flight):
+                unmeasured.started(o)
+        assert with_latency.order(offers, stats) == without.order(offers, unmeasured)
+
+
+@pytest.mark.parametrize("name", LATENCY_ORDERED)
 def test_unmeasured_orchestrators_come_before_measured_ones(name: str) -> None:
     rng = random.Random(3)
     selector = make(name)
@@ -164,7 +204,7 @@ def test_unmeasured_orchestrators_come_before_measured_ones(name: str) -> None:
         assert set(ordered[: len(unmeasured)]) == unmeasured
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", LATENCY_ORDERED)
 def test_every_orchestrator_gets_a_job_before_any_gets_a_second(name: str) -> None:
     """No orchestrator is starved: jobs sent one at a time to the first offer reach each one in turn, however
     much faster the others turn out to be."""
@@ -177,9 +217,6 @@ def test_every_orchestrator_gets_a_job_before_any_gets_a_second(name: str) -> No
         stats.finished(first, latencies[first.url])
         chosen.append(first.url)
     assert sorted(chosen) == sorted(latencies)
-
-
-# --- what each selector claims -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", NAMES)
