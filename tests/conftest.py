@@ -29,7 +29,11 @@ SHARED_GROUPS = {
         "tests/integration/test_up.py",
     ),
     "shared_runner": ("tests/reliability/",),
-    "docker_engine": ("tests/integration/test_docker_compose.py", "tests/integration/test_docker_runner.py"),
+    "docker_engine": (
+        "tests/conformance/test_runner_backend_conformance.py",
+        "tests/integration/test_docker_compose.py",
+        "tests/integration/test_docker_runner.py",
+    ),
 }
 
 

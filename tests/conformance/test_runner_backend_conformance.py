@@ -9,11 +9,9 @@ state, and after a crash either restarts it (a backend that supervises: ``manage
 with a clear message until it answers again (one that only watches); and a spec it cannot serve is one
 clear line, never a traceback.
 
-Docker is not a case yet: no Docker engine runs where ``make test`` runs, and this kit never fakes one. It
-joins as a third entry of ``CASES`` once the test set-up starts a private Docker engine with a runner image
-built from the repository: a ``DockerCase`` whose backend is ``DockerBackend(DockerSettings(models_dir=...,
-creator_id=...))`` (``crash``: kill the container; ``unservable``: a model missing from the models dir). Until
-then tests/unit/test_docker_backend.py checks that backend against a fake engine.
+The Docker backend runs against the real engine of tests/docker_engine.py with the ``lpnode-runner:test`` image
+built from this checkout (so this module runs on the xdist worker that holds the engine): its runners are
+containers, a runner's identity is its container, and a crash is ``docker kill``.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
+from docker_engine import DockerEngine, docker_engine
 from lpnode.orchestrator.ai_models import AIModelConfig
 from lpnode.orchestrator.pool import (
     ExternalBackend,
@@ -42,10 +41,13 @@ from lpnode.orchestrator.pool import (
     RunnerStatus,
     RunnerUnavailableError,
 )
+from lpnode.orchestrator.pool.docker import DockerBackend, DockerSettings
+from lpnode.orchestrator.pool.docker_images import ImageOverrides
 from procs import RunnerProcess, child_env, free_port, pid_alive, wait_gone
 from up_stack import pids_under
 
 pytestmark = pytest.mark.processes
+__all__ = ["docker_engine"]  # the session fixture, used by the Docker case
 
 LLM = ("llm", "lpnode/tiny-llm")
 TOKEN = "conformance-token"
@@ -99,6 +101,20 @@ class BackendCase:
 
     def crash(self, runner: RunnerStatus) -> None:
         raise NotImplementedError
+
+    def identity(self, runner: RunnerStatus | RunnerHandle) -> object:
+        """What tells a managed runner from its replacement (a process backend's pid)."""
+        return runner.pid
+
+    def running(self, runner: RunnerStatus | RunnerHandle) -> bool:
+        """The managed runner still runs (its process is alive)."""
+        return runner.pid is not None and pid_alive(runner.pid)
+
+    def gone(self, runners: list[RunnerStatus | RunnerHandle]) -> list[str]:
+        """Of these managed runners, the ones still there after a short wait (none, when they were stopped)."""
+        pids = [r.pid for r in runners]
+        assert None not in pids
+        return [str(pid) for pid in wait_gone([p for p in pids if p is not None])]
 
     def recover(self, runner: RunnerStatus, pipeline: str, model_id: str) -> None:
         """What the operator does after a crash the backend does not handle itself (nothing by default)."""
@@ -191,18 +207,75 @@ class ExternalCase(BackendCase):
             runner.stop()
 
 
-CASES: dict[str, type[BackendCase]] = {"process": ProcessCase, "external": ExternalCase}
+class DockerCase(ProcessCase):
+    """Runners as containers of the test image, on the tests' engine; identified by their container's id."""
+
+    name = "docker"
+    engine: DockerEngine
+
+    def __init__(self, models_dir: Path, tmp: Path) -> None:
+        super().__init__(models_dir, tmp)
+        self.creator_id = f"conformance-{tmp.name}"
+
+    def backend(self) -> RunnerBackend:
+        return DockerBackend(
+            DockerSettings(
+                models_dir=self.models_dir, image_overrides=ImageOverrides(batch={LLM[0]: self.engine.runner_image}),
+                creator_id=self.creator_id, env=settings(self.models_dir).env, stop_timeout=5,
+                safety_checker_id="lpnode/tiny-safety-checker",
+            ),
+            log_dir=self.tmp / "logs",
+        )  # fmt: skip
+
+    def pool(self, configs: list[AIModelConfig]) -> RunnerPool:
+        return RunnerPool(configs, self.backend(), self.tmp, slots=1, timings=TIMINGS, models_dir=self.models_dir)
+
+    def _inspect(self, name: str) -> tuple[str, bool]:
+        found = self.engine.docker("inspect", "-f", "{{.Id}} {{.State.Running}}", name, check=False).split()
+        return (found[0], found[1] == "true") if len(found) == 2 else ("", False)
+
+    def identity(self, runner: RunnerStatus | RunnerHandle) -> object:
+        return self._inspect(runner.name)[0] or None
+
+    def running(self, runner: RunnerStatus | RunnerHandle) -> bool:
+        return self._inspect(runner.name)[1]
+
+    def gone(self, runners: list[RunnerStatus | RunnerHandle]) -> list[str]:
+        deadline = time.monotonic() + 30
+        while (left := self.containers()) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return left
+
+    def containers(self) -> list[str]:
+        return self.engine.containers(f"creator_id={self.creator_id}")
+
+    def crash(self, runner: RunnerStatus) -> None:
+        self.engine.docker("kill", runner.name)
+
+    def close(self) -> None:
+        for name in self.containers():  # only after a failure: every test expects them gone
+            self.engine.docker("rm", "-f", name, check=False)
+
+
+CASES: dict[str, type[BackendCase]] = {"process": ProcessCase, "external": ExternalCase, "docker": DockerCase}
 
 
 @pytest.fixture(params=sorted(CASES))
-def case(request: pytest.FixtureRequest, models_dir: Path, tmp_path: Path) -> Iterator[BackendCase]:
-    """A backend under test. Afterwards no process the backend started may still run."""
-    before = set(pids_under(os.getpid()))
+def case(
+    request: pytest.FixtureRequest, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BackendCase]:
+    """A backend under test. Afterwards no process (or container) the backend started may still run."""
     chosen = CASES[request.param](models_dir, tmp_path)
+    if isinstance(chosen, DockerCase):
+        chosen.engine = request.getfixturevalue("docker_engine")
+        monkeypatch.setenv("DOCKER_HOST", chosen.engine.host)
+    before = set(pids_under(os.getpid()))
     try:
         yield chosen
         left = set(pids_under(os.getpid())) - before - chosen.outside_pids()
         assert wait_gone(sorted(left)) == [], f"the {chosen.name} backend left processes behind"
+        if isinstance(chosen, DockerCase):
+            assert chosen.containers() == [], "the docker backend left containers behind"
     finally:
         chosen.close()
 
@@ -251,10 +324,10 @@ async def state_becomes(pool: RunnerPool, wanted: str, timeout: float = 20) -> R
         await asyncio.sleep(0.2)
 
 
-async def replaced(pool: RunnerPool, before: RunnerStatus, timeout: float = 20) -> None:
-    """Wait until the pool has noticed ``before`` is gone and put another runner in its place."""
+async def replaced(case: BackendCase, pool: RunnerPool, before: object, timeout: float = 30) -> None:
+    """Wait until the pool has noticed the runner ``before`` (its identity) is gone and put another in its place."""
     deadline = time.monotonic() + timeout
-    while pool.snapshot()[LLM].runners[0].pid == before.pid:
+    while await asyncio.to_thread(case.identity, pool.snapshot()[LLM].runners[0]) in (before, None):
         assert time.monotonic() < deadline, "the pool did not notice its runner died"
         await asyncio.sleep(0.2)
 
@@ -273,8 +346,8 @@ def test_a_started_runner_answers_a_job_and_stops_cleanly(case: BackendCase) -> 
             await until_healthy(handle)
             assert (await answer_a_job(handle.url, handle.headers))["choices"]
             if backend.managed:
-                assert handle.pid is not None and pid_alive(handle.pid)
-                assert handle.log_path is not None and handle.log_path.is_file()
+                assert case.running(handle)
+                assert handle.log_path is not None and (handle.log_path.is_file() or case.name == "docker")
             else:
                 assert handle.pid is None, "an external runner is not this backend's process"
         finally:
@@ -282,7 +355,8 @@ def test_a_started_runner_answers_a_job_and_stops_cleanly(case: BackendCase) -> 
         await asyncio.wait_for(handle.stop(), 5)  # idempotent
         await asyncio.wait_for(handle.wait_exit(), 5)  # returns once stopped, for every backend
         if backend.managed:
-            assert handle.pid is not None and wait_gone([handle.pid]) == []
+            assert case.gone([handle]) == []
+            assert handle.log_path is not None and handle.log_path.is_file(), "the runner's log is kept"
         else:
             assert await health(spec.url, {"Authorization": f"Bearer {TOKEN}"}) == "IDLE", "not its runner to stop"
         await asyncio.wait_for(backend.close(), 30)
@@ -300,7 +374,7 @@ def test_close_stops_every_runner_the_backend_started(case: BackendCase) -> None
         await asyncio.wait_for(backend.close(), 30)  # without stopping the handle first
         if backend.managed:
             await asyncio.wait_for(handle.wait_exit(), 5)
-            assert handle.pid is not None and wait_gone([handle.pid]) == []
+            assert case.gone([handle]) == []
         else:
             assert await health(handle.url, handle.headers) == "IDLE", "close stops only what the backend started"
             await handle.stop()
@@ -319,7 +393,7 @@ def test_the_pool_reports_the_runner_and_leases_it_for_a_job(case: BackendCase) 
             assert (status.capacity, status.in_use, status.idle) == (1, 0, 1)
             (runner,) = status.runners
             assert runner.state == "IDLE" and runner.external == config.external
-            assert (runner.pid is None) == config.external and runner.version
+            assert case.running(runner) != config.external and runner.version
             async with pool.lease(*LLM) as leased:
                 assert leased.url == runner.url
                 assert (pool.snapshot()[LLM].in_use, pool.snapshot()[LLM].idle) == (1, 0)
@@ -327,8 +401,8 @@ def test_the_pool_reports_the_runner_and_leases_it_for_a_job(case: BackendCase) 
             assert (pool.snapshot()[LLM].in_use, pool.snapshot()[LLM].idle) == (0, 1)
         finally:
             await pool.close()
-        if runner.pid is not None:
-            assert wait_gone([runner.pid]) == []
+        if not config.external:
+            assert case.gone([runner]) == []
 
     run(scenario)
 
@@ -341,14 +415,17 @@ def test_a_crashed_runner_is_restarted_or_reported_as_the_backend_claims(case: B
         try:
             assert await pool.start() == []
             (before,) = pool.snapshot()[LLM].runners
+            identity = await asyncio.to_thread(case.identity, before)
             await asyncio.to_thread(case.crash, before)  # the case's own waits stay off the loop
             if not config.external:  # the backend supervises: the pool restarts the runner in its slot
-                await replaced(pool, before)
+                await replaced(case, pool, identity)
                 async with pool.lease(*LLM, deadline=time.monotonic() + 90) as leased:
                     assert (await answer_a_job(leased.url, leased.headers))["choices"]
                 (after,) = pool.snapshot()[LLM].runners
-                assert after.pid != before.pid and after.slot == before.slot and after.state in {"IDLE", "OK"}
-                assert before.pid is not None and wait_gone([before.pid]) == []
+                assert after.slot == before.slot and after.state in {"IDLE", "OK"}
+                assert await asyncio.to_thread(case.identity, after) not in (identity, None)
+                if before.pid is not None:
+                    assert wait_gone([before.pid]) == []
             else:  # the backend only watches: the runner is UNHEALTHY, with why, until its operator restarts it
                 down = await state_becomes(pool, "UNHEALTHY")
                 assert "/health" in down.problem
