@@ -3,7 +3,8 @@
 
 These tests are the fast tier: ``FakeEngine`` stands in for ``docker.from_env()`` and records what the backend
 asks of it (a GPU device request, a failing image or a foreign container are easier to stage here), and the
-backend's reaper is off. tests/integration/test_docker_backend.py runs the same backend against a real engine.
+backend's reaper is off. The same backend runs against a real engine in tests/integration/test_docker_runner.py
+and in the runner-backend conformance kit (tests/conformance/test_runner_backend_conformance.py).
 """
 
 from __future__ import annotations
