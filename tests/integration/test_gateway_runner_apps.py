@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -211,6 +212,25 @@ def test_a_restarted_gateway_still_knows_its_sessions(orch: OrchestratorProcess,
         assert gone.status_code == 404 and gone.json()["error"]["message"] == "runner session not found"
     finally:
         second.stop()
+
+
+def test_a_session_the_gateway_cannot_record_is_not_left_reserved(orch: OrchestratorProcess, tmp_path: Path) -> None:
+    node = gateway(tmp_path, orch)
+    try:
+        with sqlite3.connect(tmp_path / "gateway.sqlite") as db:
+            db.execute("DROP TABLE app_sessions")  # a database that refuses the session's row
+        refused = requests.post(node.base_url + "/apps/echo/session/session", timeout=30)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "2", refused.text
+        assert refused.json()["error"]["message"] == "the gateway could not record the session; retry shortly"
+    finally:
+        node.stop()
+    assert "Traceback" not in node.log_path.read_text()
+    # The orchestrator's only slot of the app was given back: a session can be reserved there at once.
+    (listing,) = orch.get("/discovery", timeout=10).json()
+    (runner,) = [r for r in listing["runners"] if r["app"] == "echo/session"]
+    direct = requests.post(runner["url"], timeout=30)
+    assert direct.status_code == 200, direct.text
+    assert requests.post(direct.json()["control_url"] + "/stop", timeout=30).status_code in (200, 204)
 
 
 async def ws_exchange(url: str, key: str | None) -> str:

@@ -14,14 +14,18 @@ those payments end at their next interval, when the orchestrator answers that th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
+from lpnode.errors import JobError, UnavailableError
 from lpnode.gateway.state import AppSessionRecord, GatewayState
+from lpnode.logs import log_event
 
 if TYPE_CHECKING:
     from lpnode.gateway.remote_signer import AppFunding
 
+log = logging.getLogger("lpnode.gateway.runner_apps")
 MAX_AGE_SECONDS = 7 * 24 * 3600.0
 """How long a session is remembered at most (its orchestrator ends it long before, when its runner leaves)."""
 _DROP_EVERY_SECONDS = 60.0
@@ -29,8 +33,8 @@ _DROP_EVERY_SECONDS = 60.0
 
 class AppSessions:
     """The sessions in ``state``, and the payments of the ones this gateway pays for. Every method is a coroutine
-    that runs the database off the event loop; a database that does not answer is a 503
-    (:class:`~lpnode.errors.UnavailableError`)."""
+    that runs the database off the event loop; a session that cannot be recorded is a 503
+    (:class:`~lpnode.errors.UnavailableError`), and the caller stops it where it was reserved."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -39,10 +43,16 @@ class AppSessions:
 
     async def add(self, session: AppSessionRecord, funding: AppFunding | None) -> None:
         now = time.monotonic()
-        if now - self._dropped_at > _DROP_EVERY_SECONDS:
-            self._dropped_at = now
-            await asyncio.to_thread(self.state.drop_sessions, time.time() - MAX_AGE_SECONDS)
-        await asyncio.to_thread(self.state.session_reserved, session)
+        try:
+            if now - self._dropped_at > _DROP_EVERY_SECONDS:
+                self._dropped_at = now
+                await asyncio.to_thread(self.state.drop_sessions, time.time() - MAX_AGE_SECONDS)
+            await asyncio.to_thread(self.state.session_reserved, session)
+        except JobError:
+            raise
+        except Exception as exc:  # the embedded database's own errors (PostgreSQL's are 503s already)
+            log_event(log, "gateway database error", logging.ERROR, database=self.state.where, error=str(exc))
+            raise UnavailableError("the gateway could not record the session; retry shortly", retry_after=2) from None
         self.funding = {sid: paid for sid, paid in self.funding.items() if paid.running}  # ended on their own
         if funding is not None:
             self.funding[session.session_id] = funding
