@@ -29,33 +29,65 @@ that needs a pip extra this install lacks (``lpnode.extras``), naming the ``pip 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lpnode import __version__
-from lpnode.byoc.command import add_byoc_parser, run_byoc
-from lpnode.dashboard.command import (
-    add_dashboard_parsers,
-    run_dashboard_command,
-    run_doctor_command,
-    run_status_command,
-)
 from lpnode.errors import ConfigError, LpnodeError
-from lpnode.gateway.command import add_gateway_parser
-from lpnode.gateway.keys_command import add_keys_parser, add_usage_parser, run_keys, run_usage
-from lpnode.gateway.live.play import add_live_parser, run_live
-from lpnode.orchestrator.command import add_orchestrator_parser
-from lpnode.payments.chain_command import add_chain_parser, run_chain
-from lpnode.payments.command import add_payment_parsers, run_deposit, run_tickets, run_wallet
-from lpnode.payments.devchain_command import add_devchain_parser, run_devchain
-from lpnode.signer.command import add_signer_parser
-from lpnode.trickle.command import add_trickle_parser, run_trickle
-from lpnode.worker.command import add_worker_parser
 
 DEFAULT_OPENAPI_PATH = Path("docs/openapi/runner.json")
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+# Where each command's flags and code live, in the order `lpnode --help` lists them: a function of this module, or
+# "module:function" (imported only when its command runs, so a light command does not load every role's code).
+# Each entry: the commands it adds, the function adding their parsers, and each command's handler.
+_DASHBOARD, _KEYS, _PAYMENTS = "lpnode.dashboard.command", "lpnode.gateway.keys_command", "lpnode.payments.command"
+_COMMANDS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
+    (("up",), "_up_parser", ("_cmd_up",)),
+    (("runner",), "_runner_parser", ("_cmd_runner",)),
+    (("orchestrator",), "lpnode.orchestrator.command:add_orchestrator_parser", ("_cmd_orchestrator",)),
+    (("worker",), "lpnode.worker.command:add_worker_parser", ("_cmd_worker",)),
+    (("gateway",), "lpnode.gateway.command:add_gateway_parser", ("_cmd_gateway",)),
+    (("signer",), "lpnode.signer.command:add_signer_parser", ("_cmd_signer",)),
+    (("livepeer",), "_livepeer_parser", ("",)),  # main() turns it into its role command before parsing
+    (("keys",), f"{_KEYS}:add_keys_parser", (f"{_KEYS}:run_keys",)),
+    (("usage",), f"{_KEYS}:add_usage_parser", (f"{_KEYS}:run_usage",)),
+    (
+        ("dashboard", "status", "doctor"),
+        f"{_DASHBOARD}:add_dashboard_parsers",
+        (f"{_DASHBOARD}:run_dashboard_command", f"{_DASHBOARD}:run_status_command", "_cmd_doctor"),
+    ),
+    (("byoc",), "lpnode.byoc.command:add_byoc_parser", ("lpnode.byoc.command:run_byoc",)),
+    (("trickle",), "lpnode.trickle.command:add_trickle_parser", ("lpnode.trickle.command:run_trickle",)),
+    (("live",), "lpnode.gateway.live.play_command:add_live_parser", ("lpnode.gateway.live.play_command:run_live",)),
+    (
+        ("wallet", "deposit", "tickets"),
+        f"{_PAYMENTS}:add_payment_parsers",
+        (f"{_PAYMENTS}:run_wallet", f"{_PAYMENTS}:run_deposit", f"{_PAYMENTS}:run_tickets"),
+    ),
+    (
+        ("devchain",),
+        "lpnode.payments.devchain_command:add_devchain_parser",
+        ("lpnode.payments.devchain_command:run_devchain",),
+    ),
+    (("chain",), "lpnode.payments.chain_command:add_chain_parser", ("lpnode.payments.chain_command:run_chain",)),
+    (("models",), "_models_parser", ("_cmd_models",)),
+    (("openapi",), "_openapi_parser", ("_cmd_openapi",)),
+)
+COMMANDS = tuple(name for names, _, _ in _COMMANDS for name in names)
+
+
+def _resolve(where: str) -> Callable[..., object]:
+    """A function of this module by name, or ``module:function``, imported now."""
+    module, _, name = where.rpartition(":")
+    found: Callable[..., object] = getattr(importlib.import_module(module), name) if module else globals()[where]
+    return found
 
 
 def _flag_pair(text: str) -> tuple[str, str]:
@@ -65,7 +97,7 @@ def _flag_pair(text: str) -> tuple[str, str]:
     return key.strip().upper(), value.strip()
 
 
-def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _runner_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "runner",
         help="serve one pipeline and model over the ai-runner HTTP API",
@@ -171,7 +203,7 @@ def _runner_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
-def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _models_parser(sub: Subparsers) -> None:
     p = sub.add_parser("models", help="manage the models dir (pull, list, check, tiny)")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="{pull,list,check,tiny}")
     dir_help = "Hugging Face cache dir [MODEL_DIR, ~/.lpnode/models]"
@@ -215,7 +247,7 @@ def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     tiny.add_argument("--force", action="store_true", help="rebuild models that already exist")
 
 
-def _livepeer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _livepeer_parser(sub: Subparsers) -> None:
     # Only its help lives here: main() turns `lpnode livepeer ...` into the role command before parsing.
     sub.add_parser(
         "livepeer",
@@ -230,10 +262,22 @@ def _livepeer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``lpnode`` parser. With ``command``, only that command's flags are read in (its module imported); the
+    others are bare names, enough to parse a command line that starts with ``command``."""
     parser = argparse.ArgumentParser(prog="lpnode", description="Livepeer AI network node.")
     parser.add_argument("--version", action="version", version=f"lpnode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for names, add, _ in _COMMANDS:
+        if command is None or command in names:
+            _resolve(add)(sub)
+        else:
+            for name in names:
+                sub.add_parser(name, add_help=False)
+    return parser
+
+
+def _up_parser(sub: Subparsers) -> None:
     up = sub.add_parser("up", help="run gateway, orchestrator and runners on this machine (offline, tiny models)")
     up.add_argument(
         "--data-dir",
@@ -269,26 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many orchestrators (default 1; on --network devchain each registered on chain with less stake "
         "and a higher price than the one before, found by the gateway on chain)",
     )
-    _runner_parser(sub)
-    add_orchestrator_parser(sub)
-    add_worker_parser(sub)
-    add_gateway_parser(sub)
-    add_signer_parser(sub)
-    _livepeer_parser(sub)
-    add_keys_parser(sub)
-    add_usage_parser(sub)
-    add_dashboard_parsers(sub)
-    add_byoc_parser(sub)
-    add_trickle_parser(sub)
-    add_live_parser(sub)
-    add_payment_parsers(sub)
-    add_devchain_parser(sub)
-    add_chain_parser(sub)
-    _models_parser(sub)
+
+
+def _openapi_parser(sub: Subparsers) -> None:
     oa = sub.add_parser("openapi", help="write the runner's OpenAPI document")
     oa.add_argument("--output", type=Path, default=DEFAULT_OPENAPI_PATH, help=f"default {DEFAULT_OPENAPI_PATH}")
     oa.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code")
-    return parser
 
 
 def _cmd_runner(args: argparse.Namespace) -> int:
@@ -484,6 +514,7 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     # The doctor's presentation is shared; each role supplies the checks that need its own code.
+    from lpnode.dashboard.command import run_doctor_command
     from lpnode.gateway.doctor import advertised
     from lpnode.orchestrator.doctor import OrchestratorFiles
 
@@ -534,32 +565,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LpnodeError as exc:
         print(f"lpnode: error: {exc}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
-    handlers = {
-        "runner": _cmd_runner,
-        "orchestrator": _cmd_orchestrator,
-        "gateway": _cmd_gateway,
-        "worker": _cmd_worker,
-        "signer": _cmd_signer,
-        "keys": run_keys,
-        "usage": run_usage,
-        "byoc": run_byoc,
-        "trickle": run_trickle,
-        "live": run_live,
-        "wallet": run_wallet,
-        "deposit": run_deposit,
-        "tickets": run_tickets,
-        "devchain": run_devchain,
-        "chain": run_chain,
-        "models": _cmd_models,
-        "openapi": _cmd_openapi,
-        "up": _cmd_up,
-        "dashboard": run_dashboard_command,
-        "status": run_status_command,
-        "doctor": _cmd_doctor,
-    }
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    if argv[:1] == ["--version"]:
+        command = ""  # no command's flags are needed
+    args = build_parser(command).parse_args(argv)
+    handlers = {name: run for names, _, runs in _COMMANDS for name, run in zip(names, runs, strict=True)}
     try:
-        return handlers[args.command](args)
+        status = _resolve(handlers[args.command])(args)
+        return status if isinstance(status, int) else 0
     except LpnodeError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"lpnode: error: {line}", file=sys.stderr)

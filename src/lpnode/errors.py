@@ -52,9 +52,10 @@ own, in :mod:`lpnode.gateway.openai_compat`):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 CANCELLED_STATUS = 499
 
@@ -280,6 +281,8 @@ def error_for_status(status: int, message: str, retry_after: int | None = None) 
 
 
 def go_text_response(exc: JobError) -> Response:
+    from starlette.responses import PlainTextResponse, Response  # here: a command's errors need no web server
+
     """go-livepeer's dialect: the message as plain text, as ``http.Error`` writes it."""
     if isinstance(exc, JobCancelledError):
         return Response(status_code=CANCELLED_STATUS)
@@ -287,6 +290,8 @@ def go_text_response(exc: JobError) -> Response:
 
 
 def runner_json_response(exc: JobError) -> Response:
+    from starlette.responses import JSONResponse, Response
+
     """ai-runner's dialect: ``{"detail": {"msg": m}}``."""
     if isinstance(exc, JobCancelledError):
         return Response(status_code=CANCELLED_STATUS)
@@ -294,6 +299,8 @@ def runner_json_response(exc: JobError) -> Response:
 
 
 def gateway_json_response(exc: JobError) -> Response:
+    from starlette.responses import JSONResponse, Response
+
     """The gateway's dialect, read by both SDK families; a 422 keeps FastAPI's ``detail`` list."""
     if isinstance(exc, JobCancelledError):
         return Response(status_code=CANCELLED_STATUS)

@@ -37,6 +37,7 @@ CORE_ENTRY_MODULES = (
     "lpnode.gateway.keys_command",
     "lpnode.gateway.doctor",
     "lpnode.gateway.live.play",
+    "lpnode.gateway.live.play_command",
     "lpnode.gateway.state_postgres",
     "lpnode.orchestrator.server",
     "lpnode.orchestrator.doctor",

@@ -37,7 +37,7 @@ SHARED = frozenset(
     {
         "protocol", "payments", "trickle", "schemas", "pipelines", "byoc", "dashboard",
         "errors", "logs", "results", "http_relay", "serving", "http_limits", "uvicorn_config", "audio_length", "extras",
-        "mp4", "child_supervisor",
+        "mp4", "child_supervisor", "lazy_exports",
     }
 )  # fmt: skip
 WIRING = frozenset({"cli", "up", "up_chain", "go_flags", "go_flags_doc", "go_starter"})

@@ -11,8 +11,23 @@
 - :mod:`lpnode.byoc.command`: the ``lpnode byoc`` command. See ``docs/byoc.md``.
 """
 
-from lpnode.byoc.kit import ByocApp, UploadedFile
-from lpnode.byoc.registry import CapabilityRegistry, CapabilityTarget, Price, RegisteredCapability, TargetLease
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lpnode.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from lpnode.byoc.kit import ByocApp, UploadedFile
+    from lpnode.byoc.registry import CapabilityRegistry, CapabilityTarget, Price, RegisteredCapability, TargetLease
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "kit": ("ByocApp", "UploadedFile"),
+        "registry": ("CapabilityRegistry", "CapabilityTarget", "Price", "RegisteredCapability", "TargetLease"),
+    },
+)
 
 __all__ = [
     "ByocApp",

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from lpnode.errors import ConfigError
 from lpnode.logs import command_log_level
-from lpnode.orchestrator.ai_models import load_ai_models
 from lpnode.orchestrator.settings import (
     DEFAULT_CLI_ADDR,
     OrchestratorSettings,
@@ -36,7 +35,6 @@ from lpnode.payments.settings import add_chain_flags, chain_settings
 from lpnode.protocol.admin_access import ADMIN_TOKEN_ENV, read_admin_token
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
 from lpnode.protocol.orch_secret import read_secret
-from lpnode.runner.pipelines import pipeline_names
 
 if TYPE_CHECKING:
     from lpnode.orchestrator.chain_duties import DutyFlags
@@ -169,6 +167,9 @@ def settings_from_args(args: argparse.Namespace) -> OrchestratorSettings:
     load_classes = args.runner_backend == "process"
     if load_classes and "" not in sys.path:
         sys.path.insert(0, "")
+    from lpnode.orchestrator.ai_models import load_ai_models  # the pipeline tables: only when it runs
+    from lpnode.runner.pipelines import pipeline_names
+
     configs, warnings = load_ai_models(args.ai_models, load_classes=load_classes) if args.ai_models else ([], [])
     served = {*pipeline_names(), "live-video-to-video"}  # live entries run `lpnode runner` live runners
     for config in configs:

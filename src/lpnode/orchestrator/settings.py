@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lpnode.errors import ConfigError
-from lpnode.orchestrator.ai_models import AIModelConfig
-from lpnode.orchestrator.pool import PoolTimings
+from lpnode.orchestrator.pool.timings import PoolTimings
 from lpnode.protocol.auth_token import TOKEN_VALIDITY_SECONDS
 
 if TYPE_CHECKING:
+    from lpnode.orchestrator.ai_models import AIModelConfig
     from lpnode.payments.settings import ChainSettings
 
 DEFAULT_SERVICE_PORT = 8935

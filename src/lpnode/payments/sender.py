@@ -26,6 +26,7 @@ from lpnode.payments.keystore import Wallet
 from lpnode.payments.recipient import PARAMS_EXPIRED, PRICE_INCREASE_THRESHOLD, PaymentError
 from lpnode.payments.signatures import sign
 from lpnode.payments.ticket import MAX_WIN_PROB, Ticket
+from lpnode.protocol.go_rat import float_string
 from lpnode.protocol.lp_rpc_pb2 import (
     OrchestratorInfo,
     Payment,
@@ -259,17 +260,6 @@ def _price(value: PriceInfo | Fraction | None) -> Fraction | None:
 
 def _rat_string(value: Fraction) -> str:
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
-
-
-def float_string(value: Fraction, places: int = 5) -> str:
-    """go's ``big.Rat.FloatString``: ``places`` decimals, the last rounded half away from zero."""
-    scaled = abs(value) * 10**places
-    whole = math.floor(scaled)
-    if scaled - whole >= Fraction(1, 2):
-        whole += 1
-    integer, decimals = divmod(whole, 10**places)
-    sign = "-" if value < 0 and whole else ""
-    return f"{sign}{integer}.{decimals:0{places}d}" if places else f"{sign}{integer}"
 
 
 def encode_payment(payment: Payment) -> str:

@@ -22,8 +22,8 @@ from fractions import Fraction
 
 from lpnode.errors import ConfigError
 from lpnode.payments.capability_prices import read_capability_prices
-from lpnode.payments.sender import float_string
 from lpnode.protocol.capabilities import pipeline_for_capability
+from lpnode.protocol.go_rat import float_string
 from lpnode.protocol.lp_rpc_pb2 import Capabilities
 from lpnode.protocol.remote_signer import PRICE_UNITS
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from lpnode.errors import ConfigError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 TIMEOUT_SECONDS = 5.0
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -89,6 +90,8 @@ class AuthWebhook:
         """Ask about one payment; :class:`WebhookRefused` unless the webhook allows it."""
         headers = {"Content-Type": "application/json", **self.headers}
         body = json.dumps({"headers": incoming, "state": state}).encode()
+        import aiohttp  # here: the signer's flags are read without loading the HTTP client
+
         try:
             async with self._session.post(
                 self.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)

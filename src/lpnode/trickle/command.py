@@ -12,13 +12,10 @@ import asyncio
 import ssl
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from lpnode.errors import ConfigError
 from lpnode.logs import configure_logging, log_event
-from lpnode.protocol.asgi import Receive, Scope, Send
-from lpnode.protocol.same_port import ServerSettings, hypercorn_config, new_event_loop
-from lpnode.serving import port_is_free, run_until_stopped
 from lpnode.trickle.channels import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CHANNELS,
@@ -27,10 +24,11 @@ from lpnode.trickle.channels import (
 )
 from lpnode.trickle.errors import ChannelNotFoundError
 from lpnode.trickle.headers import DEFAULT_MIME_TYPE
-from lpnode.trickle.publisher import TricklePublisher
-from lpnode.trickle.server import TrickleServer, TrickleSettings, log
-from lpnode.trickle.session import TlsVerify
-from lpnode.trickle.subscriber import TrickleSubscriber
+
+if TYPE_CHECKING:  # the server and the clients are imported when a subcommand runs, not to read its flags
+    from lpnode.protocol.asgi import Receive, Scope, Send
+    from lpnode.trickle.server import TrickleServer
+    from lpnode.trickle.session import TlsVerify
 
 DEFAULT_LISTEN = "127.0.0.1:8940"
 WRITE_CHUNK = 64 * 1024
@@ -97,6 +95,10 @@ def add_trickle_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def run_trickle(args: argparse.Namespace) -> int:
     if args.trickle_command == "serve":
+        from lpnode.protocol.same_port import new_event_loop
+        from lpnode.serving import run_until_stopped
+        from lpnode.trickle.server import TrickleServer, TrickleSettings
+
         configure_logging(args.log_level)
         settings = TrickleSettings(
             autocreate=args.autocreate,
@@ -124,6 +126,10 @@ def run_trickle(args: argparse.Namespace) -> int:
 async def serve_trickle(server: TrickleServer, host: str, port: int, base_path: str, stop: asyncio.Event) -> None:
     """Serve ``server`` under ``base_path`` (HTTP/1.1 and h2c) until ``stop`` is set."""
     from hypercorn.asyncio import serve
+
+    from lpnode.protocol.same_port import ServerSettings, hypercorn_config
+    from lpnode.serving import port_is_free
+    from lpnode.trickle.server import log
 
     config = hypercorn_config(ServerSettings(host, port))
     base = "/" + base_path.strip("/") if base_path.strip("/") else ""
@@ -166,6 +172,8 @@ class _Prefixed:
 
 
 async def _publish(args: argparse.Namespace, verify: TlsVerify) -> int:
+    from lpnode.trickle.publisher import TricklePublisher
+
     source: BinaryIO = sys.stdin.buffer if args.file == "-" else _open(args.file)
     headers = {"Authorization": args.secret} if args.secret else {}
     segments = total = 0
@@ -202,6 +210,8 @@ async def _publish(args: argparse.Namespace, verify: TlsVerify) -> int:
 
 
 async def _subscribe(args: argparse.Namespace, verify: TlsVerify) -> int:
+    from lpnode.trickle.subscriber import TrickleSubscriber
+
     sink: BinaryIO = sys.stdout.buffer if args.output == "-" else _open(args.output, "wb")
     segments = total = 0
     try:

@@ -12,11 +12,9 @@ from pathlib import Path
 
 from lpnode.errors import ConfigError
 from lpnode.logs import command_log_level
-from lpnode.orchestrator.ai_models import load_ai_models
 from lpnode.orchestrator.settings import parse_gpus
 from lpnode.payments.settings import OFFCHAIN
 from lpnode.protocol.orch_secret import read_secret
-from lpnode.runner.pipelines import pipeline_names
 from lpnode.runner.store import DEFAULT_MODELS_DIR
 from lpnode.worker.settings import WorkerSettings, orchestrator_url
 
@@ -79,6 +77,9 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         raise ConfigError("give --ai-models FILE (an aiModels.json) or an inline pipeline:model_id:warm list")
     if args.slots < 0 or args.runners_per_gpu < 1:
         raise ConfigError("--slots must be 0 or more and --runners-per-gpu 1 or more")
+    from lpnode.orchestrator.ai_models import load_ai_models  # the pipeline tables: only when it runs
+    from lpnode.runner.pipelines import pipeline_names
+
     configs, warnings = load_ai_models(args.ai_models)
     served = set(pipeline_names())
     for config in configs:

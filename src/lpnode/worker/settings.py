@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lpnode.errors import ConfigError
-from lpnode.orchestrator.ai_models import AIModelConfig
 from lpnode.orchestrator.settings import slot_count, slot_devices
+
+if TYPE_CHECKING:
+    from lpnode.orchestrator.ai_models import AIModelConfig
 
 
 @dataclass(frozen=True)
