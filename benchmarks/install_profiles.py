@@ -10,8 +10,9 @@ In one run, three throwaway virtual environments are built in a temp dir from th
 
 Size is the bytes under each venv's ``site-packages``, less the empty venv's. Start-up is the wall time of a
 fresh process, timed in interleaved rounds (core, full, core, full, ...) so a busy patch of this shared VM hits
-both alike: ``lpnode --help``, and importing each long-running role's server module (what ``lpnode gateway``,
-``lpnode orchestrator`` and ``lpnode worker`` load before they bind a port). The venvs are deleted at the end.
+both alike: ``lpnode --help``, ``lpnode keys list --help`` (a light command's flags), and importing each
+long-running role's server module (what ``lpnode gateway``, ``lpnode orchestrator`` and ``lpnode worker`` load
+before they bind a port). The venvs are deleted at the end.
 
 Usage::
 
@@ -41,12 +42,14 @@ DOC_TEXT = """`benchmarks/install_profiles.py` builds three throwaway venvs from
 (pip and setuptools, subtracted from the others), **core** (`pip install .`) and **full** (the Makefile's torch
 pin, then `pip install '.[all]'`: the `runner` and `media` extras too; `make up` adds only the dev tools). Size
 is the bytes under `site-packages`. Start-up is the wall time of a fresh process, in interleaved rounds after one
-warm-up each: `lpnode --help`, and importing the server module each long-running role loads before it binds a
+warm-up each: `lpnode --help`, `lpnode keys list --help` (reading a light command's flags loads only its
+module), and importing the server module each long-running role loads before it binds a
 port; for reference, importing torch, and aiortc + PyAV + NumPy, in the full venv: what each of those start-ups
 would add if a core module imported them at the top (`tests/unit/test_install_profiles.py` keeps them out). The
 venvs are deleted at the end."""
-PROBES = {
-    "lpnode --help": None,
+PROBES: dict[str, str | list[str]] = {
+    "lpnode --help": ["--help"],
+    "lpnode keys list --help": ["keys", "list", "--help"],
     "import lpnode.gateway.server": "lpnode.gateway.server",
     "import lpnode.orchestrator.server": "lpnode.orchestrator.server",
     "import lpnode.worker.node": "lpnode.worker.node",
@@ -78,9 +81,12 @@ def build(venv: Path, installs: list[list[str]]) -> float:
     return time.monotonic() - started
 
 
-def start_seconds(venv: Path, module: str | None) -> float:
-    command = [str(venv / "bin" / "lpnode"), "--help"] if module is None else [str(venv / "bin/python"), "-c"]
-    command += [] if module is None else [f"import {module}"]
+def start_seconds(venv: Path, probe: str | list[str]) -> float:
+    """One run of ``probe``: ``lpnode`` with these arguments, or importing this module."""
+    if isinstance(probe, list):
+        command = [str(venv / "bin" / "lpnode"), *probe]
+    else:
+        command = [str(venv / "bin/python"), "-c", f"import {probe}"]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd="/")
     return time.perf_counter() - started
