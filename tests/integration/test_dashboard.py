@@ -55,7 +55,7 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def chromium() -> Iterator[Browser]:
     with sync_api.sync_playwright() as playwright:
         held = Browser(playwright)
         try:
@@ -63,6 +63,16 @@ def browser() -> Iterator[Browser]:
         finally:
             held.context.close()
             held.browser.close()
+
+
+@pytest.fixture
+def browser(chromium: Browser) -> Iterator[Browser]:
+    """The module's Chromium, its ``problems`` those of this test's pages: they are closed when the test ends, so
+    none goes on polling a node the test stopped (its failed requests are not the next test's console errors)."""
+    chromium.problems.clear()
+    yield chromium
+    for page in chromium.context.pages:
+        page.close()
 
 
 @pytest.fixture(scope="module")
