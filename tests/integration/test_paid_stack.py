@@ -203,11 +203,19 @@ def every_batch_pipeline(sdk: Livepeer) -> dict[str, Callable[[], object]]:
     return calls
 
 
-def usage_by_pipeline(paid: PaidStack) -> dict[str, dict[str, Any]]:
-    """``lpnode usage --by pipeline --json`` of the gateway's data dir."""
-    shown = run_cli("usage", "--by", "pipeline", "--json", "--data-dir", str(paid.node.data_dir / "gateway"))
-    assert shown.returncode == 0, shown.stderr
-    return {row["pipeline"]: row for row in json.loads(shown.stdout)}
+def usage_by_pipeline(
+    paid: PaidStack, complete: Callable[[dict[str, dict[str, Any]]], bool] = lambda rows: True
+) -> dict[str, dict[str, Any]]:
+    """``lpnode usage --by pipeline --json`` of the gateway's data dir, once ``complete`` says every request the
+    test made is in it (the gateway records a request after its answer is sent, and writes records a moment later)."""
+    deadline = time.monotonic() + 15
+    while True:
+        shown = run_cli("usage", "--by", "pipeline", "--json", "--data-dir", str(paid.node.data_dir / "gateway"))
+        assert shown.returncode == 0, shown.stderr
+        rows = {row["pipeline"]: row for row in json.loads(shown.stdout)}
+        if complete(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
 
 
 def test_every_batch_pipeline_and_an_llm_stream_are_paid_and_both_sides_agree(paid: PaidStack) -> None:
@@ -224,7 +232,8 @@ def test_every_batch_pipeline_and_an_llm_stream_are_paid_and_both_sides_agree(pa
     )
     assert any(chunk.choices and chunk.choices[0].finish_reason for chunk in stream)
 
-    usage = usage_by_pipeline(paid)
+    made = len(BATCH_PIPELINES) + 2  # each pipeline once, a second text-to-image, the llm stream
+    usage = usage_by_pipeline(paid, lambda rows: sum(r["requests"] for r in rows.values()) >= made)
     orch = paid.orch_payments()
     gateway = paid.gateway_payments()
     balances = {b["manifest"]: b for b in orch["balances"] if b["sender"] == paid.gateway}
@@ -303,7 +312,8 @@ def test_a_byoc_job_is_paid_and_answered_with_its_balance(paid: PaidStack, tmp_p
         assert charged > 0 and charged % BYOC_PRICE == 0, balance
         (echo,) = [b for b in paid.orch_payments()["balances"] if b["manifest"] == "echo"]
         assert int(echo["balance"]) == balance and echo["sender"] == paid.gateway
-        row = usage_by_pipeline(paid)["echo"]
+        spent = usage_by_pipeline(paid, lambda rows: Decimal(rows.get("echo", {}).get("spend_wei") or 0) >= charged)
+        row = spent["echo"]
         assert Decimal(row["spend_wei"]) == row["units"] * BYOC_PRICE == charged
     finally:
         container.stop()

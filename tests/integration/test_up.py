@@ -207,12 +207,17 @@ def test_keys_401_without_a_key_429_over_its_rate_and_usage_rows(keyed: tuple[st
     assert statuses == [200, 200, 200, 429]
     over = requests.post(base + "/text-to-image", json=body, headers=auth, timeout=60)
     assert over.status_code == 429 and int(over.headers["Retry-After"]) >= 1
-    report = subprocess.run(
-        [*LPNODE, "usage", "--by", "key,pipeline", "--json", "--data-dir", str(data)],
-        capture_output=True, text=True, env=child_env(), timeout=60,
-    )  # fmt: skip
-    assert report.returncode == 0, report.stderr
-    rows = {(r["key"], r["pipeline"]): r for r in json.loads(report.stdout)}
+    deadline = time.monotonic() + 15  # the last request is recorded once its answer is sent, and written just after
+    while True:
+        report = subprocess.run(
+            [*LPNODE, "usage", "--by", "key,pipeline", "--json", "--data-dir", str(data)],
+            capture_output=True, text=True, env=child_env(), timeout=60,
+        )  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        rows = {(r["key"], r["pipeline"]): r for r in json.loads(report.stdout)}
+        if rows.get(("app", "text-to-image"), {}).get("requests") == 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     app = rows[("app", "text-to-image")]
     assert (app["requests"], app["errors"], app["units"]) == (5, 2, 3 * 64 * 64)
     assert sum(r["requests"] for (k, _), r in rows.items() if k != "app") == 1, "the 401 is recorded without a key"
